@@ -1,0 +1,49 @@
+# Two commands from a fresh clone: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format install deps-system postgres bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/vethub serve
+
+# DCMTK (findscu, echoscu, storescu, wlmscpfs) is a test dependency: the DICOM
+# doors are exercised with a third-party client, so install it when missing.
+deps-system:
+	@command -v findscu >/dev/null && command -v wlmscpfs >/dev/null || { \
+		echo "installing dcmtk"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dcmtk >/dev/null; }
+
+# The PostgreSQL on 127.0.0.1:5432 the tests also run against; start it if down.
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+test: $(STAMP) deps-system postgres
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) deps-system
+	VETHUB_CMD="$(CURDIR)/$(BIN)/vethub" BENCH_VENV="$(CURDIR)/$(VENV)" ../shared/bench/run_hub.sh
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

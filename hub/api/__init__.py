@@ -1,0 +1,1 @@
+"""HTTP edge: FastAPI routers, authentication and error translation."""

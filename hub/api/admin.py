@@ -1,0 +1,176 @@
+"""Admin-only resources: API keys, registered modalities, the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from hub.api.auth import Caller, require
+from hub.errors import NotFound
+from hub.models import AuditEvent, Modality
+from hub.schemas import AeTitle, ModalityCode, Page
+from hub.services import events, keys, modalities
+from hub.services.orders import MAX_LIMIT, decode_cursor, encode_cursor
+
+router = APIRouter(prefix="/api/v1", tags=["admin"])
+ADMIN = require()
+SEE_DEVICES = require("tech", "frontdesk", "integration")
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["integration", "frontdesk", "tech", "vet", "admin"]
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(BaseModel):
+    id: int
+    name: str
+    role: str
+    key: str
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated)
+def create_key(body: KeyIn, request: Request, who: Caller = Depends(ADMIN)) -> KeyCreated:
+    with request.app.state.hub.db.session() as s:
+        row, plain = keys.create(s, body.name, body.role)
+        events.audit(s, who.actor, "key.create", "key", row.id, {"role": row.role})
+        return KeyCreated(id=row.id, name=row.name, role=row.role, key=plain)  # type: ignore[arg-type]
+
+
+@router.get("/keys", response_model=list[KeyOut])
+def list_keys(request: Request, who: Caller = Depends(ADMIN)) -> list[KeyOut]:
+    with request.app.state.hub.db.read_session() as s:
+        return [KeyOut.model_validate(k, from_attributes=True) for k in keys.list_all(s)]
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+def revoke_key(key_id: int, request: Request, who: Caller = Depends(ADMIN)) -> Response:
+    with request.app.state.hub.db.session() as s:
+        keys.revoke(s, key_id)
+        events.audit(s, who.actor, "key.revoke", "key", key_id)
+    return Response(status_code=204)
+
+
+class ModalityIn(BaseModel):
+    """A device as the clinic's IT person registers it (interface.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    site: str | None = Field(None, max_length=64)
+    modality: ModalityCode | None = None
+    character_set: Literal["ISO_IR 192", "ISO_IR 100", "ASCII"] = "ISO_IR 192"
+    host: str | None = Field(None, max_length=255)
+    port: int | None = Field(None, ge=1, le=65535)
+    description: str | None = Field(None, max_length=255)
+    scope_station: bool = Field(
+        False, description="empty ScheduledStationAETitle means this device's own AE title"
+    )
+    scope_modality: bool = Field(False, description="empty Modality means this device's modality")
+    scope_site: bool = Field(False, description="only items of this device's site")
+    date_window_days: int | None = Field(
+        None, ge=0, le=365, description="empty SPS start date means today ± this many days"
+    )
+
+
+class ModalityOut(ModalityIn):
+    model_config = ConfigDict(extra="ignore")
+    ae_title: str
+    last_query_at: datetime | None
+    last_store_at: datetime | None
+    last_report_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _modality_out(row: Modality) -> ModalityOut:
+    return ModalityOut.model_validate(row, from_attributes=True)
+
+
+@router.put("/modalities/{ae_title}", response_model=ModalityOut)
+def put_modality(
+    ae_title: AeTitle,
+    body: ModalityIn,
+    request: Request,
+    response: Response,
+    who: Caller = Depends(ADMIN),
+) -> ModalityOut:
+    with request.app.state.hub.db.session() as s:
+        row, created = modalities.put(s, ae_title, body.model_dump())
+        events.audit(s, who.actor, "modality.put", "modality", ae_title, body.model_dump())
+        out = _modality_out(row)
+    response.status_code = 201 if created else 200
+    return out
+
+
+@router.get("/modalities", response_model=Page[ModalityOut])
+def list_modalities(request: Request, who: Caller = Depends(SEE_DEVICES)) -> Page[ModalityOut]:
+    with request.app.state.hub.db.read_session() as s:
+        return Page[ModalityOut](items=[_modality_out(m) for m in modalities.list_all(s)])
+
+
+@router.get("/modalities/{ae_title}", response_model=ModalityOut)
+def get_modality(
+    ae_title: str, request: Request, who: Caller = Depends(SEE_DEVICES)
+) -> ModalityOut:
+    with request.app.state.hub.db.read_session() as s:
+        row = modalities.get(s, ae_title)
+        if row is None:
+            raise NotFound(f"modality {ae_title!r} is not registered")
+        return _modality_out(row)
+
+
+@router.delete("/modalities/{ae_title}", status_code=204)
+def delete_modality(ae_title: str, request: Request, who: Caller = Depends(ADMIN)) -> Response:
+    with request.app.state.hub.db.session() as s:
+        if not modalities.delete(s, ae_title):
+            raise NotFound(f"modality {ae_title!r} is not registered")
+        events.audit(s, who.actor, "modality.delete", "modality", ae_title)
+    return Response(status_code=204)
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    detail: dict | None
+
+
+@router.get("/audit", response_model=Page[AuditOut])
+def list_audit(
+    request: Request,
+    action: str | None = None,
+    target_id: str | None = None,
+    limit: int = Query(50, ge=1, le=MAX_LIMIT),
+    cursor: str | None = None,
+    who: Caller = Depends(ADMIN),
+) -> Page[AuditOut]:
+    stmt = select(AuditEvent).order_by(AuditEvent.id.desc())  # type: ignore[union-attr]
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if target_id:
+        stmt = stmt.where(AuditEvent.target_id == target_id)
+    if cursor:
+        stmt = stmt.where(AuditEvent.id < decode_cursor(cursor))
+    with request.app.state.hub.db.read_session() as s:
+        rows = list(s.scalars(stmt.limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None  # type: ignore[arg-type]
+    return Page[AuditOut](
+        items=[AuditOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
+        next_cursor=nxt,
+    )

@@ -1,0 +1,50 @@
+"""The FastAPI application: routers, error handling, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import hub
+from hub.api import admin, errors, orders
+from hub.context import Hub
+from hub.metrics import HttpMetrics
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def _no_doors(app: FastAPI) -> AsyncIterator[None]:
+    app.state.ready = True
+    yield
+
+
+def create_app(hub_ctx: Hub, lifespan: Lifespan | None = None) -> FastAPI:
+    app = FastAPI(
+        title="vethub",
+        version=hub.__version__,
+        summary="Imaging integration hub for veterinary clinics",
+        lifespan=lifespan or _no_doors,
+    )
+    app.state.hub = hub_ctx
+    app.state.ready = False
+    errors.install(app)
+    app.add_middleware(HttpMetrics)
+    app.include_router(orders.router)
+    app.include_router(admin.router)
+
+    @app.get("/health", tags=["ops"])
+    def health(request: Request) -> JSONResponse:
+        if not request.app.state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,77 @@
+"""One place where domain errors and bad requests become HTTP answers.
+
+Every error body is JSON with ``detail`` as a sentence; validation failures
+also carry ``errors``, one entry per field at fault.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hub.errors import Conflict, Invalid, NotFound
+
+log = logging.getLogger("hub.api")
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    for err in exc.errors():
+        message = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            message = f"malformed JSON: {err.get('ctx', {}).get('error', message)}"
+        errors.append({"field": _field(err.get("loc", ())), "message": message})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    log.info("rejected request", extra={"path": request.url.path, "status": 422, "detail": detail})
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+
+def _invalid(request: Request, exc: Invalid) -> JSONResponse:
+    errors = [{"field": e.field, "message": e.message} for e in exc.errors]
+    log.info(
+        "rejected request", extra={"path": request.url.path, "status": 422, "detail": str(exc)}
+    )
+    return JSONResponse({"detail": str(exc), "errors": errors}, status_code=422)
+
+
+def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+    log.info("conflict", extra={"path": request.url.path, "status": 409, "detail": str(exc)})
+    return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=409)
+
+
+def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no such resource: {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"method {request.method} is not allowed on {request.url.path}"
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", extra={"path": request.url.path}, exc_info=exc)
+    return JSONResponse({"detail": "internal error; see the hub's log"}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(Invalid, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(Conflict, _conflict)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

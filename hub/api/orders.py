@@ -1,0 +1,94 @@
+"""REST orders: the JSON of interface.md in, ``hub.services.orders`` underneath."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+
+from hub.api.auth import Caller, require
+from hub.schemas import OrderIn, OrderOut, Page
+from hub.services import orders
+
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+
+WRITE = require("integration", "frontdesk")
+READ = require("integration", "frontdesk", "vet", "tech")
+
+
+@router.post("", status_code=201, response_model=OrderOut)
+def create_order(
+    body: OrderIn, request: Request, response: Response, who: Caller = Depends(WRITE)
+) -> OrderOut:
+    hub = request.app.state.hub
+    with hub.db.session() as s:
+        order, created = orders.place(s, body, hub.orders)
+        out = orders.to_out(order)
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/api/v1/orders/{out.id}"
+    return out
+
+
+@router.get("", response_model=Page[OrderOut])
+def list_orders(
+    request: Request,
+    status: Literal["scheduled", "in_progress", "completed", "cancelled", "discontinued"]
+    | None = None,
+    date: date | None = Query(None, description="scheduled date, YYYY-MM-DD"),
+    patient_id: str | None = None,
+    accession_number: str | None = None,
+    modality: str | None = None,
+    station_ae_title: str | None = None,
+    site: str | None = None,
+    source: str | None = None,
+    placer_order_number: str | None = None,
+    limit: int = Query(50, ge=1, le=orders.MAX_LIMIT),
+    cursor: str | None = None,
+    who: Caller = Depends(READ),
+) -> Page[OrderOut]:
+    flt = orders.OrderFilter(
+        status=status,
+        date=date,
+        patient_id=patient_id,
+        accession_number=accession_number,
+        modality=modality.upper() if modality else None,
+        station_ae_title=station_ae_title,
+        site=site,
+        source=source,
+        placer_order_number=placer_order_number,
+    )
+    with request.app.state.hub.db.read_session() as s:
+        rows, next_cursor = orders.find(s, flt, limit=limit, cursor=cursor)
+        return Page[OrderOut](items=[orders.to_out(o) for o in rows], next_cursor=next_cursor)
+
+
+@router.get("/{order_id}", response_model=OrderOut)
+def get_order(order_id: int, request: Request, who: Caller = Depends(READ)) -> OrderOut:
+    with request.app.state.hub.db.read_session() as s:
+        return orders.to_out(orders.get(s, order_id))
+
+
+@router.patch("/{order_id}", response_model=OrderOut)
+def patch_order(
+    order_id: int,
+    request: Request,
+    patch: dict[str, Any] = Body(..., media_type="application/merge-patch+json"),
+    who: Caller = Depends(WRITE),
+) -> OrderOut:
+    hub = request.app.state.hub
+    with hub.db.session() as s:
+        return orders.to_out(orders.update(s, order_id, patch, hub.orders))
+
+
+@router.post("/{order_id}/cancel", response_model=OrderOut)
+def cancel_order(order_id: int, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
+    with request.app.state.hub.db.session() as s:
+        return orders.to_out(orders.cancel(s, order_id, reason=f"cancelled by {who.actor}"))
+
+
+@router.post("/{order_id}/discontinue", response_model=OrderOut)
+def discontinue_order(order_id: int, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
+    with request.app.state.hub.db.session() as s:
+        return orders.to_out(orders.discontinue(s, order_id, reason=f"discontinued by {who.actor}"))

@@ -1,0 +1,52 @@
+"""Settings, read from ``VETHUB_*`` environment variables (interface.md)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VETHUB_", extra="ignore")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    dicom_ae: str = Field("VETHUB", min_length=1, max_length=16)
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    dicom_host: str = "0.0.0.0"
+    dicom_allow_unknown_ae: bool = True
+    hl7_host: str = "0.0.0.0"
+    hl7_port: int = Field(2575, ge=0, le=65535)
+    data_dir: Path = Path("./vethub-data")
+    database_url: str | None = None
+    bootstrap_admin_key: str | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    # Naive times in orders are in this zone; empty means the machine's zone.
+    timezone: str = ""
+    log_level: str = "INFO"
+    mappings_dir: Path | None = None
+
+    # Worklist hygiene: open orders scheduled longer ago than this leave the
+    # worklist (their status is unchanged). 0 switches the cut-off off.
+    worklist_max_age_days: float = Field(7, ge=0)
+    # Largest number of items one C-FIND may return; 0 = no limit.
+    worklist_max_results: int = Field(0, ge=0)
+
+    @cached_property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vethub.db').resolve()}"
+
+    @cached_property
+    def tz(self) -> ZoneInfo | None:
+        """The hub's local zone, or None for the machine's own."""
+        return ZoneInfo(self.timezone) if self.timezone else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,16 @@
+"""Storage tables, one module per area; importing this package registers them all.
+
+Request/response shapes live in ``hub/schemas.py``, not here.
+"""
+
+from hub.models.core import (
+    ApiKey,
+    AuditEvent,
+    Modality,
+    Order,
+    OrderStatus,
+    OutboxEvent,
+    utcnow,
+)
+
+__all__ = ["ApiKey", "AuditEvent", "Modality", "Order", "OrderStatus", "OutboxEvent", "utcnow"]

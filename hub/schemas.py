@@ -1,0 +1,182 @@
+"""Request and response shapes of the REST API (interface.md "Orders").
+
+These are the contract; ``hub/services/orders.py`` converts them to and from
+the ``Order`` table. Limits follow the DICOM VRs the values end up in, so a
+value accepted here always fits the worklist item.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from hub.mappings import MODALITIES
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PN_FORBIDDEN = re.compile(r"[\^=\\]")
+
+
+def _no_control(v: str) -> str:
+    if _CONTROL.search(v):
+        raise ValueError("must not contain control characters")
+    return v
+
+
+def _no_pn_delimiters(v: str) -> str:
+    if _PN_FORBIDDEN.search(v):
+        raise ValueError("must not contain '^', '=' or '\\' (DICOM name delimiters)")
+    return v
+
+
+def _no_backslash(v: str) -> str:
+    if "\\" in v:
+        raise ValueError("must not contain '\\' (the DICOM value delimiter)")
+    return v
+
+
+def _text(max_len: int) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_len),
+        AfterValidator(_no_control),
+        AfterValidator(_no_backslash),
+    ]
+
+
+def _name(max_len: int = 64) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_len),
+        AfterValidator(_no_control),
+        AfterValidator(_no_pn_delimiters),
+    ]
+
+
+Id64 = _text(64)
+Sh16 = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=16),
+    AfterValidator(_no_control),
+    AfterValidator(_no_backslash),
+]
+AeTitle = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=16, pattern=r"^[ -~]+$"),
+    AfterValidator(_no_backslash),
+]
+
+
+def _modality(v: str) -> str:
+    v = v.strip().upper()
+    if v not in MODALITIES:
+        raise ValueError(f"unknown DICOM modality {v!r} (e.g. DX, CR, US, CT, MR, IO)")
+    return v
+
+
+ModalityCode = Annotated[str, AfterValidator(_modality)]
+Sex = Literal["male", "female", "unknown"]
+Priority = Literal["routine", "stat"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PatientIn(_In):
+    id: Id64
+    name: _name()  # type: ignore[valid-type]
+    species: _text(64) | None = None  # type: ignore[valid-type]
+    breed: _text(64) | None = None  # type: ignore[valid-type]
+    sex: Sex | None = None
+    neutered: bool | None = None
+    birth_date: date | None = None
+    weight_kg: float | None = Field(default=None, gt=0, le=20000)
+
+
+class OwnerIn(_In):
+    id: _text(64) | None = None  # type: ignore[valid-type]
+    last_name: _name() | None = None  # type: ignore[valid-type]
+    first_name: _name() | None = None  # type: ignore[valid-type]
+    organization: _name() | None = None  # type: ignore[valid-type]
+
+
+class ProcedureIn(_In):
+    code: _text(64) | None = None  # type: ignore[valid-type]
+    description: _text(64) | None = None  # type: ignore[valid-type]
+
+
+class OrderIn(_In):
+    source: _text(64) = "default"  # type: ignore[valid-type]
+    placer_order_number: Id64
+    accession_number: Sh16 | None = None
+    patient: PatientIn
+    owner: OwnerIn = Field(default_factory=OwnerIn)
+    procedure: ProcedureIn = Field(default_factory=ProcedureIn)
+    modality: ModalityCode | None = None
+    station_ae_title: AeTitle | None = None
+    scheduled_start: datetime | None = None
+    referring_vet: _name() | None = None  # type: ignore[valid-type]
+    site: _text(64) | None = None  # type: ignore[valid-type]
+    priority: Priority = "routine"
+    notes: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+class PatientOut(BaseModel):
+    id: str
+    name: str
+    species: str | None
+    species_code: str | None
+    breed: str | None
+    sex: Sex | None
+    neutered: bool | None
+    birth_date: date | None
+    weight_kg: float | None
+
+
+class OwnerOut(BaseModel):
+    id: str | None
+    last_name: str | None
+    first_name: str | None
+    organization: str | None
+
+
+class ProcedureOut(BaseModel):
+    code: str | None
+    description: str | None
+
+
+OrderStatusName = Literal["scheduled", "in_progress", "completed", "cancelled", "discontinued"]
+
+
+class OrderOut(BaseModel):
+    id: int
+    source: str
+    placer_order_number: str
+    accession_number: str
+    study_instance_uid: str
+    status: OrderStatusName
+    patient: PatientOut
+    owner: OwnerOut
+    procedure: ProcedureOut
+    modality: str | None
+    station_ae_title: str | None
+    scheduled_start: datetime
+    referring_vet: str | None
+    site: str | None
+    priority: Priority
+    notes: str | None
+    requested_procedure_id: str
+    scheduled_step_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None

@@ -1,0 +1,141 @@
+"""``vethub serve``: one process, three doors (HTTP, DICOM, HL7), one lifespan.
+
+uvicorn runs the asyncio loop; the FastAPI lifespan starts the other doors
+and stops them in reverse order, so Ctrl-C / SIGTERM finish in-flight work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Protocol
+
+import uvicorn
+from fastapi import FastAPI
+
+from hub.api.app import create_app
+from hub.config import Settings
+from hub.context import Hub
+from hub.logs import setup_logging
+from hub.services import keys
+
+log = logging.getLogger("hub.serve")
+
+
+class Door(Protocol):
+    """A listener the hub opens besides HTTP (DICOM, HL7)."""
+
+    name: str
+
+    async def start(self) -> int:
+        """Start listening; return the bound port."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop accepting, let work in flight finish (bounded), release the port."""
+        ...
+
+
+def build_doors(hub: Hub) -> list[Door]:
+    from worklist.server import DicomDoor
+
+    doors: list[Door] = [DicomDoor(hub)]
+    try:
+        from adapters.hl7.server import Hl7Door
+    except ImportError:  # the HL7 door is optional until it is installed
+        log.warning("HL7 door not available")
+    else:
+        doors.append(Hl7Door(hub))
+    return doors
+
+
+def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
+    tmp = data_dir / "ports.json.tmp"
+    tmp.write_text(json.dumps(ports))
+    os.replace(tmp, data_dir / "ports.json")
+
+
+def bootstrap_admin(hub: Hub) -> str | None:
+    """Make the bootstrap key exist, or create an admin key on first start.
+
+    Returns a newly created key (to print once), else None.
+    """
+    with hub.db.session() as s:
+        if hub.settings.bootstrap_admin_key:
+            keys.ensure(s, "bootstrap-admin", "admin", hub.settings.bootstrap_admin_key)
+            return None
+        if keys.any_admin(s):
+            return None
+        _, plain = keys.create(s, "first-admin", "admin")
+        return plain
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started: list[Door] = []
+        ports: dict[str, int | None] = {"http": http_port, "dicom": None, "hl7": None}
+        try:
+            for door in doors:
+                ports[door.name] = await door.start()
+                started.append(door)
+            write_ports(hub.settings.data_dir, ports)
+            app.state.ready = True
+            log.info("vethub listening", extra={"ports": ports, "ae_title": hub.settings.dicom_ae})
+            print(
+                f"vethub ready: http http://{hub.settings.http_host}:{ports['http']}  "
+                f"dicom {hub.settings.dicom_ae}@{ports['dicom']}  hl7 {ports['hl7']}",
+                file=sys.stdout,
+                flush=True,
+            )
+            yield
+        finally:
+            app.state.ready = False
+            for door in reversed(started):
+                try:
+                    await door.stop()
+                except Exception:
+                    log.exception("door did not stop cleanly", extra={"door": door.name})
+            hub.close()
+            log.info("vethub stopped")
+
+    return lifespan
+
+
+def serve(settings: Settings) -> None:
+    setup_logging(settings.log_level)
+    hub = Hub.open(settings)
+    created = bootstrap_admin(hub)
+    if created:
+        print(
+            f"Created an admin API key (shown only now, keep it safe): {created}",
+            file=sys.stdout,
+            flush=True,
+        )
+    sock = bind_http(settings.http_host, settings.http_port)
+    http_port = sock.getsockname()[1]
+    app = create_app(hub, lifespan=make_lifespan(hub, build_doors(hub), http_port))
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,1 @@
+"""Business rules: synchronous, called by every edge with a session."""

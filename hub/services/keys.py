@@ -1,0 +1,77 @@
+"""API keys: created once, shown once, stored as a hash.
+
+Keys are 256-bit random tokens, so a plain SHA-256 is a sound hash for them
+(no password stretching needed) and lets a request be checked with one
+indexed lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.errors import Invalid, NotFound
+from hub.models import ApiKey, utcnow
+
+ROLES = ("integration", "frontdesk", "tech", "vet", "admin")
+KEY_PREFIX = "vh_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create(session: Session, name: str, role: str, key: str | None = None) -> tuple[ApiKey, str]:
+    """Store a key; returns the row and the plain key (the only time it exists)."""
+    if role not in ROLES:
+        raise Invalid.one("role", f"must be one of {', '.join(ROLES)}")
+    if not name.strip():
+        raise Invalid.one("name", "must not be empty")
+    key = key or new_key()
+    row = ApiKey(name=name.strip(), role=role, key_hash=hash_key(key), prefix=key[:8])
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def ensure(session: Session, name: str, role: str, key: str) -> ApiKey:
+    """Make ``key`` exist with ``role`` (the bootstrap admin key); idempotent."""
+    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+    if row is None:
+        row, _ = create(session, name, role, key)
+    elif row.revoked_at is not None or row.role != role:
+        row.revoked_at = None
+        row.role = role
+    return row
+
+
+def authenticate(session: Session, key: str) -> ApiKey | None:
+    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return row
+
+
+def list_all(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def revoke(session: Session, key_id: int) -> ApiKey:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"key {key_id} does not exist")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def any_admin(session: Session) -> bool:
+    stmt = select(ApiKey.id).where(ApiKey.role == "admin", ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+    return session.scalars(stmt).first() is not None

@@ -1,0 +1,445 @@
+"""Orders: place, change, cancel, find. Every edge (REST, HL7, ...) calls these.
+
+An order is one requested procedure with one scheduled procedure step; its
+row is the worklist item. Status changes follow ``TRANSITIONS`` and nothing
+else.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub import names
+from hub.errors import Conflict, FieldError, Invalid, NotFound
+from hub.mappings import Mappings
+from hub.models import Order, OrderStatus, utcnow
+from hub.schemas import OrderIn, OrderOut, OwnerOut, PatientOut, ProcedureOut
+from hub.services import events
+
+S = OrderStatus
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.SCHEDULED: frozenset({S.IN_PROGRESS, S.COMPLETED, S.CANCELLED, S.DISCONTINUED}),
+    S.IN_PROGRESS: frozenset({S.COMPLETED, S.DISCONTINUED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.DISCONTINUED: frozenset(),
+}
+# Fields fixed once an order exists: they are how other systems find it.
+IMMUTABLE = ("source", "placer_order_number")
+MAX_LIMIT = 500
+_ACCESSION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I look-alikes
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """What placing an order needs beyond the request: vocabularies and the clock's zone."""
+
+    mappings: Mappings
+    tz: ZoneInfo | None = None
+    uid_prefix: str | None = None
+
+    def now(self) -> datetime:
+        return datetime.now(self.tz).replace(tzinfo=None, microsecond=0)
+
+    def local(self, value: datetime | None) -> datetime:
+        """Naive local time: aware times are converted, naive ones are already local."""
+        if value is None:
+            return self.now()
+        if value.tzinfo is not None:
+            value = value.astimezone(self.tz).replace(tzinfo=None)
+        return value
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    status: str | None = None
+    date: date | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+    modality: str | None = None
+    station_ae_title: str | None = None
+    site: str | None = None
+    source: str | None = None
+    placer_order_number: str | None = None
+
+
+def request_hash(req: OrderIn) -> str:
+    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+
+
+def new_accession() -> str:
+    return "VH" + "".join(secrets.choice(_ACCESSION_ALPHABET) for _ in range(8))
+
+
+def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, bool]:
+    """Store a new order, or return the identical one already placed.
+
+    Returns ``(order, created)``. A different body under a placer number
+    already used by the same source is a conflict, never an overwrite.
+    """
+    digest = request_hash(req)
+    existing = _by_placer(session, req.source, req.placer_order_number)
+    if existing is not None:
+        return _same_or_conflict(existing, digest), False
+
+    if req.accession_number and _by_accession(session, req.accession_number):
+        raise Conflict(
+            f"accession_number {req.accession_number!r} belongs to another order",
+            field="accession_number",
+        )
+    order = Order(
+        source=req.source,
+        placer_order_number=req.placer_order_number,
+        accession_number=req.accession_number or _free_accession(session),
+        study_instance_uid=generate_uid(prefix=ctx.uid_prefix)
+        if ctx.uid_prefix
+        else generate_uid(),
+        requested_procedure_id="",
+        scheduled_step_id="",
+        patient_id=req.patient.id,
+        patient_name=req.patient.name,
+        name_key="",
+        scheduled_start=ctx.now(),
+        sps_start_date="",
+        sps_start_time="",
+        request_hash=digest,
+    )
+    _apply(order, req, ctx)
+    order.requested_procedure_id = order.accession_number
+    order.scheduled_step_id = order.accession_number
+    try:
+        with session.begin_nested():
+            session.add(order)
+            session.flush()
+    except IntegrityError:
+        # Lost a race with an identical request on another connection.
+        existing = _by_placer(session, req.source, req.placer_order_number)
+        if existing is not None:
+            return _same_or_conflict(existing, digest), False
+        raise Conflict(
+            f"accession_number {order.accession_number!r} belongs to another order",
+            field="accession_number",
+        ) from None
+    events.record(session, "order.scheduled", order_id=order.id)
+    return order, True
+
+
+def get(session: Session, order_id: int) -> Order:
+    order = session.get(Order, order_id)
+    if order is None:
+        raise NotFound(f"order {order_id} does not exist")
+    return order
+
+
+def find_by_placer(session: Session, source: str, placer_order_number: str) -> Order:
+    order = _by_placer(session, source, placer_order_number)
+    if order is None:
+        raise NotFound(f"no order {placer_order_number!r} from source {source!r}")
+    return order
+
+
+def find(
+    session: Session, flt: OrderFilter, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Order], str | None]:
+    stmt = select(Order).order_by(Order.id)
+    for column in (
+        "status",
+        "patient_id",
+        "accession_number",
+        "modality",
+        "station_ae_title",
+        "site",
+        "source",
+        "placer_order_number",
+    ):
+        value = getattr(flt, column)
+        if value is not None:
+            stmt = stmt.where(getattr(Order, column) == value)
+    if flt.date is not None:
+        stmt = stmt.where(Order.sps_start_date == flt.date.strftime("%Y%m%d"))
+    if cursor:
+        stmt = stmt.where(Order.id > decode_cursor(cursor))
+    limit = max(1, min(limit, MAX_LIMIT))
+    rows = list(session.scalars(stmt.limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None  # type: ignore[arg-type]
+    return rows[:limit], next_cursor
+
+
+def update(session: Session, order_id: int, patch: dict[str, Any], ctx: OrderContext) -> Order:
+    """Apply an RFC 7396 merge patch to the order's request shape."""
+    order = get(session, order_id)
+    if order.status not in S.OPEN:
+        raise Conflict(f"order {order_id} is {order.status} and can no longer change", "status")
+    current = as_request(order)
+    merged = merge_patch(current, patch)
+    for name in IMMUTABLE:
+        if merged.get(name) != current.get(name):
+            raise Invalid.one(name, "cannot be changed once the order exists")
+    try:
+        req = OrderIn.model_validate(merged)
+    except ValidationError as exc:
+        raise invalid_from(exc) from None
+    if req.accession_number != order.accession_number:
+        taken = req.accession_number and _by_accession(session, req.accession_number)
+        if taken:
+            raise Conflict(
+                f"accession_number {req.accession_number!r} belongs to another order",
+                field="accession_number",
+            )
+        if not req.accession_number:
+            raise Invalid.one("accession_number", "cannot be removed")
+    if req == OrderIn.model_validate(current):
+        return order
+    _apply(order, req, ctx)
+    order.version += 1
+    order.updated_at = utcnow()
+    session.flush()
+    events.record(session, "order.updated", order_id=order.id)
+    return order
+
+
+def transition(session: Session, order: Order, new_status: str, *, reason: str = "") -> bool:
+    """Move an order to ``new_status``; False when it is there already."""
+    if order.status == new_status:
+        return False
+    if new_status not in TRANSITIONS[order.status]:
+        raise Conflict(
+            f"order {order.id} is {order.status}; it cannot become {new_status}", field="status"
+        )
+    order.status = new_status
+    order.version += 1
+    order.updated_at = utcnow()
+    session.flush()
+    events.record(
+        session,
+        f"order.{new_status}",
+        order_id=order.id,
+        payload={"reason": reason} if reason else None,
+    )
+    return True
+
+
+def cancel(session: Session, order_id: int, *, reason: str = "") -> Order:
+    order = get(session, order_id)
+    if order.status == S.IN_PROGRESS:
+        raise Conflict(
+            f"order {order_id} is in progress; discontinue it instead of cancelling",
+            field="status",
+        )
+    transition(session, order, S.CANCELLED, reason=reason)
+    return order
+
+
+def discontinue(session: Session, order_id: int, *, reason: str = "") -> Order:
+    order = get(session, order_id)
+    transition(session, order, S.DISCONTINUED, reason=reason)
+    return order
+
+
+# -- shapes -----------------------------------------------------------------
+
+
+def as_request(order: Order) -> dict[str, Any]:
+    """The order in the request shape of interface.md (for merge patches and resends)."""
+    return {
+        "source": order.source,
+        "placer_order_number": order.placer_order_number,
+        "accession_number": order.accession_number,
+        "patient": {
+            "id": order.patient_id,
+            "name": order.patient_name,
+            "species": order.species_input,
+            "breed": order.breed,
+            "sex": order.patient_sex,
+            "neutered": order.patient_neutered,
+            "birth_date": order.patient_birth_date.isoformat()
+            if order.patient_birth_date
+            else None,
+            "weight_kg": order.patient_weight_kg,
+        },
+        "owner": {
+            "id": order.owner_id,
+            "last_name": order.owner_last_name,
+            "first_name": order.owner_first_name,
+            "organization": order.owner_organization,
+        },
+        "procedure": {"code": order.procedure_code, "description": order.procedure_description},
+        "modality": order.modality,
+        "station_ae_title": order.station_ae_title,
+        "scheduled_start": order.scheduled_start.isoformat(),
+        "referring_vet": order.referring_vet,
+        "site": order.site,
+        "priority": order.priority,
+        "notes": order.notes,
+    }
+
+
+def to_out(order: Order) -> OrderOut:
+    return OrderOut(
+        id=order.id,  # type: ignore[arg-type]
+        source=order.source,
+        placer_order_number=order.placer_order_number,
+        accession_number=order.accession_number,
+        study_instance_uid=order.study_instance_uid,
+        status=order.status,  # type: ignore[arg-type]
+        patient=PatientOut(
+            id=order.patient_id,
+            name=order.patient_name,
+            species=order.species_description,
+            species_code=order.species_code,
+            breed=order.breed,
+            sex=order.patient_sex,  # type: ignore[arg-type]
+            neutered=order.patient_neutered,
+            birth_date=order.patient_birth_date,
+            weight_kg=order.patient_weight_kg,
+        ),
+        owner=OwnerOut(
+            id=order.owner_id,
+            last_name=order.owner_last_name,
+            first_name=order.owner_first_name,
+            organization=order.owner_organization,
+        ),
+        procedure=ProcedureOut(code=order.procedure_code, description=order.procedure_description),
+        modality=order.modality,
+        station_ae_title=order.station_ae_title,
+        scheduled_start=order.scheduled_start,
+        referring_vet=order.referring_vet,
+        site=order.site,
+        priority=order.priority,  # type: ignore[arg-type]
+        notes=order.notes,
+        requested_procedure_id=order.requested_procedure_id,
+        scheduled_step_id=order.scheduled_step_id,
+        created_at=_aware(order.created_at),
+        updated_at=_aware(order.updated_at),
+    )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge recursively, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result[key] = None  # our shapes keep the key with an explicit null
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def invalid_from(exc: ValidationError) -> Invalid:
+    return Invalid(
+        [
+            FieldError(".".join(str(p) for p in err["loc"]) or "body", err["msg"])
+            for err in exc.errors()
+        ]
+    )
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "id":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid.one("cursor", "is not a cursor this API returned") from None
+
+
+# -- internals --------------------------------------------------------------
+
+
+def _apply(order: Order, req: OrderIn, ctx: OrderContext) -> None:
+    """Copy a validated request onto the row, resolving vocabularies."""
+    owner = req.owner
+    if not (owner.last_name or owner.organization):
+        raise Invalid.one("owner", "either owner.last_name or owner.organization is required")
+    proc = ctx.mappings.procedures.get(req.procedure.code)
+    if not (req.procedure.code or req.procedure.description):
+        raise Invalid.one("procedure", "either procedure.code or procedure.description is required")
+
+    p = req.patient
+    species = ctx.mappings.species.resolve(p.species)
+    order.accession_number = req.accession_number or order.accession_number
+    order.patient_id = p.id
+    order.patient_name = p.name
+    order.patient_birth_date = p.birth_date
+    order.patient_sex = p.sex
+    order.patient_neutered = p.neutered
+    order.patient_weight_kg = p.weight_kg
+    order.species_input = p.species
+    order.species_description = species.description if species else None
+    order.species_code = species.code if species else None
+    order.species_scheme = species.scheme if species else None
+    order.species_meaning = species.meaning if species else None
+    order.breed = p.breed
+
+    order.owner_id = owner.id
+    order.owner_last_name = owner.last_name
+    order.owner_first_name = owner.first_name
+    order.owner_organization = owner.organization
+    order.name_key = names.fold(
+        names.animal_patient_name(owner.last_name or owner.organization, p.name)
+    )
+
+    order.procedure_code = req.procedure.code
+    order.procedure_description = req.procedure.description or (proc.description if proc else None)
+    order.body_part = proc.body_part if proc else None
+    order.modality = req.modality or (proc.modality if proc else None)
+    order.station_ae_title = req.station_ae_title or (proc.station_ae_title if proc else None)
+    order.site = req.site
+
+    start = ctx.local(req.scheduled_start).replace(microsecond=0)
+    order.scheduled_start = start
+    order.sps_start_date = start.strftime("%Y%m%d")
+    order.sps_start_time = start.strftime("%H%M%S")
+    order.referring_vet = req.referring_vet
+    order.priority = req.priority
+    order.notes = req.notes
+
+
+def _same_or_conflict(existing: Order, digest: str) -> Order:
+    if existing.request_hash != digest:
+        raise Conflict(
+            f"placer_order_number {existing.placer_order_number!r} from source "
+            f"{existing.source!r} is already used by an order with other content",
+            field="placer_order_number",
+        )
+    return existing
+
+
+def _by_placer(session: Session, source: str, placer: str) -> Order | None:
+    stmt = select(Order).where(Order.source == source, Order.placer_order_number == placer)
+    return session.scalars(stmt).first()
+
+
+def _by_accession(session: Session, accession: str) -> Order | None:
+    return session.scalars(select(Order).where(Order.accession_number == accession)).first()
+
+
+def _free_accession(session: Session) -> str:
+    while True:
+        candidate = new_accession()
+        if _by_accession(session, candidate) is None:
+            return candidate
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,217 @@
+"""REST orders against a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import copy
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import key_for
+
+REX = {
+    "source": "pims-main",
+    "placer_order_number": "ORD-1001",
+    "accession_number": "A1001",
+    "patient": {
+        "id": "P-555",
+        "name": "Rex",
+        "species": "canine",
+        "breed": "Labrador Retriever",
+        "sex": "male",
+        "neutered": True,
+        "birth_date": "2019-04-02",
+        "weight_kg": 31.5,
+    },
+    "owner": {"id": "C-77", "last_name": "Smith", "first_name": "Anna", "organization": None},
+    "procedure": {"code": "XR-THORAX", "description": "Thorax, 2 views"},
+    "modality": "DX",
+    "station_ae_title": "DX_ROOM1",
+    "scheduled_start": "2026-11-27T14:30:00",
+    "referring_vet": "Jane Doe",
+    "site": "main",
+    "priority": "routine",
+    "notes": "Coughing 2 weeks",
+}
+
+
+def rex(**changes: object) -> dict:
+    body = copy.deepcopy(REX)
+    body.update(changes)
+    return body
+
+
+def test_create_returns_stored_order(client: TestClient) -> None:
+    r = client.post("/api/v1/orders", json=REX)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["id"] > 0
+    assert out["status"] == "scheduled"
+    assert out["accession_number"] == "A1001"
+    assert out["study_instance_uid"].count(".") > 3
+    assert out["patient"]["species_code"] == "448771007"
+    assert out["owner"]["last_name"] == "Smith"
+    assert out["scheduled_start"] == "2026-11-27T14:30:00"
+    assert client.get(f"/api/v1/orders/{out['id']}").json() == out
+
+
+def test_identical_resend_is_200_and_different_body_is_409(client: TestClient) -> None:
+    first = client.post("/api/v1/orders", json=REX).json()
+    again = client.post("/api/v1/orders", json=REX)
+    assert again.status_code == 200
+    assert again.json()["id"] == first["id"]
+    changed = client.post("/api/v1/orders", json=rex(notes="other"))
+    assert changed.status_code == 409
+    assert "placer_order_number" in changed.json()["detail"]
+
+
+def test_accession_of_another_order_is_409(client: TestClient) -> None:
+    assert client.post("/api/v1/orders", json=REX).status_code == 201
+    r = client.post("/api/v1/orders", json=rex(placer_order_number="ORD-2"))
+    assert r.status_code == 409
+    assert "accession_number" in r.json()["detail"]
+
+
+def test_generated_accession_and_minimal_order(client: TestClient) -> None:
+    body = {
+        "placer_order_number": "X1",
+        "patient": {"id": "P1", "name": "Mia"},
+        "owner": {"organization": "Happy Farm"},
+        "procedure": {"description": "Abdomen"},
+    }
+    r = client.post("/api/v1/orders", json=body)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert 1 <= len(out["accession_number"]) <= 16
+    assert out["source"] == "default"
+    other = client.post("/api/v1/orders", json={**body, "placer_order_number": "X2"}).json()
+    assert other["accession_number"] != out["accession_number"]
+    assert other["study_instance_uid"] != out["study_instance_uid"]
+
+
+def test_procedure_mapping_fills_modality(client: TestClient) -> None:
+    body = rex()
+    del body["modality"]
+    out = client.post("/api/v1/orders", json=body).json()
+    assert out["modality"] == "DX"
+
+
+def test_validation_names_each_bad_field(client: TestClient) -> None:
+    bad = rex(accession_number="A" * 17, modality="XYZ", scheduled_start="27/11/2026")
+    bad["patient"]["name"] = "Rex\x07"
+    bad["patient"]["birth_date"] = "2019-13-45"
+    r = client.post("/api/v1/orders", json=bad)
+    assert r.status_code == 422
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert {
+        "accession_number",
+        "modality",
+        "scheduled_start",
+        "patient.name",
+        "patient.birth_date",
+    } <= fields
+    assert isinstance(r.json()["detail"], str) and "accession_number" in r.json()["detail"]
+
+
+def test_missing_owner_and_procedure_are_422(client: TestClient) -> None:
+    body = rex(owner={"first_name": "Anna"})
+    r = client.post("/api/v1/orders", json=body)
+    assert r.status_code == 422 and "owner" in r.json()["detail"]
+    r = client.post("/api/v1/orders", json=rex(placer_order_number="Z", procedure={}))
+    assert r.status_code == 422 and "procedure" in r.json()["detail"]
+
+
+def test_malformed_json_and_giant_strings(client: TestClient) -> None:
+    r = client.post(
+        "/api/v1/orders",
+        content=b'{"placer_order_number": ',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    r = client.post("/api/v1/orders", json=rex(placer_order_number="P" * 100_000))
+    assert r.status_code == 422 and "placer_order_number" in r.json()["detail"]
+    r = client.post("/api/v1/orders", json=[1, 2])
+    assert r.status_code == 422
+
+
+def test_auth_and_roles(client: TestClient, hub) -> None:  # type: ignore[no-untyped-def]
+    anon = client.post("/api/v1/orders", json=REX, headers={"Authorization": ""})
+    assert anon.status_code == 401
+    wrong = client.post("/api/v1/orders", json=REX, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
+    assert client.post("/api/v1/orders", json=REX, headers=vet).status_code == 403
+    desk = {"Authorization": f"Bearer {key_for(hub, 'frontdesk')}"}
+    assert client.post("/api/v1/orders", json=REX, headers=desk).status_code == 201
+    assert client.get("/api/v1/orders", headers=vet).status_code == 200
+    assert client.get("/api/v1/audit", headers=desk).status_code == 403
+    assert client.get("/health", headers={"Authorization": ""}).status_code == 200
+
+
+def test_list_filters_and_cursor(client: TestClient) -> None:
+    for i in range(7):
+        body = rex(placer_order_number=f"L{i}", accession_number=f"ACC{i}")
+        body["modality"] = "US" if i % 2 else "DX"
+        body["scheduled_start"] = f"2026-11-{20 + i}T09:00:00"
+        assert client.post("/api/v1/orders", json=body).status_code == 201
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/orders", params=params).json()
+        seen += [o["placer_order_number"] for o in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [f"L{i}" for i in range(7)]
+    us = client.get("/api/v1/orders", params={"modality": "US"}).json()["items"]
+    assert [o["placer_order_number"] for o in us] == ["L1", "L3", "L5"]
+    day = client.get("/api/v1/orders", params={"date": "2026-11-22"}).json()["items"]
+    assert [o["placer_order_number"] for o in day] == ["L2"]
+    assert client.get("/api/v1/orders", params={"cursor": "garbage!"}).status_code == 422
+    assert client.get("/api/v1/orders", params={"limit": 501}).status_code == 422
+
+
+def test_patch_merges_and_cancel_is_final(client: TestClient) -> None:
+    oid = client.post("/api/v1/orders", json=REX).json()["id"]
+    r = client.patch(f"/api/v1/orders/{oid}", json={"patient": {"weight_kg": 30}, "notes": None})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["patient"]["weight_kg"] == 30
+    assert out["patient"]["name"] == "Rex"  # nested objects merge
+    assert out["notes"] is None
+    assert (
+        client.patch(f"/api/v1/orders/{oid}", json={"placer_order_number": "X"}).status_code == 422
+    )
+    assert client.patch(f"/api/v1/orders/{oid}", json={"modality": "NOPE"}).status_code == 422
+    assert client.post(f"/api/v1/orders/{oid}/cancel").json()["status"] == "cancelled"
+    assert client.patch(f"/api/v1/orders/{oid}", json={"notes": "x"}).status_code == 409
+    assert client.post(f"/api/v1/orders/{oid}/discontinue").status_code == 409
+    assert client.get("/api/v1/orders/999999").status_code == 404
+
+
+def test_patch_accession_conflict(client: TestClient) -> None:
+    client.post("/api/v1/orders", json=REX)
+    other = client.post("/api/v1/orders", json=rex(placer_order_number="O2", accession_number="B2"))
+    r = client.patch(f"/api/v1/orders/{other.json()['id']}", json={"accession_number": "A1001"})
+    assert r.status_code == 409 and "accession_number" in r.json()["detail"]
+
+
+def test_modalities_and_audit(client: TestClient) -> None:
+    r = client.put(
+        "/api/v1/modalities/DX_ROOM1",
+        json={"site": "main", "modality": "DX", "character_set": "ISO_IR 100", "port": 104},
+    )
+    assert r.status_code == 201, r.text
+    assert client.put("/api/v1/modalities/DX_ROOM1", json={"modality": "DX"}).status_code == 200
+    items = client.get("/api/v1/modalities").json()["items"]
+    assert [m["ae_title"] for m in items] == ["DX_ROOM1"]
+    assert client.put("/api/v1/modalities/DX1", json={"character_set": "KOI8"}).status_code == 422
+    assert client.put("/api/v1/modalities/" + "A" * 17, json={}).status_code == 422
+    audit = client.get("/api/v1/audit").json()["items"]
+    assert audit[0]["action"] == "modality.put" and audit[0]["target_id"] == "DX_ROOM1"
+
+
+def test_health_and_metrics(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    client.get("/api/v1/orders")
+    body = client.get("/metrics").text
+    assert "vethub_http_requests_total" in body
