@@ -12,5 +12,7 @@ from hub.models.core import (
     OutboxEvent,
     utcnow,
 )
+from hub.models.studies import Instance, Mpps, Series, Study
 
 __all__ = ["ApiKey", "AuditEvent", "Modality", "Order", "OrderStatus", "OutboxEvent", "utcnow"]
+__all__ += ["Instance", "Mpps", "Series", "Study"]
