@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     # Largest number of items one C-FIND may return; 0 = no limit.
     worklist_max_results: int = Field(0, ge=0)
 
+    # Results deliveries (hub/services/deliveries.py): the worker polls every
+    # poll_seconds, retries with exponential backoff (base, capped, with jitter)
+    # and marks a delivery failed after max_attempts.
+    delivery_poll_seconds: float = Field(1.0, gt=0)
+    delivery_backoff_seconds: float = Field(5.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(900.0, gt=0)
+    delivery_max_attempts: int = Field(20, ge=1)
+    delivery_timeout_seconds: float = Field(10.0, gt=0)
+    delivery_batch: int = Field(50, ge=1, le=1000)
+    delivery_concurrency: int = Field(8, ge=1, le=64)
+
     @cached_property
     def db_url(self) -> str:
         if self.database_url:
