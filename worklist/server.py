@@ -1,24 +1,47 @@
-"""The hub's DICOM door: one pynetdicom AE serving Verification (and more).
+"""The hub's DICOM door: one pynetdicom AE serving a list of pluggable services.
 
-pynetdicom runs one thread per association; handlers call the synchronous
-services in ``hub/`` directly.
+A service is any object with ``add_contexts(ae)`` (the presentation contexts
+it accepts) and ``handlers()`` (its pynetdicom event handlers); Verification
+and the Modality Worklist are two, Storage and MPPS plug in the same way when
+their modules are installed. pynetdicom runs one thread per association;
+handlers call the synchronous services in ``hub/`` directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import socket
 import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy import select
 
 from hub.context import Hub
+from hub.models import Modality
+from worklist.mwl import WorklistService
 
 log = logging.getLogger("worklist.server")
+
+# Services other engineers provide: (module, class), each ``cls(hub)``.
+OPTIONAL_SERVICES = (("worklist.storage", "StorageService"), ("worklist.mpps", "MppsService"))
+# How long a stopping hub lets open associations finish before aborting them.
+STOP_GRACE_S = 10.0
+# No AE title is 17 characters long: the "nobody is registered" allow-list.
+_NOBODY = "-" * 17
+
+
+class DicomService(Protocol):
+    def add_contexts(self, ae: AE) -> None: ...
+
+    def handlers(self) -> list[tuple]: ...
 
 
 class NoDelayServer(ThreadedAssociationServer):
@@ -32,28 +55,91 @@ class NoDelayServer(ThreadedAssociationServer):
         return sock, addr
 
 
+class HubAE(AE):
+    """An AE whose calling-AE allow-list is the registered devices, read per association.
+
+    pynetdicom only knows a fixed list; devices are registered at run time
+    (``PUT /api/v1/modalities/{ae}``), so the list is looked up when asked for.
+    """
+
+    def __init__(self, ae_title: str, registered: Callable[[], list[str]] | None) -> None:
+        self._registered = registered
+        super().__init__(ae_title=ae_title)
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        if self._registered is None:
+            return self._require_calling_aet
+        return self._registered() or [_NOBODY]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        AE.require_calling_aet.fset(self, ae_titles)  # type: ignore[attr-defined]
+
+
+class VerificationService:
+    """C-ECHO: "is the hub there?" from any device."""
+
+    def add_contexts(self, ae: AE) -> None:
+        ae.add_supported_context(Verification)
+
+    def handlers(self) -> list[tuple]:
+        return [(evt.EVT_C_ECHO, _on_echo)]
+
+
 def _on_echo(event: evt.Event) -> int:
     return 0x0000
+
+
+def _on_rejected(event: evt.Event) -> None:
+    log.warning(
+        "association rejected",
+        extra={"calling_ae": str(event.assoc.requestor.ae_title).strip()},
+    )
+
+
+def default_services(hub: Hub) -> list[DicomService]:
+    """Verification, Modality Worklist, and Storage / MPPS when those modules exist."""
+    services: list[DicomService] = [VerificationService(), WorklistService(hub)]
+    for module_name, class_name in OPTIONAL_SERVICES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            log.info("DICOM service not installed", extra={"service": module_name})
+            continue
+        services.append(getattr(module, class_name)(hub))
+    return services
 
 
 class DicomDoor:
     name = "dicom"
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, services: list[DicomService] | None = None) -> None:
         self.hub = hub
+        self.services = services if services is not None else default_services(hub)
         self.server: ThreadedAssociationServer | None = None
         self._thread: threading.Thread | None = None
+
+    def registered_titles(self) -> list[str]:
+        with self.hub.db.read_session() as s:
+            return list(s.scalars(select(Modality.ae_title)))
 
     def make_ae(self) -> AE:
         # Pretty-printing every identifier for a log nobody reads costs ms per item.
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
-        ae = AE(ae_title=self.hub.settings.dicom_ae)
-        ae.add_supported_context(Verification)
+        s = self.hub.settings
+        ae = HubAE(s.dicom_ae, None if s.dicom_allow_unknown_ae else self.registered_titles)
+        ae.maximum_associations = 32
+        for service in self.services:
+            service.add_contexts(ae)
         return ae
 
     def handlers(self) -> list[tuple]:
-        return [(evt.EVT_C_ECHO, _on_echo)]
+        bound: list[tuple] = [(evt.EVT_REJECTED, _on_rejected)]
+        for service in self.services:
+            bound.extend(service.handlers())
+        return bound
 
     async def start(self) -> int:
         s = self.hub.settings
@@ -74,4 +160,23 @@ class DicomDoor:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await asyncio.to_thread(self.server.shutdown)
+            await asyncio.to_thread(self.stop_blocking)
+
+    def stop_blocking(self, grace: float = STOP_GRACE_S) -> None:
+        """Stop accepting, let open associations finish for ``grace`` seconds, abort the rest."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.shutdown()
+        deadline = time.monotonic() + grace
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = server.active_associations
+        for assoc in left:
+            log.warning(
+                "aborting association at shutdown",
+                extra={"calling_ae": str(assoc.requestor.ae_title).strip()},
+            )
+            assoc.abort()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
