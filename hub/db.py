@@ -9,8 +9,9 @@ thanks to WAL mode.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -70,15 +71,22 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._writer_lock: AbstractContextManager[object]
         self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer_lock = threading.Lock() if is_sqlite(self.engine) else nullcontext()
         self._read = sessionmaker(
             self.engine.execution_options(vethub_readonly=True), expire_on_commit=False
         )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One unit of work: committed on success, rolled back on any error."""
-        with self._write() as s, s.begin():
+        """One unit of work: committed on success, rolled back on any error.
+
+        On SQLite, writers of this process queue on a lock of ours: SQLite's
+        own busy handler sleeps in growing steps while it waits, which wastes
+        most of the write slot under concurrent load.
+        """
+        with self._writer_lock, self._write() as s, s.begin():
             yield s
 
     @contextmanager

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from hub.api.auth import Caller, require
+from hub.api.auth import Caller, forget_keys, require
 from hub.errors import NotFound
 from hub.models import AuditEvent, Modality
 from hub.schemas import AeTitle, ModalityCode, Page
@@ -48,7 +48,9 @@ def create_key(body: KeyIn, request: Request, who: Caller = Depends(ADMIN)) -> K
     with request.app.state.hub.db.session() as s:
         row, plain = keys.create(s, body.name, body.role)
         events.audit(s, who.actor, "key.create", "key", row.id, {"role": row.role})
-        return KeyCreated(id=row.id, name=row.name, role=row.role, key=plain)  # type: ignore[arg-type]
+        out = KeyCreated(id=row.id, name=row.name, role=row.role, key=plain)  # type: ignore[arg-type]
+    forget_keys()  # a cached "unknown key" answer must not outlive its creation
+    return out
 
 
 @router.get("/keys", response_model=list[KeyOut])
@@ -62,6 +64,7 @@ def revoke_key(key_id: int, request: Request, who: Caller = Depends(ADMIN)) -> R
     with request.app.state.hub.db.session() as s:
         keys.revoke(s, key_id)
         events.audit(s, who.actor, "key.revoke", "key", key_id)
+    forget_keys()
     return Response(status_code=204)
 
 

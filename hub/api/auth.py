@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from hub.context import Hub
 from hub.services import keys
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `vethub keys create`")
@@ -32,16 +35,43 @@ def caller(
             "an API key is required: Authorization: Bearer <key>",
             {"WWW-Authenticate": "Bearer"},
         )
-    hub = request.app.state.hub
-    with hub.db.read_session() as s:
-        row = keys.authenticate(s, creds.credentials)
-        if row is None:
-            raise HTTPException(
-                401, "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"}
-            )
-        found = Caller(key_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+    found = _lookup(request.app.state.hub, creds.credentials)
+    if found is None:
+        raise HTTPException(
+            401, "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"}
+        )
     request.state.caller = found
     return found
+
+
+# A key's row is looked up once per CACHE_SECONDS, not on every request: the
+# lookup was a tenth of an order's cost. Revoking takes effect at once in this
+# process (forget_keys) and within CACHE_SECONDS in others.
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, Caller | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def _lookup(hub: Hub, key: str) -> Caller | None:
+    digest = keys.hash_key(key)
+    now = time.monotonic()
+    hit = _cache.get(digest)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    with hub.db.read_session() as s:
+        row = keys.authenticate(s, key)
+        found = None if row is None else Caller(key_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+    with _cache_lock:
+        if len(_cache) > 10_000:  # someone is guessing keys; do not grow without bound
+            _cache.clear()
+        _cache[digest] = (now, found)
+    return found
+
+
+def forget_keys() -> None:
+    """Drop cached key lookups (after a key is created or revoked here)."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def require(*roles: str):  # type: ignore[no-untyped-def]

@@ -94,15 +94,11 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
     if existing is not None:
         return _same_or_conflict(existing, digest), False
 
-    if req.accession_number and _by_accession(session, req.accession_number):
-        raise Conflict(
-            f"accession_number {req.accession_number!r} belongs to another order",
-            field="accession_number",
-        )
     order = Order(
         source=req.source,
         placer_order_number=req.placer_order_number,
-        accession_number=req.accession_number or _free_accession(session),
+        # A generated accession is random over 32**8 values; a clash is caught below.
+        accession_number=req.accession_number or new_accession(),
         study_instance_uid=generate_uid(prefix=ctx.uid_prefix)
         if ctx.uid_prefix
         else generate_uid(),
@@ -124,10 +120,13 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
             session.add(order)
             session.flush()
     except IntegrityError:
-        # Lost a race with an identical request on another connection.
+        # The unique indexes decide: an identical request that won a race on
+        # another connection, or an accession number already taken.
         existing = _by_placer(session, req.source, req.placer_order_number)
         if existing is not None:
             return _same_or_conflict(existing, digest), False
+        if not req.accession_number:  # a generated one clashed: draw again
+            return place(session, req, ctx)
         raise Conflict(
             f"accession_number {order.accession_number!r} belongs to another order",
             field="accession_number",
@@ -432,13 +431,6 @@ def _by_placer(session: Session, source: str, placer: str) -> Order | None:
 
 def _by_accession(session: Session, accession: str) -> Order | None:
     return session.scalars(select(Order).where(Order.accession_number == accession)).first()
-
-
-def _free_accession(session: Session) -> str:
-    while True:
-        candidate = new_accession()
-        if _by_accession(session, candidate) is None:
-            return candidate
 
 
 def _aware(value: datetime) -> datetime:
