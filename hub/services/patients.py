@@ -1,0 +1,76 @@
+"""Patient changes that reach every open order of an animal (ADT A04/A08, merge A40).
+
+The hub keeps no patient table: an order carries a snapshot of its patient,
+so "update the patient" means "update each open order (worklist item) of
+that patient id", through ``orders.update`` so versions and events follow.
+Closed orders keep what was true when they were done.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.errors import Invalid
+from hub.models import Order, OrderStatus
+from hub.services import orders
+from hub.services.orders import OrderContext
+
+
+def open_orders(session: Session, patient_id: str, source: str | None = None) -> list[Order]:
+    stmt = (
+        select(Order)
+        .where(Order.patient_id == patient_id, Order.status.in_(OrderStatus.OPEN))  # type: ignore[attr-defined]
+        .order_by(Order.id)
+    )
+    if source is not None:
+        stmt = stmt.where(Order.source == source)
+    return list(session.scalars(stmt))
+
+
+def update(
+    session: Session,
+    patient_id: str,
+    changes: dict[str, Any],
+    ctx: OrderContext,
+    *,
+    source: str | None = None,
+) -> list[Order]:
+    """Apply ``{"patient": {...}, "owner": {...}}`` (merge-patch shape) to every open order."""
+    patch = {k: v for k, v in changes.items() if k in ("patient", "owner") and v}
+    if "id" in patch.get("patient", {}) and patch["patient"]["id"] != patient_id:
+        raise Invalid.one("patient.id", "use merge to change a patient's id")
+    changed = []
+    for order in open_orders(session, patient_id, source):
+        changed.append(orders.update(session, order.id, patch, ctx))  # type: ignore[arg-type]
+    return changed
+
+
+def merge(
+    session: Session,
+    prior_id: str,
+    surviving_id: str,
+    ctx: OrderContext,
+    *,
+    changes: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> list[Order]:
+    """Move the open orders of ``prior_id`` to ``surviving_id`` (ADT A40).
+
+    The survivor's demographics in ``changes`` are applied to the moved orders
+    and to the survivor's own open orders, so both look the same on the
+    worklist. Completed orders keep the id they were done under.
+    """
+    if not prior_id or not surviving_id:
+        raise Invalid.one("patient.id", "both the prior and the surviving patient id are needed")
+    if prior_id == surviving_id:
+        raise Invalid.one("merge.prior_patient_id", "is the same as the surviving patient id")
+    base = {k: v for k, v in (changes or {}).items() if k in ("patient", "owner") and v}
+    moved = []
+    for order in open_orders(session, prior_id, source):
+        patch = orders.merge_patch(base, {"patient": {"id": surviving_id}})
+        moved.append(orders.update(session, order.id, patch, ctx))  # type: ignore[arg-type]
+    update(session, surviving_id, base, ctx, source=source)
+    return moved
