@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import hub
-from hub.api import admin, errors, orders
+from hub.api import admin, errors, messages, orders
 from hub.context import Hub
 from hub.metrics import HttpMetrics
 
@@ -36,6 +36,7 @@ def create_app(hub_ctx: Hub, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_middleware(HttpMetrics)
     app.include_router(orders.router)
     app.include_router(admin.router)
+    app.include_router(messages.router)
 
     @app.get("/health", tags=["ops"])
     def health(request: Request) -> JSONResponse:
