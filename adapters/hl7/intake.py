@@ -339,7 +339,7 @@ def _orders(
                     103,
                     f"ORC-1 order control {control or '(empty)'!r} is not accepted "
                     "(NW, XO, SC, CA, DC)",
-                    f"ORC^{orc.index}^1^1^1",
+                    f"ORC^{n + 1}^1^1^1",
                 )
             )
         if result.order_id is None:

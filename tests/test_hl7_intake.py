@@ -1,0 +1,261 @@
+"""HL7 order and patient messages through the door into the database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from hub.context import Hub
+from hub.models import InboundMessage, Order
+from hub.services import orders
+from tests.mllp_client import DoorThread, ack_segments, sample
+
+
+@pytest.fixture
+def door(hub: Hub) -> Iterator[DoorThread]:
+    d = DoorThread(hub)
+    yield d
+    d.stop()
+
+
+def placer(hub: Hub, source: str, number: str) -> Order:
+    with hub.db.read_session() as s:
+        return orders.find_by_placer(s, source, number)
+
+
+def count(hub: Hub, model: type) -> int:
+    with hub.db.read_session() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_new_order_lands_with_every_field(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        ack = ack_segments(c.send(sample("orm_o01_nw_v251_utf8.hl7")))
+    assert ack["MSA"][1:3] == ["AA", "PMS000042"]
+    assert "ERR" not in ack
+    assert ack["MSH"][9] == "ACK^O01^ACK" and ack["MSH"][18] == "UNICODE UTF-8"
+    o = placer(hub, "VETPMS", "ORD-7781")
+    assert (o.patient_id, o.patient_name, o.owner_last_name, o.owner_first_name) == (
+        "P-10234",
+        "Rex",
+        "Müller",
+        "Jörg",
+    )
+    assert o.owner_id == "C-77"
+    assert o.species_code == "448771007" and o.breed == "Labrador retriever"
+    assert (o.patient_sex, o.patient_neutered, o.patient_weight_kg) == ("male", True, 32.5)
+    assert str(o.patient_birth_date) == "2019-06-02"
+    assert (o.accession_number, o.modality, o.station_ae_title) == ("A7781", "DX", "DX_ROOM1")
+    assert o.scheduled_start.isoformat() == "2026-11-27T14:30:00"
+    assert o.referring_vet == "Amy Jones" and o.site == "main" and o.priority == "routine"
+    assert o.notes == "Coughing 2 weeks\nOwner reports & worries"
+    assert o.name_key == "MULLER^REX"
+    with hub.db.read_session() as s:
+        row = s.scalars(select(InboundMessage)).one()
+    assert (row.outcome, row.order_id, row.patient_id, row.type) == (
+        "AA",
+        o.id,
+        "P-10234",
+        "ORM^O01",
+    )
+    assert "Müller" in row.raw and row.ack.startswith("MSH|")
+
+
+def test_resend_gets_the_same_ack_and_changes_nothing(hub: Hub, door: DoorThread) -> None:
+    msg = sample("orm_o01_nw_v251_utf8.hl7")
+    with door.client() as c:
+        first = c.send(msg)
+        again = c.send(msg)
+    assert first == again
+    assert count(hub, Order) == 1
+    with hub.db.read_session() as s:
+        rows = list(s.scalars(select(InboundMessage).order_by(InboundMessage.id)))
+    assert [r.duplicate_of for r in rows] == [None, rows[0].id]
+
+
+def test_change_cancel_and_discontinue(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        assert ack_segments(c.send(sample("orm_o01_nw_v251_utf8.hl7")))["MSA"][1] == "AA"
+        assert ack_segments(c.send(sample("orm_o01_xo.hl7")))["MSA"][1] == "AA"
+        o = placer(hub, "VETPMS", "ORD-7781")
+        assert o.scheduled_start.isoformat() == "2026-11-27T16:00:00"
+        assert (o.station_ae_title, o.priority, o.version) == ("DX_ROOM2", "stat", 2)
+        assert o.owner_id == "C-77"  # absent in the XO: unchanged
+        assert ack_segments(c.send(sample("orm_o01_ca.hl7")))["MSA"][1] == "AA"
+        assert placer(hub, "VETPMS", "ORD-7781").status == "cancelled"
+        # a cancelled order cannot be discontinued: AE naming the state
+        dc = ack_segments(c.send(sample("orm_o01_dc.hl7")))
+    assert dc["MSA"][1:3] == ["AE", "PMS000045"]
+    assert dc["ERR"][3].startswith("207^") and dc["ERR"][4] == "E"
+    assert "cancelled" in dc["ERR"][8]
+
+
+def test_cancel_of_unknown_order_is_ae_204(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        ack = ack_segments(c.send(sample("orm_o01_ca.hl7")))
+    assert ack["MSA"][1] == "AE"
+    assert ack["ERR"][2] == "ORC^1^2^1^1" and ack["ERR"][3].startswith("204^")
+    with hub.db.read_session() as s:
+        assert s.scalars(select(InboundMessage)).one().outcome == "AE"
+
+
+def test_omi_with_ipc_tq1(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        assert ack_segments(c.send(sample("omi_o23_nw_ipc.hl7")))["MSA"][1] == "AA"
+    o = placer(hub, "VETPMS", "ORD-8001")
+    assert (o.accession_number, o.modality, o.station_ae_title) == ("A8001", "US", "US_NORTH")
+    assert o.scheduled_start.isoformat() == "2026-11-27T15:00:00"
+    assert (o.owner_last_name, o.species_code, o.patient_neutered) == ("Ñúñez", "448169003", False)
+    assert o.referring_vet == "María Peña"
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "number", "expect"),
+    [
+        (
+            "orm_o01_v23_latin1.hl7",
+            "OLDPMS",
+            "AUF-1001",
+            ("Schröder", "Bärbel", "Becken HD-Röntgen"),
+        ),
+        ("orm_o01_animal_first_lf.hl7", "clinicware", "CW-ORD-55", ("Øster", "Whisky", None)),
+        ("orm_o01_custom_encoding.hl7", "VETPMS", "ORD-9001", ("Côté", "Filou", None)),
+    ],
+)
+def test_charsets_line_ends_encodings_and_profiles(
+    hub: Hub, door: DoorThread, name: str, source: str, number: str, expect: tuple
+) -> None:
+    with door.client() as c:
+        raw = c.send(sample(name))
+    ack = ack_segments(raw, "latin-1" if "latin1" in name else "utf-8")
+    assert ack["MSA"][1] == "AA", raw
+    o = placer(hub, source, number)
+    assert (o.owner_last_name, o.patient_name) == expect[:2]
+    if expect[2]:
+        assert o.procedure_description == expect[2]
+
+
+def test_alternative_profile_reads_zsegment_and_converts(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        c.send(sample("orm_o01_animal_first_lf.hl7"))
+    o = placer(hub, "clinicware", "CW-ORD-55")
+    assert (o.species_code, o.breed, o.patient_neutered) == ("35354009", "Haflinger", True)
+    assert o.patient_weight_kg == 480.0 and o.modality == "DX"  # grams, and RAD -> DX
+    with hub.db.read_session() as s:
+        assert s.scalars(select(InboundMessage)).one().profile == "animal-first"
+
+
+def test_organisation_owner_and_z_segments(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        assert ack_segments(c.send(sample("orm_o01_org_owner_zsegments.hl7")))["MSA"][1] == "AA"
+    o = placer(hub, "VETPMS", "ORD-9100")
+    assert (o.owner_organization, o.owner_last_name, o.priority) == ("Police K9 Unit", None, "stat")
+    assert o.species_code == "448771007"
+
+
+def test_adt_updates_open_orders_and_merge_moves_them(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        c.send(sample("orm_o01_nw_v251_utf8.hl7"))
+        assert ack_segments(c.send(sample("adt_a04.hl7")))["MSA"][1] == "AA"
+        assert ack_segments(c.send(sample("adt_a08.hl7")))["MSA"][1] == "AA"
+        o = placer(hub, "VETPMS", "ORD-7781")
+        assert (o.owner_last_name, o.owner_first_name, o.name_key) == (
+            "Schmidt",
+            "Eva",
+            "SCHMIDT^REX",
+        )
+        assert o.patient_weight_kg == pytest.approx(31.75, abs=0.01)  # 70 lb
+        assert ack_segments(c.send(sample("adt_a40.hl7")))["MSA"][1] == "AA"
+    o = placer(hub, "VETPMS", "ORD-7781")
+    assert o.patient_id == "P-10000" and o.status == "scheduled"
+    with hub.db.read_session() as s:
+        rows = list(s.scalars(select(InboundMessage).order_by(InboundMessage.id)))
+    assert [r.type for r in rows] == ["ORM^O01", "ADT^A04", "ADT^A08", "ADT^A40"]
+    assert rows[-1].patient_id == "P-10000" and rows[-1].order_id == o.id
+
+
+REX = sample("orm_o01_nw_v251_utf8.hl7").decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "location"),
+    [
+        (REX.replace("|Müller^Rex|", "|Rex|"), "101", "PID^1^5^1^2"),
+        (
+            REX.replace("ORC|NW|ORD-7781^VETPMS|", "ORC|NW||").replace(
+                "OBR|1|ORD-7781^VETPMS|", "OBR|1||"
+            ),
+            "101",
+            "ORC^1^2^1^1",
+        ),
+        (REX.replace("|20190602|", "|2019-06-02|"), "102", "PID^1^7^1^1"),
+        (REX.replace("|DX|||^^^", "|XX|||^^^"), "103", "OBR^1^24^1^1"),
+        (REX.replace("ORM^O01^ORM_O01", "ORU^R01^ORU_R01"), "200", "MSH^1^9^1^1"),
+        (REX.replace("ORC|NW|", "ORC|HD|"), "103", "ORC^1^1^1^1"),
+        (REX.replace("|2.5.1|", "|9.9|"), "203", "MSH^1^12^1"),
+        (REX.replace("UNICODE UTF-8", "8859/99"), "103", "MSH^1^18^1"),
+    ],
+)
+def test_bad_messages_get_ar_with_err(
+    hub: Hub, door: DoorThread, text: str, code: str, location: str
+) -> None:
+    with door.client() as c:
+        ack = ack_segments(c.send(text.encode()))
+    assert ack["MSA"][1:3] == ["AR", "PMS000042"]
+    assert ack["ERR"][2] == location and ack["ERR"][3].split("^")[0] == code
+    assert count(hub, Order) == 0
+    with hub.db.read_session() as s:
+        row = s.scalars(select(InboundMessage)).one()
+    assert row.outcome == "AR" and row.error_code == int(code) and row.error
+
+
+def test_one_bad_order_in_a_message_applies_none_of_it(hub: Hub, door: DoorThread) -> None:
+    good = "ORC|NW|ORD-1\rOBR|1|ORD-1||XR-THORAX^Thorax^L\r"
+    bad = "ORC|NW|ORD-2\rOBR|1|ORD-2||XR-THORAX^Thorax^L||||||||||||||||||||ZZ\r"
+    head = REX.split("ORC|")[0]
+    with door.client() as c:
+        ack = ack_segments(c.send((head + good + bad).encode()))
+    assert ack["MSA"][1] == "AR" and ack["ERR"][2] == "OBR^1^24^1^1"
+    assert count(hub, Order) == 0
+
+
+def test_message_log_api_and_reprocess(hub: Hub, door: DoorThread, client: TestClient) -> None:
+    text = sample("orm_o01_nw_v251_utf8.hl7").decode().replace("|Müller^Rex|", "|Rex|")
+    with door.client() as c:
+        assert ack_segments(c.send(text.encode()))["MSA"][1] == "AR"
+        c.send(sample("adt_a04.hl7"))
+    r = client.get("/api/v1/messages", params={"outcome": "AR"})
+    assert r.status_code == 200, r.text
+    [bad] = r.json()["items"]
+    assert bad["error_location"] == "PID^1^5^1^2" and bad["patient_id"] == "P-10234"
+    assert (
+        client.get("/api/v1/messages", params={"type": "ADT^A04"}).json()["items"][0]["outcome"]
+        == "AA"
+    )
+    assert (
+        len(client.get("/api/v1/messages", params={"patient_id": "P-10234"}).json()["items"]) == 2
+    )
+    page = client.get("/api/v1/messages", params={"limit": 1}).json()
+    assert page["next_cursor"] and len(page["items"]) == 1
+    rest = client.get("/api/v1/messages", params={"cursor": page["next_cursor"]}).json()
+    assert rest["items"][0]["id"] < page["items"][0]["id"]
+    # a re-run gives the same answer while the message is still wrong, and leaves a new row
+    again = client.post(f"/api/v1/messages/{bad['id']}/reprocess")
+    assert again.status_code == 201
+    assert again.json()["outcome"] == "AR" and again.json()["reprocess_of"] == bad["id"]
+    assert client.post("/api/v1/messages/999999/reprocess").status_code == 404
+
+
+def test_message_log_roles(hub: Hub, client: TestClient) -> None:
+    from tests.conftest import key_for
+
+    for role, status in (("integration", 200), ("vet", 403)):
+        key = key_for(hub, role)
+        r = client.get("/api/v1/messages", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == status
+    key = key_for(hub, "integration")
+    r = client.post("/api/v1/messages/1/reprocess", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 403
