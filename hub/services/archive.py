@@ -1,0 +1,91 @@
+"""Where received DICOM files live on disk, and how they get there safely.
+
+Layout: ``<data_dir>/studies/<study uid>/<series uid>/<sop uid>.dcm``, a plain
+DICOM tree that can be copied out as it is. A file is written to a temporary
+name in its final directory, flushed and fsynced, renamed into place, and
+the directory is fsynced, so after ``write_atomic`` returns the file survives
+a crash with either its old or its new content, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def valid_uid(value: str) -> bool:
+    """A DICOM UID: digits and dots, at most 64 characters (and so a safe file name)."""
+    return 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    for uid in (study_uid, series_uid, sop_uid):
+        if not valid_uid(uid):
+            raise ValueError(f"not a DICOM UID: {uid!r}")
+    return f"studies/{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+def absolute(data_dir: Path, rel: str) -> Path:
+    return data_dir / rel
+
+
+def write_atomic(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> int:
+    """Write ``chunks`` to ``path`` durably (see module docstring); returns the size."""
+    created = _makedirs(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".in-", suffix=".tmp")
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    for directory in created:  # new directories must be durable in their parents too
+        _fsync_dir(directory.parent)
+    return size
+
+
+def remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def sweep_temporaries(data_dir: Path) -> int:
+    """Delete temp files left by a crash mid-write; returns how many."""
+    root = data_dir / "studies"
+    count = 0
+    if root.is_dir():
+        for tmp in root.rglob(".in-*.tmp"):
+            remove(tmp)
+            count += 1
+    return count
+
+
+def _makedirs(directory: Path) -> list[Path]:
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
