@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     # Largest number of items one C-FIND may return; 0 = no limit.
     worklist_max_results: int = Field(0, ge=0)
 
+    # Studies: an in-progress order is completed when its images stopped
+    # arriving this many minutes ago (most clinic devices send no MPPS); 0 = off.
+    study_quiet_minutes: float = Field(30, ge=0)
+    # Match rule 3 of interface.md (PatientID + animal name + modality + day).
+    match_patient_day: bool = True
+
     # Results deliveries (hub/services/deliveries.py): the worker polls every
     # poll_seconds, retries with exponential backoff (base, capped, with jitter)
     # and marks a delivery failed after max_attempts.
