@@ -12,9 +12,11 @@ from hub.models.core import (
     OutboxEvent,
     utcnow,
 )
+from hub.models.deliveries import Delivery, Source
 from hub.models.messages import InboundMessage
 from hub.models.studies import Instance, Mpps, Series, Study
 
 __all__ = ["ApiKey", "AuditEvent", "Modality", "Order", "OrderStatus", "OutboxEvent", "utcnow"]
 __all__ += ["Instance", "Mpps", "Series", "Study"]
 __all__ += ["InboundMessage"]
+__all__ += ["Delivery", "Source"]

@@ -1,0 +1,88 @@
+"""HL7 results out over MLLP: one connection per message, the ACK decides.
+
+MSA-1 ``AA`` (or ``CA``) completes the delivery. ``AE``/``AR``/``CE``/``CR``,
+an ACK for another message, no answer within the timeout, or a connection
+that closes first all raise ``DeliveryError`` so the delivery is retried with
+backoff (and, after the last attempt, shows as failed with the reason).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from adapters.hl7 import results
+from adapters.hl7.mllp import Broken, FrameDecoder, frame
+from adapters.hl7.parse import ParseError, parse
+from hub.models.deliveries import ResultKind
+from hub.services.deliveries import Claim, DeliveryError, Target
+
+ACCEPTED = ("AA", "CA")
+
+
+def render(claim: Claim, target: Target) -> str:
+    if claim.kind == ResultKind.HL7_ORU:
+        return results.oru(claim.payload, target.name)
+    return results.orm_status(claim.payload, target.name)
+
+
+def exchange(host: str, port: int, message: bytes, timeout: float) -> bytes:
+    """Send one framed message and return the first complete frame answered."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(frame(message))
+            decoder = FrameDecoder(max_frame=1 << 20)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeliveryError(f"no ACK from {host}:{port} within {timeout:g} s")
+                sock.settimeout(left)
+                data = sock.recv(65536)
+                events = decoder.feed(data) if data else decoder.close()
+                for ev in events:
+                    if isinstance(ev, Broken):
+                        raise DeliveryError(f"{host}:{port} sent a broken frame: {ev.reason}")
+                    return ev.payload
+                if not data:
+                    raise DeliveryError(f"{host}:{port} closed the connection without an ACK")
+    except TimeoutError as exc:
+        raise DeliveryError(f"no ACK from {host}:{port} within {timeout:g} s") from exc
+    except OSError as exc:
+        raise DeliveryError(f"cannot reach {host}:{port}: {exc}") from exc
+
+
+def check_ack(raw: bytes, control_id: str) -> None:
+    try:
+        ack = parse(raw.decode("utf-8", errors="replace"), strict_segments=False)
+    except ParseError as exc:
+        raise DeliveryError(f"unreadable ACK: {exc}") from exc
+    msa = ack.all("MSA")
+    if not msa:
+        raise DeliveryError("the answer has no MSA segment")
+    code = ack.value(msa[0], 1).upper()
+    acked = ack.value(msa[0], 2)
+    if acked and acked != control_id:
+        raise DeliveryError(f"ACK is for message {acked!r}, not {control_id!r}")
+    if code in ACCEPTED:
+        return
+    reason = ack.value(msa[0], 3)
+    err = ack.all("ERR")
+    if err:
+        reason = reason or ack.value(err[0], 8) or ack.value(err[0], 3, 2) or ack.value(err[0], 1)
+    raise DeliveryError(f"receiver answered {code or '?'}" + (f": {reason}" if reason else ""))
+
+
+class Hl7Sender:
+    """Sends ORU^R01 and ORM^O01 status messages to the source's HL7 host and port."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+
+    def __call__(self, target: Target, claim: Claim) -> None:
+        if not target.hl7_host or not target.hl7_port:
+            raise DeliveryError(f"source {target.name!r} has no HL7 host and port")
+        text = render(claim, target)
+        raw = exchange(target.hl7_host, target.hl7_port, text.encode("utf-8"), self.timeout)
+        check_ack(raw, results.control_id(claim.uuid))

@@ -1,0 +1,109 @@
+"""Practice systems (sources): what each wants back and where (admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.api.auth import Caller, require
+from hub.schemas import Page
+from hub.services import events, sources
+
+router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
+ADMIN = require()
+READ = require("integration")
+
+ResultName = Literal["webhook", "hl7-oru", "hl7-orm-status"]
+EventName = Literal[
+    "order.scheduled",
+    "order.updated",
+    "order.in_progress",
+    "order.completed",
+    "order.cancelled",
+    "order.discontinued",
+    "study.received",
+    "study.reconciled",
+    "study.detached",
+]
+
+
+class SourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hl7_profile: str = Field("default", min_length=1, max_length=64)
+    webhook_url: str | None = Field(None, max_length=1024)
+    webhook_secret: str | None = Field(
+        None,
+        max_length=256,
+        description="signs each webhook body (HMAC-SHA256); never returned. "
+        "Omit it on an update to keep the stored one.",
+    )
+    hl7_host: str | None = Field(None, max_length=255)
+    hl7_port: int | None = Field(None, ge=1, le=65535)
+    results: list[ResultName] = Field(default_factory=list)
+    events: list[EventName] = Field(
+        default_factory=lambda: list(sources.DEFAULT_EVENTS),
+        description="which events cause deliveries; default: study received, order "
+        "completed, order cancelled, reconciliation changed",
+    )
+
+
+class SourceOut(BaseModel):
+    name: str
+    hl7_profile: str
+    webhook_url: str | None
+    webhook_secret_set: bool
+    hl7_host: str | None
+    hl7_port: int | None
+    results: list[str]
+    events: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+@router.put("/{name}", response_model=SourceOut)
+def put_source(
+    body: SourceIn,
+    request: Request,
+    response: Response,
+    name: str = Path(..., max_length=64),
+    who: Caller = Depends(ADMIN),
+) -> SourceOut:
+    new = sources.SourceSettings(
+        hl7_profile=body.hl7_profile,
+        webhook_url=body.webhook_url,
+        webhook_secret=body.webhook_secret,
+        hl7_host=body.hl7_host,
+        hl7_port=body.hl7_port,
+        results=tuple(body.results),
+        events=tuple(body.events),
+    )
+    with request.app.state.hub.db.session() as s:
+        row, created = sources.put(s, name, new)
+        out = SourceOut(**sources.public(row))
+        shown = body.model_dump(exclude={"webhook_secret"})
+        events.audit(s, who.actor, "source.put", "source", name, shown)
+    response.status_code = 201 if created else 200
+    return out
+
+
+@router.get("", response_model=Page[SourceOut])
+def list_sources(request: Request, who: Caller = Depends(READ)) -> Page[SourceOut]:
+    with request.app.state.hub.db.read_session() as s:
+        return Page[SourceOut](items=[SourceOut(**sources.public(r)) for r in sources.list_all(s)])
+
+
+@router.get("/{name}", response_model=SourceOut)
+def get_source(name: str, request: Request, who: Caller = Depends(READ)) -> SourceOut:
+    with request.app.state.hub.db.read_session() as s:
+        return SourceOut(**sources.public(sources.get(s, name)))
+
+
+@router.delete("/{name}", status_code=204)
+def delete_source(name: str, request: Request, who: Caller = Depends(ADMIN)) -> Response:
+    with request.app.state.hub.db.session() as s:
+        sources.delete(s, name)
+        events.audit(s, who.actor, "source.delete", "source", name)
+    return Response(status_code=204)

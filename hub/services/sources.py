@@ -1,0 +1,219 @@
+"""Practice systems (sources): registration, validation, and what each one subscribes to.
+
+A source's name is the ``source`` that its orders carry, so an event about an
+order is delivered to the system that placed it. Bad settings (an unusable
+URL, a weak secret, a result kind we cannot send) are refused here, at
+registration, rather than discovered on the first delivery.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.errors import FieldError, Invalid, NotFound
+from hub.models import Source, utcnow
+from hub.models.deliveries import ResultKind
+
+# The outbox kinds a source may subscribe to (hub/services/orders.py, studies).
+EVENTS = (
+    "order.scheduled",
+    "order.updated",
+    "order.in_progress",
+    "order.completed",
+    "order.cancelled",
+    "order.discontinued",
+    "study.received",
+    "study.reconciled",
+    "study.detached",
+)
+# "study received, order completed, order cancelled, reconciliation changed".
+DEFAULT_EVENTS = (
+    "study.received",
+    "order.completed",
+    "order.cancelled",
+    "study.reconciled",
+    "study.detached",
+)
+# Which events each result kind can express at all.
+KIND_EVENTS: dict[str, frozenset[str]] = {
+    ResultKind.WEBHOOK: frozenset(EVENTS),
+    # A result with the study link: only when there is a study to link to.
+    ResultKind.HL7_ORU: frozenset({"study.received", "study.reconciled", "order.completed"}),
+    # Order status back to the placer (ORC-1 SC, ORC-5 = the new status).
+    ResultKind.HL7_ORM_STATUS: frozenset(
+        {
+            "order.scheduled",
+            "order.in_progress",
+            "order.completed",
+            "order.cancelled",
+            "order.discontinued",
+        }
+    ),
+}
+MIN_SECRET = 16
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """What an admin sends for a source (interface.md "Practice systems")."""
+
+    hl7_profile: str = "default"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    hl7_host: str | None = None
+    hl7_port: int | None = None
+    results: tuple[str, ...] = ()
+    events: tuple[str, ...] = DEFAULT_EVENTS
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
+
+
+def check_url(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook target, or None when it can."""
+    if url != url.strip() or any(c.isspace() for c in url):
+        return "must not contain spaces"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if not _host_ok(parts.hostname):
+        return f"host {parts.hostname!r} is not a valid host name or address"
+    if parts.fragment:
+        return "must not have a #fragment"
+    return None
+
+
+def _host_ok(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.fullmatch(host))
+
+
+def check_secret(secret: str) -> str | None:
+    if len(secret) < MIN_SECRET:
+        return f"must be at least {MIN_SECRET} characters"
+    if not secret.isascii() or not secret.isprintable() or any(c.isspace() for c in secret):
+        return "must be printable ASCII without spaces"
+    return None
+
+
+def validate(name: str, new: SourceSettings, stored_secret: str | None = None) -> None:
+    """Raise ``Invalid`` naming every field at fault."""
+    errors: list[FieldError] = []
+    if not valid_name(name):
+        errors.append(
+            FieldError("name", "must be 1-64 letters, digits, '.', '_' or '-', starting alnum")
+        )
+    for kind in new.results:
+        if kind not in ResultKind.ALL:
+            errors.append(
+                FieldError(
+                    "results", f"unknown result kind {kind!r}; use {', '.join(ResultKind.ALL)}"
+                )
+            )
+    for ev in new.events:
+        if ev not in EVENTS:
+            errors.append(FieldError("events", f"unknown event {ev!r}; use {', '.join(EVENTS)}"))
+    if new.webhook_url is not None:
+        why = check_url(new.webhook_url)
+        if why:
+            errors.append(FieldError("webhook_url", why))
+    if new.webhook_secret is not None:
+        why = check_secret(new.webhook_secret)
+        if why:
+            errors.append(FieldError("webhook_secret", why))
+    if ResultKind.WEBHOOK in new.results:
+        if not new.webhook_url:
+            errors.append(FieldError("webhook_url", "is required for the 'webhook' result"))
+        if not (new.webhook_secret or stored_secret):
+            errors.append(FieldError("webhook_secret", "is required for the 'webhook' result"))
+    if new.hl7_host is not None and not _host_ok(new.hl7_host):
+        errors.append(FieldError("hl7_host", "is not a valid host name or address"))
+    if new.hl7_port is not None and not 1 <= new.hl7_port <= 65535:
+        errors.append(FieldError("hl7_port", "must be between 1 and 65535"))
+    if any(k.startswith("hl7-") for k in new.results):
+        if not new.hl7_host:
+            errors.append(FieldError("hl7_host", "is required for HL7 results"))
+        if not new.hl7_port:
+            errors.append(FieldError("hl7_port", "is required for HL7 results"))
+    if errors:
+        raise Invalid(errors)
+
+
+def put(session: Session, name: str, new: SourceSettings) -> tuple[Source, bool]:
+    """Create or replace a source. Omitting the secret keeps the stored one."""
+    row = session.get(Source, name)
+    validate(name, new, row.webhook_secret if row else None)
+    created = row is None
+    if row is None:
+        row = Source(name=name)
+        session.add(row)
+    row.hl7_profile = new.hl7_profile
+    row.webhook_url = new.webhook_url
+    if new.webhook_secret is not None:
+        row.webhook_secret = new.webhook_secret
+    row.hl7_host = new.hl7_host
+    row.hl7_port = new.hl7_port
+    row.results = list(dict.fromkeys(new.results))
+    row.events = list(dict.fromkeys(new.events))
+    row.updated_at = utcnow()
+    session.flush()
+    return row, created
+
+
+def get(session: Session, name: str) -> Source:
+    row = session.get(Source, name)
+    if row is None:
+        raise NotFound(f"source {name!r} is not registered")
+    return row
+
+
+def list_all(session: Session) -> list[Source]:
+    return list(session.scalars(select(Source).order_by(Source.name)))
+
+
+def delete(session: Session, name: str) -> None:
+    session.delete(get(session, name))
+
+
+def public(row: Source) -> dict[str, Any]:
+    """The source as the API shows it: never the secret, only whether one is set."""
+    return {
+        "name": row.name,
+        "hl7_profile": row.hl7_profile,
+        "webhook_url": row.webhook_url,
+        "webhook_secret_set": bool(row.webhook_secret),
+        "hl7_host": row.hl7_host,
+        "hl7_port": row.hl7_port,
+        "results": list(row.results or []),
+        "events": list(row.events or []),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def subscriptions(row: Source, event_kind: str) -> list[str]:
+    """The result kinds of ``row`` that want ``event_kind``."""
+    if event_kind not in (row.events or []):
+        return []
+    return [k for k in row.results or [] if event_kind in KIND_EVENTS.get(k, frozenset())]
