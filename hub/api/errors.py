@@ -56,6 +56,13 @@ def _conflict(request: Request, exc: Conflict) -> JSONResponse:
 
 def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's answer to a body that is not even text (e.g. not UTF-8).
+        message = "malformed JSON: the body could not be decoded as UTF-8 JSON"
+        return JSONResponse(
+            {"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]},
+            status_code=422,
+        )
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no such resource: {request.url.path}"
     elif exc.status_code == 405:
