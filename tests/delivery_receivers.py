@@ -31,6 +31,7 @@ class WebhookReceiver:
 
     secret: str
     mode: str = "ok"
+    port: int = 0
     delay: float = 1.0
     received: list[Received] = field(default_factory=list)
     attempts: int = 0
@@ -74,7 +75,7 @@ class WebhookReceiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -1,0 +1,320 @@
+"""The delivery worker against real local receivers, on SQLite and PostgreSQL.
+
+Faults: receiver answering 500, slow, closing mid-response, down, HL7 AE
+and silence; each delivery ends delivered or visibly failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from hl7apy.parser import parse_message
+from pydicom.uid import generate_uid
+from sqlalchemy import update
+
+from adapters.outbound import senders
+from hub.context import Hub
+from hub.models import Delivery, Instance, Series, Study, utcnow
+from hub.services import events
+from hub.services.deliveries import DeliveryWorker
+from tests.delivery_receivers import MllpReceiver, WebhookReceiver
+from tests.test_api_orders import rex
+
+SECRET = "s3cret-s3cret-s3cret"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(SECRET)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def mllp() -> Iterator[MllpReceiver]:
+    r = MllpReceiver()
+    yield r
+    r.close()
+
+
+def worker(hub: Hub, **settings: object) -> DeliveryWorker:
+    values = {
+        "delivery_backoff_seconds": 5,
+        "delivery_backoff_max_seconds": 10,
+        "delivery_timeout_seconds": 0.5,
+        "delivery_max_attempts": 3,
+        **settings,
+    }
+    s = hub.settings.model_copy(update=values)
+    return DeliveryWorker(hub.db, s, senders(s.delivery_timeout_seconds))
+
+
+def drain(w: DeliveryWorker, hub: Hub) -> None:
+    """Run rounds until nothing is due, making backoff waits due at once."""
+    for _ in range(20):
+        with hub.db.session() as s:
+            s.execute(
+                update(Delivery)
+                .where(Delivery.status == "pending", Delivery.attempts > 0)
+                .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+            )
+        if w.run_once() == 0:
+            return
+
+
+def statuses(client: TestClient) -> list[tuple[str, str, int]]:
+    items = client.get("/api/v1/deliveries", params={"limit": 500}).json()["items"]
+    return sorted((d["event"], d["status"], d["attempts"]) for d in items)
+
+
+def register(client: TestClient, **body: object) -> None:
+    r = client.put("/api/v1/sources/pims-main", json=body)
+    assert r.status_code in (200, 201), r.text
+
+
+def test_webhook_signed_and_shaped(client: TestClient, hub: Hub, receiver: WebhookReceiver) -> None:
+    register(
+        client,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        results=["webhook"],
+        events=["order.scheduled", "order.cancelled"],
+    )
+    order = client.post("/api/v1/orders", json=rex()).json()
+    client.post(f"/api/v1/orders/{order['id']}/cancel")
+    w = worker(hub)
+    assert w.run_once() == 2
+    got = receiver.wait_for(2)
+    assert [r.headers["x-vethub-event"] for r in got] == ["order.scheduled", "order.cancelled"]
+    assert all(r.signature_ok for r in got)
+    assert got[0].headers["x-vethub-signature"].startswith("sha256=")
+    doc = json.loads(got[1].body)
+    assert doc["version"] == 1
+    assert doc["event"] == "order.cancelled"
+    assert doc["delivery_id"] == got[1].headers["x-vethub-delivery"]
+    assert doc["order"]["placer_order_number"] == "ORD-1001"
+    assert doc["order"]["filler_order_number"] == order["accession_number"]
+    assert doc["order"]["patient"]["name"] == "Rex"
+    assert doc["order"]["owner"]["last_name"] == "Smith"
+    assert doc["order"]["status"] == "cancelled"
+    assert statuses(client) == [
+        ("order.cancelled", "delivered", 1),
+        ("order.scheduled", "delivered", 1),
+    ]
+    # A forged body does not verify with the secret.
+    from adapters.webhook import verify
+
+    assert not verify(SECRET, got[1].body + b" ", got[1].headers["x-vethub-signature"])
+    w.stop()
+
+
+@pytest.mark.parametrize("fault", ["500", "slow", "close", "down"])
+def test_receiver_fault_then_recovery(
+    client: TestClient, hub: Hub, receiver: WebhookReceiver, fault: str
+) -> None:
+    url = receiver.url
+    port = receiver.server.server_address[1]
+    if fault == "down":
+        receiver.close()  # nothing listens until it comes back below
+    register(
+        client,
+        webhook_url=url,
+        webhook_secret=SECRET,
+        results=["webhook"],
+        events=["order.scheduled"],
+    )
+    client.post("/api/v1/orders", json=rex())
+    receiver.mode = fault
+    w = worker(hub, delivery_max_attempts=5)
+    w.run_once()
+    [d] = client.get("/api/v1/deliveries").json()["items"]
+    assert d["status"] == "pending" and d["attempts"] == 1
+    assert d["last_error"]
+    if fault == "500":
+        assert "HTTP 500" in d["last_error"]
+    if fault == "down":
+        receiver = WebhookReceiver(SECRET, port=port)
+    receiver.mode = "ok"
+    drain(w, hub)
+    assert statuses(client) == [("order.scheduled", "delivered", 2)]
+    assert receiver.delivery_ids() == [d["delivery_id"]]
+    w.stop()
+    receiver.close()
+
+
+def test_gives_up_visibly_then_manual_retry(
+    client: TestClient, hub: Hub, receiver: WebhookReceiver
+) -> None:
+    register(
+        client,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        results=["webhook"],
+        events=["order.scheduled"],
+    )
+    client.post("/api/v1/orders", json=rex())
+    receiver.mode = "500"
+    w = worker(hub, delivery_max_attempts=3)
+    drain(w, hub)
+    [d] = client.get("/api/v1/deliveries", params={"status": "failed"}).json()["items"]
+    assert d["attempts"] == 3 and "HTTP 500" in d["last_error"]
+    assert receiver.attempts == 3
+    receiver.mode = "ok"
+    assert client.post(f"/api/v1/deliveries/{d['id']}/retry").status_code == 200
+    w.run_once()
+    assert statuses(client) == [("order.scheduled", "delivered", 1)]
+    assert receiver.delivery_ids() == [d["delivery_id"]]
+    w.stop()
+
+
+def test_later_delivery_waits_for_earlier_one_of_same_order(
+    client: TestClient, hub: Hub, receiver: WebhookReceiver
+) -> None:
+    register(
+        client,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        results=["webhook"],
+        events=["order.scheduled", "order.updated", "order.cancelled"],
+    )
+    order = client.post("/api/v1/orders", json=rex()).json()
+    other = client.post(
+        "/api/v1/orders", json=rex(placer_order_number="O2", accession_number="A2")
+    ).json()
+    client.patch(
+        f"/api/v1/orders/{order['id']}",
+        json={"notes": "changed"},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    client.post(f"/api/v1/orders/{order['id']}/cancel")
+    receiver.mode = "500"
+    w = worker(hub, delivery_max_attempts=10)
+    w.run_once()
+    # Only the first delivery of each order was tried; the later ones wait behind it.
+    assert receiver.attempts == 2
+    receiver.mode = "ok"
+    drain(w, hub)
+    got = [json.loads(r.body) for r in receiver.received]
+    mine = [d["event"] for d in got if d["order"]["id"] == order["id"]]
+    assert mine == ["order.scheduled", "order.updated", "order.cancelled"]
+    assert [d["event"] for d in got if d["order"]["id"] == other["id"]] == ["order.scheduled"]
+    w.stop()
+
+
+def _store_study(hub: Hub, order: dict) -> str:
+    uid = order["study_instance_uid"]
+    with hub.db.session() as s:
+        study = Study(
+            study_instance_uid=uid,
+            patient_id="P-555",
+            accession_number=order["accession_number"],
+            study_date="20261127",
+            modality="DX",
+            order_id=order["id"],
+            match_method="accession",
+        )
+        s.add(study)
+        s.flush()
+        series = Series(study_id=study.id, series_instance_uid=generate_uid(), modality="DX")
+        s.add(series)
+        s.flush()
+        for n in range(2):
+            s.add(
+                Instance(
+                    study_id=study.id,
+                    series_id=series.id,
+                    sop_instance_uid=generate_uid(),
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+                    transfer_syntax_uid="1.2.840.10008.1.2.1",
+                    path=f"x/{n}.dcm",
+                    size=1,
+                    received_sha256="0" * 64,
+                )
+            )
+        events.record(s, "study.received", order_id=order["id"], study_instance_uid=uid)
+    return uid
+
+
+def test_study_received_webhook_and_hl7(
+    client: TestClient, hub: Hub, receiver: WebhookReceiver, mllp: MllpReceiver
+) -> None:
+    register(
+        client,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        hl7_host="127.0.0.1",
+        hl7_port=mllp.port,
+        results=["webhook", "hl7-oru", "hl7-orm-status"],
+    )
+    order = client.post("/api/v1/orders", json=rex()).json()
+    uid = _store_study(hub, order)
+    w = worker(hub)
+    w.run_once()
+    [hook] = receiver.wait_for(1)
+    doc = json.loads(hook.body)
+    assert doc["event"] == "study.received"
+    assert doc["viewer_url"] == f"{hub.settings.public_url}/viewer/studies/{uid}"
+    assert doc["study"]["study_instance_uid"] == uid
+    assert doc["study"]["series_count"] == 1 and doc["study"]["instance_count"] == 2
+    assert doc["study"]["modalities"] == ["DX"]
+    # ORU with the link as RP and as text; no ORM: study.received is no order status.
+    [oru] = mllp.wait_for(1)
+    msg = parse_message(oru, find_groups=True)
+    msg.validate()
+    assert "ORU^R01" in oru
+    assert f"|{order['accession_number']}^VETHUB|" in oru
+    assert "|ORD-1001^pims-main|" in oru
+    obx = [seg for seg in oru.split("\r") if seg.startswith("OBX")]
+    assert obx[0].split("|")[2] == "RP" and doc["viewer_url"] in obx[0]
+    assert obx[1].split("|")[2] == "TX" and doc["viewer_url"] in obx[1]
+    assert statuses(client) == [
+        ("study.received", "delivered", 1),
+        ("study.received", "delivered", 1),
+    ]
+
+    # Completing the order: webhook, ORU (final) and ORM status CM.
+    with hub.db.session() as s:
+        from hub.services import orders
+
+        orders.transition(s, orders.get(s, order["id"]), "completed")
+    w.run_once()
+    msgs = mllp.wait_for(3)
+    orm = next(m for m in msgs if "ORM^O01" in m)
+    orc = next(seg for seg in orm.split("\r") if seg.startswith("ORC")).split("|")
+    assert orc[1] == "SC" and orc[5] == "CM"
+    final_oru = [m for m in msgs if "ORU^R01" in m][-1]
+    assert "|F" in final_oru.split("\r")[3]
+    w.stop()
+
+
+@pytest.mark.parametrize("mode", ["AE", "silent"])
+def test_hl7_negative_ack_or_silence_retries(
+    client: TestClient, hub: Hub, mllp: MllpReceiver, mode: str
+) -> None:
+    register(
+        client,
+        hl7_host="127.0.0.1",
+        hl7_port=mllp.port,
+        results=["hl7-orm-status"],
+        events=["order.cancelled"],
+    )
+    order = client.post("/api/v1/orders", json=rex()).json()
+    client.post(f"/api/v1/orders/{order['id']}/cancel")
+    mllp.mode = mode
+    w = worker(hub, delivery_timeout_seconds=0.3)
+    w.run_once()
+    [d] = client.get("/api/v1/deliveries").json()["items"]
+    assert d["status"] == "pending" and d["attempts"] == 1
+    assert (
+        ("AE" in d["last_error"] and "unknown patient" in d["last_error"])
+        if mode == "AE"
+        else ("no ACK" in d["last_error"])
+    )
+    mllp.mode = "AA"
+    drain(w, hub)
+    assert statuses(client) == [("order.cancelled", "delivered", 2)]
+    w.stop()
