@@ -6,6 +6,7 @@ and stops them in reverse order, so Ctrl-C / SIGTERM finish in-flight work.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -90,11 +91,16 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started: list[Door] = []
+        jobs = None  # timed work (hub/jobs.py): quiet-period completion, ...
         ports: dict[str, int | None] = {"http": http_port, "dicom": None, "hl7": None}
         try:
             for door in doors:
                 ports[door.name] = await door.start()
                 started.append(door)
+            from hub.jobs import Jobs
+
+            jobs = Jobs(hub)
+            jobs.start()
             write_ports(hub.settings.data_dir, ports)
             app.state.ready = True
             log.info("vethub listening", extra={"ports": ports, "ae_title": hub.settings.dicom_ae})
@@ -107,6 +113,8 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[
             yield
         finally:
             app.state.ready = False
+            if jobs is not None:
+                await asyncio.to_thread(jobs.stop)
             for door in reversed(started):
                 try:
                     await door.stop()

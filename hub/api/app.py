@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import hub
-from hub.api import admin, deliveries, errors, messages, orders, sources
+from hub.api import admin, deliveries, errors, messages, orders, sources, studies
 from hub.context import Hub
 from hub.metrics import HttpMetrics
 
@@ -39,6 +39,7 @@ def create_app(hub_ctx: Hub, lifespan: Lifespan | None = None) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(sources.router)
     app.include_router(deliveries.router)
+    app.include_router(studies.router)
 
     @app.get("/health", tags=["ops"])
     def health(request: Request) -> JSONResponse:

@@ -1,0 +1,58 @@
+"""Timed work (APScheduler in a background thread): quiet-period order completion, and
+whatever else other areas add with ``Jobs.add``.
+
+Each job opens its own session through the services, so a failing run is
+logged and simply retried at its next interval; none overlaps itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = logging.getLogger("hub.jobs")
+
+
+class Jobs:
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.add("quiet_period_completion", self.complete_quiet_orders, seconds=30)
+
+    def add(self, name: str, func: Callable[[], object], *, seconds: float) -> None:
+        """Run ``func`` every ``seconds`` (one run at a time, missed runs coalesced)."""
+
+        def run() -> None:
+            try:
+                func()
+            except Exception:
+                log.exception("job failed", extra={"job": name})
+
+        self.scheduler.add_job(
+            run,
+            "interval",
+            seconds=seconds,
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
+
+    def complete_quiet_orders(self) -> list[int]:
+        from hub.services import studies
+
+        done = studies.complete_quiet_orders(self.hub)
+        if done:
+            log.info("orders completed after the quiet period", extra={"order_ids": done})
+        return done
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
