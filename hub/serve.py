@@ -91,6 +91,7 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started: list[Door] = []
+        worker = None  # results deliveries to practice software (adapters/outbound.py)
         jobs = None  # timed work (hub/jobs.py): quiet-period completion, ...
         ports: dict[str, int | None] = {"http": http_port, "dicom": None, "hl7": None}
         try:
@@ -101,6 +102,10 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[
 
             jobs = Jobs(hub)
             jobs.start()
+            from adapters.outbound import delivery_worker
+
+            worker = delivery_worker(hub)
+            worker.start()
             write_ports(hub.settings.data_dir, ports)
             app.state.ready = True
             log.info("vethub listening", extra={"ports": ports, "ae_title": hub.settings.dicom_ae})
@@ -115,6 +120,8 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[
             app.state.ready = False
             if jobs is not None:
                 await asyncio.to_thread(jobs.stop)
+            if worker is not None:
+                await asyncio.to_thread(worker.stop)
             for door in reversed(started):
                 try:
                     await door.stop()
