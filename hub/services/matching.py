@@ -147,51 +147,67 @@ def similarity(a: str, b: str) -> float:
     return SequenceMatcher(None, ka, kb).ratio()
 
 
+# (points, reason) for the signals that say *which animal* a study shows...
+_IDENTITY_POINTS = {
+    "same accession number": 40,
+    "same study instance uid": 40,
+    "same patient id": 40,
+    "same animal name": 25,
+    "similar animal name": 15,
+    "same owner name": 15,
+    "similar owner name": 8,
+}
+# ...and for those that only say when and how it was made.
+_CONTEXT_POINTS = {"same day": 15, "adjacent day": 5, "same modality": 10, "order open": 5}
+
+
 def rank_candidates(study: StudyFacts, orders: list[OrderFacts]) -> tuple[Candidate, ...]:
-    """Orders a person may want to attach the study to, best first."""
+    """Orders a person may want to attach the study to, best first.
+
+    An order needs at least one identity signal: a same-day DX order of
+    another animal is no candidate just because it is a same-day DX order.
+    """
     out: list[Candidate] = []
     for o in orders:
-        score, reasons = 0, []
-        if study.accession_number.strip() and study.accession_number.strip() == o.accession_number:
-            score += 40
-            reasons.append("same accession number")
-        if study.study_instance_uid == o.study_instance_uid:
-            score += 40
-            reasons.append("same study instance uid")
-        if study.patient_id.strip() and study.patient_id.strip() == o.patient_id:
-            score += 40
-            reasons.append("same patient id")
-        animal = similarity(animal_of(study.patient_name) or study.patient_name, o.animal_name)
-        if animal == 1.0:
-            score += 25
-            reasons.append("same animal name")
-        elif animal >= 0.75:
-            score += 15
-            reasons.append("similar animal name")
-        owner = similarity(owner_of(study.patient_name), o.owner_name)
-        if owner == 1.0:
-            score += 15
-            reasons.append("same owner name")
-        elif owner >= 0.75:
-            score += 8
-            reasons.append("similar owner name")
+        found = _identity_signals(study, o)
+        if not found:
+            continue
         day = _day_distance(study.study_date, o.scheduled_date)
         if day == 0:
-            score += 15
-            reasons.append("same day")
+            found.append("same day")
         elif day == 1:
-            score += 5
-            reasons.append("adjacent day")
+            found.append("adjacent day")
         if study.modality and study.modality.upper() == (o.modality or "").upper():
-            score += 10
-            reasons.append("same modality")
+            found.append("same modality")
         if o.status in OPEN:
-            score += 5
-            reasons.append("order open")
+            found.append("order open")
+        score = sum(_IDENTITY_POINTS.get(r, 0) + _CONTEXT_POINTS.get(r, 0) for r in found)
         if score >= MIN_SCORE:
-            out.append(Candidate(o.id, score, tuple(reasons)))
+            out.append(Candidate(o.id, score, tuple(found)))
     out.sort(key=lambda c: (-c.score, c.order_id))
     return tuple(out[:MAX_CANDIDATES])
+
+
+def _identity_signals(study: StudyFacts, o: OrderFacts) -> list[str]:
+    found = []
+    accession = study.accession_number.strip()
+    if accession and accession == o.accession_number:
+        found.append("same accession number")
+    if study.study_instance_uid == o.study_instance_uid:
+        found.append("same study instance uid")
+    if study.patient_id.strip() and study.patient_id.strip() == o.patient_id:
+        found.append("same patient id")
+    animal = similarity(animal_of(study.patient_name) or study.patient_name, o.animal_name)
+    if animal == 1.0:
+        found.append("same animal name")
+    elif animal >= 0.75:
+        found.append("similar animal name")
+    owner = similarity(owner_of(study.patient_name), o.owner_name)
+    if owner == 1.0:
+        found.append("same owner name")
+    elif owner >= 0.75:
+        found.append("similar owner name")
+    return found
 
 
 def _first(order_id: int, ranked: tuple[Candidate, ...]) -> tuple[Candidate, ...]:

@@ -1,0 +1,128 @@
+"""The matching rules as pure functions: no DB, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.services.matching import OrderFacts, StudyFacts, animal_key, match_study
+
+
+def order(id: int, **kw: str) -> OrderFacts:
+    base = dict(
+        accession_number=f"A{id}",
+        study_instance_uid=f"1.2.3.{id}",
+        patient_id="P-1",
+        animal_name="Rex",
+        owner_name="Smith",
+        modality="DX",
+        scheduled_date="20261127",
+        status="scheduled",
+    )
+    base.update(kw)
+    return OrderFacts(id=id, **base)  # type: ignore[arg-type]
+
+
+def study(**kw: str) -> StudyFacts:
+    base = dict(
+        study_instance_uid="9.9.9",
+        accession_number="",
+        patient_id="P-1",
+        patient_name="Smith^Rex",
+        modality="DX",
+        study_date="20261127",
+    )
+    base.update(kw)
+    return StudyFacts(**base)  # type: ignore[arg-type]
+
+
+def test_accession_first() -> None:
+    m = match_study(study(accession_number="A2"), [order(1), order(2)])
+    assert (m.order_id, m.method, m.reason) == (2, "accession", None)
+
+
+def test_accession_refused_when_patient_id_differs() -> None:
+    # The accession of Rex's order typed onto images keyed in for Bella.
+    m = match_study(
+        study(accession_number="A1", patient_id="P-2", patient_name="Jones^Bella"), [order(1)]
+    )
+    assert m.order_id is None and m.reason == "conflict"
+    assert m.candidates[0].order_id == 1
+
+
+def test_accession_with_empty_patient_id_matches() -> None:
+    m = match_study(study(accession_number="A1", patient_id=""), [order(1)])
+    assert m.method == "accession" and m.order_id == 1
+
+
+def test_study_uid_second_and_refused_on_conflict() -> None:
+    assert match_study(study(study_instance_uid="1.2.3.1"), [order(1)]).method == "study_uid"
+    m = match_study(study(study_instance_uid="1.2.3.1", patient_id="P-7"), [order(1)])
+    assert m.reason == "conflict"
+
+
+def test_unknown_accession_falls_through_to_later_rules() -> None:
+    m = match_study(study(accession_number="NOPE"), [order(1)])
+    assert m.method == "patient_day" and m.order_id == 1
+
+
+@pytest.mark.parametrize(
+    "device_name",
+    ["Smith^Rex", "SMITH^REX", "smith^rex", "Someone Else^Rex", "^R E X", "Smith^Rex^^^"],
+)
+def test_patient_day_name_agrees_ignoring_case_spacing_and_owner(device_name: str) -> None:
+    m = match_study(study(patient_name=device_name), [order(1)])
+    assert m.method == "patient_day" and m.order_id == 1
+
+
+def test_accents_fold() -> None:
+    assert animal_key("Bärli") == animal_key("BARLI") == animal_key("bar li")
+    m = match_study(
+        study(patient_name="Mueller^Barli"), [order(1, animal_name="Bärli", owner_name="Müller")]
+    )
+    assert m.order_id == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"patient_name": "Smith^Rexx"}, "no_match"),  # typo: a person decides
+        ({"patient_name": "Rex"}, "no_match"),  # no given-name component
+        ({"modality": "US"}, "no_match"),
+        ({"study_date": "20261128"}, "no_match"),
+        ({"patient_id": "P-9"}, "no_match"),
+        ({"patient_id": ""}, "no_match"),
+    ],
+)
+def test_patient_day_needs_every_part(change: dict, reason: str) -> None:
+    m = match_study(study(**change), [order(1)])
+    assert m.order_id is None and m.reason == reason
+
+
+def test_patient_day_only_for_open_orders_and_can_be_switched_off() -> None:
+    assert match_study(study(), [order(1, status="completed")]).order_id is None
+    assert match_study(study(), [order(1, status="cancelled")]).order_id is None
+    m = match_study(study(), [order(1)], patient_day=False)
+    assert m.order_id is None and m.reason == "no_match"
+    assert m.candidates[0].order_id == 1
+
+
+def test_two_fitting_orders_are_two_candidates_not_a_choice() -> None:
+    m = match_study(study(), [order(1), order(2), order(3, modality="US")])
+    assert m.order_id is None and m.reason == "ambiguous"
+    assert {c.order_id for c in m.candidates[:2]} == {1, 2}
+
+
+def test_candidates_are_ranked() -> None:
+    orders = [
+        order(1, patient_id="P-1", animal_name="Rex"),  # same patient, same day
+        order(2, patient_id="P-5", animal_name="Rex", owner_name="Smith"),  # duplicate record?
+        order(3, patient_id="P-8", animal_name="Bella", owner_name="Jones"),  # unrelated
+        order(4, patient_id="P-1", animal_name="Rex", scheduled_date="20261001"),  # old visit
+    ]
+    m = match_study(study(patient_name="Smith^Rexx", study_date="20261127"), orders)
+    assert m.order_id is None
+    ranked = [c.order_id for c in m.candidates]
+    assert ranked[0] == 1
+    assert 3 not in ranked
+    assert ranked.index(2) < ranked.index(4) or ranked.index(1) < ranked.index(4)
+    assert "same patient id" in m.candidates[0].reasons
