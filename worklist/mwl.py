@@ -84,7 +84,7 @@ class WorklistService:
 
     def __init__(self, hub: Hub, cache: EncodingCache | None = None) -> None:
         self.hub = hub
-        self.cache = cache or EncodingCache()
+        self.cache = cache if cache is not None else EncodingCache()
         self.dialect = hub.db.engine.dialect.name
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()

@@ -40,6 +40,7 @@ STATUS_INVALID = 0xA900  # Identifier does not match SOP Class
 STATUS_UNABLE = 0xC000  # Unable to process
 
 _DA = re.compile(r"\d{8}")
+_DA_OLD = re.compile(r"\d{4}\.\d{2}\.\d{2}")
 _TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
 _DT = re.compile(r"(\d{4,14})(\.\d{1,6})?([+-]\d{4})?")
 _UID = re.compile(r"[0-9.]{1,64}")
@@ -154,7 +155,8 @@ def uid_clause(column: Any, raw: list[str], keyword: str) -> ColumnElement[bool]
 
 
 def _parse_da(text: str, keyword: str) -> str:
-    text = text.replace(".", "") if len(text) == 10 else text  # ACR-NEMA YYYY.MM.DD
+    if _DA_OLD.fullmatch(text):  # ACR-NEMA YYYY.MM.DD, still sent by old devices
+        text = text.replace(".", "")
     if not _DA.fullmatch(text):
         raise QueryError(f"{keyword}: {text[:20]!r} is not a date")
     return text
