@@ -6,9 +6,9 @@ from io import BytesIO
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pydicom.filebase import DicomBytesIO
 from sqlalchemy import select
 
 from hub.context import Hub
