@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
 from hub.errors import Invalid
-from hub.services import studies
+from hub.services import archive, studies
 
 log = logging.getLogger("worklist.storage")
 
@@ -82,8 +83,12 @@ PROCESSING_FAILURE = 0xC001
 class StorageService:
     """The Storage SCP part of the hub's DICOM door."""
 
-    def __init__(self, hub: object) -> None:
+    def __init__(self, hub: Any) -> None:
         self.hub = hub
+        # Temp files of writes a crash interrupted (never acknowledged, never indexed).
+        swept = archive.sweep_temporaries(hub.settings.data_dir)
+        if swept:
+            log.info("removed unfinished temp files", extra={"count": swept})
 
     def add_contexts(self, ae: AE) -> None:
         for uid in STORAGE_SOP_CLASSES.values():
