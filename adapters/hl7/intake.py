@@ -24,7 +24,7 @@ from adapters.hl7.mllp import Broken
 from adapters.hl7.parse import Hl7Message, ParseError, Segment, decode, parse, peek_header
 from adapters.hl7.profile import FieldPath, Profile, Profiles, SenderMatch
 from hub.errors import Conflict, Invalid, NotFound
-from hub.models import InboundMessage, utcnow
+from hub.models import utcnow
 from hub.schemas import OrderIn
 from hub.services import messages, orders, patients
 from hub.services.orders import OrderContext
@@ -178,15 +178,41 @@ def _erl(location: str) -> str:
 # --- applying (in the writer's transaction) -----------------------------------------
 
 
+@dataclass(frozen=True)
+class Logged:
+    """A message as logged: its row id, the outcome and the ACK to send."""
+
+    id: int
+    outcome: str
+    ack: str
+    type: str
+
+
+def apply_batch(session: Session, batch: list[Prepared], ctx: OrderContext) -> list[Logged]:
+    """Apply messages in order in the caller's transaction; resends found with one query."""
+    keys = {_key(p) for p in batch if p.error is None}
+    accepted = messages.accepted_among(session, keys)
+    return [apply(session, p, ctx, accepted=accepted) for p in batch]
+
+
+def _key(p: Prepared) -> messages.Key:
+    return (p.sender, p.facility, p.control_id)
+
+
 def apply(
     session: Session,
     prepared: Prepared,
     ctx: OrderContext,
     *,
     reprocess_of: int | None = None,
-) -> InboundMessage:
-    """Apply one message and log it; the log row carries the ACK to send."""
-    base = dict(
+    accepted: dict[messages.Key, messages.Accepted] | None = None,
+) -> Logged:
+    """Apply one message and log it; the log row carries the ACK to send.
+
+    ``accepted`` (from ``apply_batch``) are the earlier accepted messages of
+    the batch's keys; it is kept up to date with the ones accepted here.
+    """
+    base: dict[str, Any] = dict(
         received_at=prepared.received_at,
         sender=prepared.sender,
         facility=prepared.facility,
@@ -198,27 +224,30 @@ def apply(
         profile=prepared.match.profile.name if prepared.match else None,
         raw=prepared.raw,
         reprocess_of=reprocess_of,
+        duplicate_of=None,
+        error=None,
+        error_location=None,
+        error_code=None,
+        patient_id=None,
+        order_id=None,
     )
+    key = _key(prepared)
     if prepared.error is None and reprocess_of is None:
-        earlier = messages.accepted_before(
-            session, prepared.sender, prepared.facility, prepared.control_id
-        )
+        if accepted is None:
+            accepted = messages.accepted_among(session, {key})
+        earlier = accepted.get(key)
         if earlier is not None:
-            return messages.record(
-                session,
-                InboundMessage(
-                    **base,
-                    outcome=earlier.outcome,
-                    ack=earlier.ack,
-                    error=f"resend of message {earlier.id}; not applied again",
-                    patient_id=earlier.patient_id,
-                    order_id=earlier.order_id,
-                    duplicate_of=earlier.id,
-                ),
+            base.update(
+                outcome="AA",
+                ack=earlier.ack,
+                error=f"resend of message {earlier.id}; not applied again",
+                patient_id=earlier.patient_id,
+                order_id=earlier.order_id,
+                duplicate_of=earlier.id,
             )
+            return Logged(messages.record(session, base), "AA", earlier.ack, prepared.type)
     error = prepared.error
     code = "AR"
-    patient_id: str | None = None
     if error is None:
         assert prepared.msg is not None and prepared.match is not None
         reader: Reader | None = None
@@ -226,16 +255,17 @@ def apply(
             with session.begin_nested():
                 reader = Reader(prepared.msg, prepared.match.profile, ctx)
                 result = dispatch(session, prepared.msg, reader, prepared.match, ctx)
-                row = InboundMessage(
-                    **base,
+                text = ack.build("AA", prepared.addressing)
+                base.update(
                     outcome="AA",
-                    ack=ack.build("AA", prepared.addressing),
+                    ack=text,
                     patient_id=_clean(result.patient_id or "", 64) or None,
                     order_id=result.order_id,
                 )
-                session.add(row)
-                session.flush()
-            return row
+                row_id = messages.record(session, base)
+            if accepted is not None and key[2] and reprocess_of is None:
+                accepted[key] = messages.Accepted(row_id, text, base["patient_id"], result.order_id)
+            return Logged(row_id, "AA", text, prepared.type)
         except Rejection as exc:
             error, code = exc.error, exc.ack_code
         except Invalid as exc:
@@ -251,22 +281,18 @@ def apply(
                 "HL7 message could not be applied", extra={"control_id": base["control_id"]}
             )
             error, code = Hl7Error(207, f"internal error: {type(exc).__name__}"), "AE"
-        if prepared.msg is not None:
-            pid = prepared.msg.first("PID")
-            patient_id = _clean(prepared.msg.value(pid, 3, 1), 64) if pid else None
+        pid = prepared.msg.first("PID")
+        base["patient_id"] = (_clean(prepared.msg.value(pid, 3, 1), 64) if pid else "") or None
     assert error is not None
-    return messages.record(
-        session,
-        InboundMessage(
-            **base,
-            outcome=code,
-            ack=ack.build(code, prepared.addressing, error),
-            error=_clean(error.message, 1024),
-            error_location=error.location[:64] or None,
-            error_code=error.code,
-            patient_id=patient_id or None,
-        ),
+    text = ack.build(code, prepared.addressing, error)
+    base.update(
+        outcome=code,
+        ack=text,
+        error=_clean(error.message, 1024),
+        error_location=error.location[:64] or None,
+        error_code=error.code,
     )
+    return Logged(messages.record(session, base), code, text, prepared.type)
 
 
 def dispatch(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from adapters.hl7 import ack
 from adapters.hl7.ack import Hl7Error
-from adapters.hl7.intake import Prepared, apply, prepare, prepare_broken
+from adapters.hl7.intake import Prepared, apply_batch, prepare, prepare_broken
 from adapters.hl7.mllp import Broken, FrameDecoder, frame
 from adapters.hl7.profile import Profiles, load_profiles
 from hub.context import Hub
@@ -57,6 +57,7 @@ class Hl7Door:
         max_frame: int = 4 * 1024 * 1024,
         max_connections: int = 200,
         batch_max: int = 64,
+        linger: float = 0.002,
     ) -> None:
         self.hub = hub
         self.idle_timeout = idle_timeout  # no bytes at all for this long: close
@@ -64,6 +65,11 @@ class Hl7Door:
         self.max_frame = max_frame
         self.max_connections = max_connections
         self.batch_max = batch_max
+        # How long the writer may wait for other busy connections' messages to share a
+        # commit. Only used while more than one connection is sending.
+        self.linger = linger
+        self._last_submit: dict[int, float] = {}
+        self._arrived = asyncio.Event()
         self.profiles: Profiles = load_profiles(profiles_dir(hub))
         self._server: asyncio.Server | None = None
         self._queue: asyncio.Queue[_Work] | None = None
@@ -172,14 +178,25 @@ class Hl7Door:
         """Queue a message for the writer; the ACK bytes once it is committed."""
         assert self._queue is not None, "the door is not started"
         work = _Work(prepared)
+        task = asyncio.current_task()
+        self._last_submit[id(task)] = time.monotonic()
         await self._queue.put(work)
+        self._arrived.set()
         return await work.done
+
+    def _busy_connections(self) -> int:
+        """Connections that sent a message within the last 50 ms."""
+        recent = time.monotonic() - 0.05
+        for key in [k for k, t in self._last_submit.items() if t < recent]:
+            del self._last_submit[key]
+        return len(self._last_submit)
 
     # --- the writer -----------------------------------------------------------
     async def _write_loop(self) -> None:
         assert self._queue is not None
         while True:
             batch = [await self._queue.get()]
+            await self._gather(len(batch))
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -191,12 +208,29 @@ class Hl7Door:
                 if not work.done.done():
                     work.done.set_result(reply)
 
+    async def _gather(self, have: int) -> None:
+        """Group commit: give the other busy connections up to ``linger`` to join this batch."""
+        assert self._queue is not None
+        target = min(self.batch_max, self._busy_connections())
+        if target <= 1 or self.linger <= 0:
+            return
+        deadline = time.monotonic() + self.linger
+        while have + self._queue.qsize() < target:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
     def _commit(self, batch: list[Prepared]) -> list[bytes]:
         """Apply a batch in one transaction; on failure, each message on its own."""
         try:
             with self.hub.db.session() as s:
-                rows = [apply(s, p, self.hub.orders) for p in batch]
-                results = [(r.outcome, r.ack, r.type) for r in rows]
+                logged = apply_batch(s, batch, self.hub.orders)
+            results = [(r.outcome, r.ack, r.type) for r in logged]
         except Exception:
             if len(batch) == 1:
                 log.exception("HL7 message could not be stored")

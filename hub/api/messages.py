@@ -102,6 +102,6 @@ def reprocess_message(
     with hub.db.session() as s:
         original = messages.get(s, message_id)
         prepared = prepare_text(original.raw, profiles)
-        row = apply(s, prepared, hub.orders, reprocess_of=original.id)
-        events.audit(s, who.actor, "reprocess", "hl7_message", original.id, {"new": row.id})
-        return to_out(row)
+        logged = apply(s, prepared, hub.orders, reprocess_of=original.id)
+        events.audit(s, who.actor, "reprocess", "hl7_message", original.id, {"new": logged.id})
+        return to_out(messages.get(s, logged.id))

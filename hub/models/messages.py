@@ -17,7 +17,7 @@ from hub.models.core import utcnow
 
 class InboundMessage(SQLModel, table=True):
     __tablename__ = "hl7_messages"
-    __table_args__ = (Index("ix_hl7_messages_sender_control", "sender", "facility", "control_id"),)
+    __table_args__ = (Index("ix_hl7_messages_control_sender", "control_id", "sender", "facility"),)
 
     id: int | None = Field(default=None, primary_key=True)
     received_at: datetime = Field(

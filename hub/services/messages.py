@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from hub.errors import NotFound
@@ -26,34 +27,46 @@ class MessageFilter:
     order_id: int | None = None
 
 
-def record(session: Session, row: InboundMessage) -> InboundMessage:
-    session.add(row)
-    session.flush()
-    return row
+Key = tuple[str, str, str]  # sender (MSH-3), facility (MSH-4), control id (MSH-10)
+_TABLE = InboundMessage.__table__  # type: ignore[attr-defined]
 
 
-def accepted_before(
-    session: Session, sender: str, facility: str, control_id: str
-) -> InboundMessage | None:
-    """The first accepted (AA) message with this sender, facility and MSH-10, if any.
+@dataclass(frozen=True)
+class Accepted:
+    """What a resend of an accepted message is answered with."""
+
+    id: int
+    ack: str
+    patient_id: str | None
+    order_id: int | None
+
+
+def record(session: Session, values: dict[str, Any]) -> int:
+    """Insert one log row (a plain INSERT: this runs for every message); returns its id."""
+    stmt = insert(_TABLE).values(**values).returning(_TABLE.c.id)
+    return int(session.execute(stmt).scalar_one())
+
+
+def accepted_among(session: Session, keys: set[Key]) -> dict[Key, Accepted]:
+    """The first accepted (AA) message for each (sender, facility, MSH-10), in one query.
 
     Rejected messages changed nothing, so a resend of one is processed again.
     """
-    if not control_id:
-        return None
+    ids = {k[2] for k in keys if k[2]}
+    if not ids:
+        return {}
+    t = _TABLE.c
     stmt = (
-        select(InboundMessage)
-        .where(
-            InboundMessage.sender == sender,
-            InboundMessage.facility == facility,
-            InboundMessage.control_id == control_id,
-            InboundMessage.outcome == "AA",
-            InboundMessage.duplicate_of.is_(None),  # type: ignore[union-attr]
-        )
-        .order_by(InboundMessage.id)
-        .limit(1)
+        select(t.id, t.sender, t.facility, t.control_id, t.ack, t.patient_id, t.order_id)
+        .where(t.control_id.in_(ids), t.outcome == "AA", t.duplicate_of.is_(None))
+        .order_by(t.id)
     )
-    return session.scalars(stmt).first()
+    found: dict[Key, Accepted] = {}
+    for row in session.execute(stmt):
+        key = (row.sender, row.facility, row.control_id)
+        if key in keys and key not in found:
+            found[key] = Accepted(row.id, row.ack, row.patient_id, row.order_id)
+    return found
 
 
 def get(session: Session, message_id: int) -> InboundMessage:

@@ -48,7 +48,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_hl7_messages_patient_id", ["patient_id"], unique=False)
         batch_op.create_index("ix_hl7_messages_order_id", ["order_id"], unique=False)
         batch_op.create_index(
-            "ix_hl7_messages_sender_control", ["sender", "facility", "control_id"], unique=False
+            "ix_hl7_messages_control_sender", ["control_id", "sender", "facility"], unique=False
         )
 
 
