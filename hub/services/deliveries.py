@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from hub.config import Settings
@@ -129,12 +129,29 @@ def dispatch(session: Session, public_url: str, limit: int = 200) -> int:
     )
     if not rows:
         return 0
-    now = utcnow()
+    # Load the batch's orders and sources at once (the identity map serves the rest),
+    # and note which orders have a study, so orders without one cost no query.
+    order_ids = {ev.order_id for ev in rows if ev.order_id is not None}
     known: dict[str, Source | None] = {}
+    with_study: set[int] = set()
+    if order_ids:
+        found = list(session.scalars(select(Order).where(Order.id.in_(order_ids))))  # type: ignore[union-attr]
+        names = {o.source for o in found}
+        known = dict.fromkeys(names)
+        known.update(
+            {s.name: s for s in session.scalars(select(Source).where(Source.name.in_(names)))}  # type: ignore[attr-defined]
+        )
+        with_study = set(
+            session.scalars(select(Study.order_id).where(Study.order_id.in_(order_ids)))  # type: ignore[union-attr]
+        )
     for ev in rows:
-        for d in deliveries_for(session, ev, public_url, known):
-            session.add(d)
-        ev.dispatched_at = now
+        session.add_all(deliveries_for(session, ev, public_url, known, with_study))
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_([ev.id for ev in rows]))  # type: ignore[union-attr]
+        .values(dispatched_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
     session.flush()
     return len(rows)
 
@@ -144,6 +161,7 @@ def deliveries_for(
     ev: OutboxEvent,
     public_url: str,
     known: dict[str, Source | None] | None = None,
+    with_study: set[int] | None = None,
 ) -> list[Delivery]:
     """The deliveries one event causes (none when its order's source wants nothing)."""
     known = {} if known is None else known
@@ -158,7 +176,8 @@ def deliveries_for(
     kinds = sources.subscriptions(src, ev.kind)
     if not kinds:
         return []
-    study = _study_for(session, ev, order)
+    may_have_study = with_study is None or order.id in with_study or ev.study_instance_uid
+    study = _study_for(session, ev, order) if may_have_study else None
     out = []
     for kind in kinds:
         if kind == "hl7-oru" and study is None:
@@ -374,34 +393,63 @@ def claim(session: Session, policy: Policy, now: datetime | None = None) -> list
 def settle(
     session: Session, c: Claim, error: str | None, policy: Policy, final: bool = False
 ) -> str:
-    """Write the outcome of one attempt; returns the new status.
+    """Write the outcome of one attempt; returns the new status."""
+    return settle_many(session, [(c, error, final)], policy)[0]
 
-    Only the holder of the current lease may settle (``attempts`` must still be
-    the claimed number), so a late answer never overwrites a newer attempt.
+
+def settle_many(
+    session: Session, outcomes: list[tuple[Claim, str | None, bool]], policy: Policy
+) -> list[str]:
+    """Write the outcomes of a batch in one statement; returns each new status.
+
+    An outcome is ``(claim, error or None, final)``. Only the holder of the
+    current lease may settle (``attempts`` must still be the claimed number),
+    so a late answer never overwrites a newer attempt or a manual retry.
     """
+    if not outcomes:
+        return []
     now = utcnow()
-    if error is None:
-        values: dict[str, Any] = {"status": ST.DELIVERED, "delivered_at": now, "last_error": None}
-    elif final or c.attempts >= policy.max_attempts:
-        values = {"status": ST.FAILED, "last_error": error[:1024]}
-    else:
-        values = {
-            "status": ST.PENDING,
-            "last_error": error[:1024],
-            "next_attempt_at": now + policy.backoff(c.attempts),
-        }
-    result = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == c.id,
-            Delivery.attempts == c.attempts,
-            Delivery.status == ST.PENDING,
+    rows, out = [], []
+    for c, error, final in outcomes:
+        if error is None:
+            status, nxt = ST.DELIVERED, now
+        elif final or c.attempts >= policy.max_attempts:
+            status, nxt = ST.FAILED, now
+        else:
+            status, nxt = ST.PENDING, now + policy.backoff(c.attempts)
+        out.append(status)
+        rows.append(
+            {
+                "b_id": c.id,
+                "b_attempts": c.attempts,
+                "b_status": status,
+                "b_delivered": now if error is None else None,
+                "b_error": error[:1024] if error else None,
+                "b_next": nxt,
+            }
         )
-        .values(values)
+    t = Delivery.__table__  # type: ignore[attr-defined]
+    stmt = (
+        update(t)
+        .where(
+            t.c.id == bindparam("b_id"),
+            t.c.attempts == bindparam("b_attempts"),
+            t.c.status == ST.PENDING,
+        )
+        .values(
+            status=bindparam("b_status"),
+            delivered_at=bindparam("b_delivered"),
+            last_error=bindparam("b_error"),
+            next_attempt_at=bindparam("b_next"),
+        )
     )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        log.warning("delivery lease lost before settling", extra={"delivery": c.uuid})
-    return values["status"]
+    result = session.connection().execute(stmt, rows)
+    if result.rowcount >= 0 and result.rowcount < len(rows):
+        log.warning(
+            "delivery lease lost before settling",
+            extra={"settled": result.rowcount, "expected": len(rows)},
+        )
+    return out
 
 
 # -- people: list and retry -------------------------------------------------
@@ -529,20 +577,21 @@ class DeliveryWorker:
             if not batch:
                 break
             outcomes = list(self._pool.map(self._attempt, batch))
+            results = [(c, e, f) for c, (e, f) in zip(batch, outcomes, strict=True)]
             with self.db.session() as s:
-                for c, (error, final) in zip(batch, outcomes, strict=True):
-                    status = settle(s, c, error, self.policy, final)
-                    if status != ST.DELIVERED:
-                        log.warning(
-                            "delivery attempt failed",
-                            extra={
-                                "delivery": c.uuid,
-                                "kind": c.kind,
-                                "attempt": c.attempts,
-                                "status": status,
-                                "error": error,
-                            },
-                        )
+                statuses = settle_many(s, results, self.policy)
+            for (c, error, _), status in zip(results, statuses, strict=True):
+                if status != ST.DELIVERED:
+                    log.warning(
+                        "delivery attempt failed",
+                        extra={
+                            "delivery": c.uuid,
+                            "kind": c.kind,
+                            "attempt": c.attempts,
+                            "status": status,
+                            "error": error,
+                        },
+                    )
             settled += len(batch)
         return settled
 
