@@ -259,3 +259,20 @@ def test_message_log_roles(hub: Hub, client: TestClient) -> None:
     key = key_for(hub, "integration")
     r = client.post("/api/v1/messages/1/reprocess", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 403
+
+
+def test_registered_source_picks_its_profile(hub: Hub, client: TestClient) -> None:
+    door = DoorThread(hub, registered_ttl=0)
+    r = client.put("/api/v1/sources/NEWPMS", json={"hl7_profile": "animal-first"})
+    assert r.status_code in (200, 201), r.text
+    msg = sample("orm_o01_animal_first_lf.hl7").replace(b"CLINICWARE", b"NEWPMS")
+    try:
+        with door.client() as c:
+            assert ack_segments(c.send(msg), "latin-1")["MSA"][1] == "AA"
+    finally:
+        door.stop()
+    o = placer(hub, "NEWPMS", "CW-ORD-55")
+    assert (o.patient_name, o.breed, o.owner_last_name) == ("Whisky", "Haflinger", "Øster")
+    with hub.db.read_session() as s:
+        row = s.scalars(select(InboundMessage)).one()
+    assert (row.profile, row.source) == ("animal-first", "NEWPMS")

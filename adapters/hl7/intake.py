@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -112,11 +113,13 @@ def _addressing_from_header(raw: bytes) -> tuple[Addressing, dict[str, str]]:
     )
 
 
-def prepare(payload: bytes, profiles: Profiles) -> Prepared:
+def prepare(
+    payload: bytes, profiles: Profiles, registered: Mapping[str, str] | None = None
+) -> Prepared:
     """Decode (per MSH-18) and parse one framed message; never raises."""
     addressing, info = _addressing_from_header(payload)
     prepared = Prepared(raw="", addressing=addressing, **info)
-    match = profiles.match(prepared.sender, prepared.facility) if info else None
+    match = profiles.match(prepared.sender, prepared.facility, registered) if info else None
     prepared.match = match
     try:
         text, _ = decode(payload, match.profile.charset if match else "")
@@ -125,26 +128,36 @@ def prepare(payload: bytes, profiles: Profiles) -> Prepared:
         prepared.error = Hl7Error(exc.code, str(exc), _erl(exc.location))
         return prepared
     prepared.raw = _storable(text)
-    return _parse_into(prepared, text, profiles)
+    return _parse_into(prepared, text, profiles, registered)
 
 
-def prepare_text(text: str, profiles: Profiles) -> Prepared:
+def prepare_text(
+    text: str, profiles: Profiles, registered: Mapping[str, str] | None = None
+) -> Prepared:
     """A stored message run again (reprocess): the text is already decoded."""
     addressing, info = _addressing_from_header(text.encode("utf-8", "replace"))
     prepared = Prepared(raw=_storable(text), addressing=addressing, **info)
-    prepared.match = profiles.match(prepared.sender, prepared.facility) if info else None
-    return _parse_into(prepared, text, profiles)
+    prepared.match = (
+        profiles.match(prepared.sender, prepared.facility, registered) if info else None
+    )
+    return _parse_into(prepared, text, profiles, registered)
 
 
-def prepare_broken(broken: Broken, profiles: Profiles) -> Prepared:
+def prepare_broken(
+    broken: Broken, profiles: Profiles, registered: Mapping[str, str] | None = None
+) -> Prepared:
     addressing, info = _addressing_from_header(broken.head)
     prepared = Prepared(raw=_storable(broken.head.decode("latin-1")), addressing=addressing, **info)
-    prepared.match = profiles.match(prepared.sender, prepared.facility) if info else None
+    prepared.match = (
+        profiles.match(prepared.sender, prepared.facility, registered) if info else None
+    )
     prepared.error = Hl7Error(100, f"{broken.reason} ({broken.size} bytes); not processed")
     return prepared
 
 
-def _parse_into(prepared: Prepared, text: str, profiles: Profiles) -> Prepared:
+def _parse_into(
+    prepared: Prepared, text: str, profiles: Profiles, registered: Mapping[str, str] | None
+) -> Prepared:
     try:
         msg = parse(text)
     except ParseError as exc:
@@ -157,7 +170,7 @@ def _parse_into(prepared: Prepared, text: str, profiles: Profiles) -> Prepared:
     prepared.type = _clean(msg.type, 16)
     prepared.version = _clean(msg.version, 8)
     prepared.charset = _clean(msg.charset, 32)
-    prepared.match = profiles.match(prepared.sender, prepared.facility)
+    prepared.match = profiles.match(prepared.sender, prepared.facility, registered)
     return prepared
 
 

@@ -13,6 +13,7 @@ See docs/hl7-profiles.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,14 +226,27 @@ class Profiles:
                 else:
                     self._app[key] = (p, source)
 
-    def match(self, application: str, facility: str = "") -> SenderMatch:
-        """The profile and source for MSH-3/MSH-4; facility-specific entries win."""
+    def match(
+        self,
+        application: str,
+        facility: str = "",
+        registered: Mapping[str, str] | None = None,
+    ) -> SenderMatch:
+        """The profile and source for MSH-3/MSH-4.
+
+        A sender listed in a profile file wins (facility-specific entries
+        first); then a source registered through the API whose name is MSH-3
+        gets the profile named in its ``hl7_profile``; anyone else gets the
+        default profile with source = MSH-3.
+        """
         app = application.strip().casefold()
         found = self._exact.get((app, facility.strip().casefold())) or self._app.get(app)
         if found:
             return SenderMatch(found[0], found[1])
-        source = application.strip()[:64].replace("\\", "") or "default"
-        return SenderMatch(self.default, source)
+        name = application.strip()[:64].replace("\\", "")
+        if registered and name in registered:
+            return SenderMatch(self.by_name.get(registered[name], self.default), name)
+        return SenderMatch(self.default, name or "default")
 
 
 def load_profile(path: Path) -> Profile:

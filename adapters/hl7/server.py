@@ -19,6 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from adapters.hl7 import ack
 from adapters.hl7.ack import Hl7Error
 from adapters.hl7.intake import Prepared, apply_batch, prepare, prepare_broken
@@ -27,8 +30,16 @@ from adapters.hl7.profile import Profiles, load_profiles
 from hub.context import Hub
 from hub.mappings import default_mappings_dir
 from hub.metrics import HL7_MESSAGES
+from hub.models import Source
 
 log = logging.getLogger("adapters.hl7.server")
+
+
+def registered_sources(session: Session) -> dict[str, str]:
+    """Source name -> HL7 profile name, for sources registered through the API."""
+    return {
+        name: profile for name, profile in session.execute(select(Source.name, Source.hl7_profile))
+    }
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Hl7Door:
         max_connections: int = 200,
         batch_max: int = 64,
         linger: float = 0.002,
+        registered_ttl: float = 5.0,
     ) -> None:
         self.hub = hub
         self.idle_timeout = idle_timeout  # no bytes at all for this long: close
@@ -69,6 +81,10 @@ class Hl7Door:
         # commit. Only used while more than one connection is sending.
         self.linger = linger
         self._last_submit: dict[int, float] = {}
+        # Sources registered through the API (name -> hl7_profile), re-read every few seconds.
+        self.registered: dict[str, str] = {}
+        self.registered_ttl = registered_ttl
+        self._registered_at = -1e9
         self._arrived = asyncio.Event()
         self.profiles: Profiles = load_profiles(profiles_dir(hub))
         self._server: asyncio.Server | None = None
@@ -165,11 +181,14 @@ class Hl7Door:
 
     async def _answer_all(self, events: list, writer: asyncio.StreamWriter) -> None:
         for event in events:
+            if time.monotonic() - self._registered_at >= self.registered_ttl:
+                # which profile a registered source wants (PUT /api/v1/sources) may change
+                await asyncio.to_thread(self._refresh_registered)
             if isinstance(event, Broken):
-                prepared = prepare_broken(event, self.profiles)
+                prepared = prepare_broken(event, self.profiles, self.registered)
                 log.warning("HL7 broken frame", extra={"reason": event.reason, "bytes": event.size})
             else:
-                prepared = prepare(event.payload, self.profiles)
+                prepared = prepare(event.payload, self.profiles, self.registered)
             reply = await self.submit(prepared)
             writer.write(frame(reply))
             await writer.drain()
@@ -224,6 +243,14 @@ class Hl7Door:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 return
+
+    def _refresh_registered(self) -> None:
+        self._registered_at = time.monotonic()
+        try:
+            with self.hub.db.read_session() as s:
+                self.registered = registered_sources(s)
+        except Exception:
+            log.warning("could not read the registered sources", exc_info=True)
 
     def _commit(self, batch: list[Prepared]) -> list[bytes]:
         """Apply a batch in one transaction; on failure, each message on its own."""

@@ -92,7 +92,7 @@ def reprocess_message(
     """Run the stored message again through the profiles as they are now; a new row records it."""
     from adapters.hl7.intake import apply, prepare_text
     from adapters.hl7.profile import load_profiles
-    from adapters.hl7.server import profiles_dir
+    from adapters.hl7.server import profiles_dir, registered_sources
 
     hub = request.app.state.hub
     try:
@@ -101,7 +101,7 @@ def reprocess_message(
         raise HTTPException(409, f"the HL7 profiles cannot be loaded: {exc}") from None
     with hub.db.session() as s:
         original = messages.get(s, message_id)
-        prepared = prepare_text(original.raw, profiles)
+        prepared = prepare_text(original.raw, profiles, registered_sources(s))
         logged = apply(s, prepared, hub.orders, reprocess_of=original.id)
         events.audit(s, who.actor, "reprocess", "hl7_message", original.id, {"new": logged.id})
         return to_out(messages.get(s, logged.id))
