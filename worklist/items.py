@@ -274,7 +274,7 @@ def encode(
 class EncodingCache:
     """Bounded LRU of encoded answers, shared by all associations (thread-safe)."""
 
-    def __init__(self, max_entries: int = 50_000) -> None:
+    def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
         self._data: OrderedDict[tuple, bytes] = OrderedDict()
         self._lock = threading.Lock()
