@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from hub.context import Hub
-from hub.models import InboundMessage, Order
+from hub.models import AuditEvent, InboundMessage, Order, Study
 from hub.services import orders
 from tests.mllp_client import DoorThread, ack_segments, sample
 
@@ -168,9 +168,20 @@ def test_adt_updates_open_orders_and_merge_moves_them(hub: Hub, door: DoorThread
             "SCHMIDT^REX",
         )
         assert o.patient_weight_kg == pytest.approx(31.75, abs=0.01)  # 70 lb
+        with hub.db.session() as s:  # images that came in under the prior id
+            s.add(Study(study_instance_uid="1.2.3.4", patient_id="P-10234", patient_name="X^Rex"))
         assert ack_segments(c.send(sample("adt_a40.hl7")))["MSA"][1] == "AA"
     o = placer(hub, "VETPMS", "ORD-7781")
     assert o.patient_id == "P-10000" and o.status == "scheduled"
+    with hub.db.read_session() as s:
+        assert s.scalars(select(Study)).one().patient_id == "P-10000"
+        audit = s.scalars(select(AuditEvent).where(AuditEvent.action == "merge")).one()
+    assert audit.detail == {
+        "prior_patient_id": "P-10234",
+        "source": "VETPMS",
+        "orders": [o.id],
+        "studies": ["1.2.3.4"],
+    }
     with hub.db.read_session() as s:
         rows = list(s.scalars(select(InboundMessage).order_by(InboundMessage.id)))
     assert [r.type for r in rows] == ["ORM^O01", "ADT^A04", "ADT^A08", "ADT^A40"]

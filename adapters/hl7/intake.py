@@ -433,7 +433,15 @@ def _patient_merge(
                 _location(reader, "merge.prior_patient_id"),
             )
         )
-    moved = patients.merge(session, prior, surviving, ctx, changes=changes, source=match.source)
+    moved = patients.merge(
+        session,
+        prior,
+        surviving,
+        ctx,
+        changes=changes,
+        source=match.source,
+        actor=f"hl7:{match.source}",
+    )
     return Result(patient_id=surviving, order_id=moved[0].id if moved else None)
 
 

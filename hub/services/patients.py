@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hub.errors import Invalid
-from hub.models import Order, OrderStatus
-from hub.services import orders
+from hub.models import Order, OrderStatus, Study
+from hub.services import events, orders
 from hub.services.orders import OrderContext
 
 
@@ -56,12 +56,17 @@ def merge(
     *,
     changes: dict[str, Any] | None = None,
     source: str | None = None,
+    actor: str = "hl7",
 ) -> list[Order]:
-    """Move the open orders of ``prior_id`` to ``surviving_id`` (ADT A40).
+    """Move the open orders and the received studies of ``prior_id`` to ``surviving_id`` (A40).
 
     The survivor's demographics in ``changes`` are applied to the moved orders
     and to the survivor's own open orders, so both look the same on the
-    worklist. Completed orders keep the id they were done under.
+    worklist. Completed orders keep the id they were done under. Studies
+    received under the prior id (unmatched, or matched to an order of this
+    source) take the surviving id, so matching no longer sees them as another
+    animal's; the prior id is kept in the audit log. Stored DICOM files are
+    not rewritten here.
     """
     if not prior_id or not surviving_id:
         raise Invalid.one("patient.id", "both the prior and the surviving patient id are needed")
@@ -73,4 +78,29 @@ def merge(
         patch = orders.merge_patch(base, {"patient": {"id": surviving_id}})
         moved.append(orders.update(session, order.id, patch, ctx))  # type: ignore[arg-type]
     update(session, surviving_id, base, ctx, source=source)
+    studies = _studies_of(session, prior_id, source)
+    for study in studies:
+        study.patient_id = surviving_id
+    session.flush()
+    events.audit(
+        session,
+        actor,
+        "merge",
+        "patient",
+        surviving_id,
+        {
+            "prior_patient_id": prior_id,
+            "source": source,
+            "orders": [o.id for o in moved],
+            "studies": [s.study_instance_uid for s in studies],
+        },
+    )
     return moved
+
+
+def _studies_of(session: Session, patient_id: str, source: str | None) -> list[Study]:
+    stmt = select(Study).where(Study.patient_id == patient_id)
+    if source is not None:
+        mine = select(Order.id).where(Order.source == source)
+        stmt = stmt.where(or_(Study.order_id.is_(None), Study.order_id.in_(mine)))  # type: ignore[union-attr]
+    return list(session.scalars(stmt))
