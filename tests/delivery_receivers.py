@@ -184,3 +184,9 @@ class MllpReceiver:
     def close(self) -> None:
         self._stop.set()
         self.sock.close()
+
+    def __enter__(self) -> MllpReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

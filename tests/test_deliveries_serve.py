@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from hub.db import Database
 from hub.models import Delivery
 from hub.schemas import OrderIn
 from hub.services import orders
-from tests.conftest import _empty_tables, start_hub
-from tests.delivery_receivers import WebhookReceiver
+from tests.conftest import ServedHub, _empty_tables, start_hub
+from tests.delivery_receivers import MllpReceiver, WebhookReceiver
+from tests.study_factory import instance, send
 from tests.test_api_orders import rex
 
 SECRET = "s3cret-s3cret-s3cret"
@@ -118,3 +120,42 @@ def test_two_hubs_deliver_1000_events_exactly_once(
         producer.close()
         for h in hubs:
             h.stop()
+
+
+def test_stored_study_reaches_practice_system_with_viewer_link(
+    served_hub: ServedHub, receiver: WebhookReceiver
+) -> None:
+    """C-STORE of an ordered study: the source gets a webhook and an ORU with the link."""
+    with MllpReceiver() as mllp, served_hub.api() as api:
+        r = api.put(
+            "/api/v1/sources/pims-main",
+            json={
+                "webhook_url": receiver.url,
+                "webhook_secret": SECRET,
+                "hl7_host": "127.0.0.1",
+                "hl7_port": mllp.port,
+                "results": ["webhook", "hl7-oru"],
+            },
+        )
+        assert r.status_code == 201, r.text
+        order = api.post("/api/v1/orders", json=rex()).json()
+        uid = order["study_instance_uid"]
+        images = [instance(study_uid=uid, accession=order["accession_number"]) for _ in range(2)]
+        assert send(served_hub.dicom, images) == [0, 0]
+        [hook] = receiver.wait_for(1)
+        doc = json.loads(hook.body)
+        assert hook.signature_ok
+        assert doc["event"] == "study.received"
+        assert doc["order"]["id"] == order["id"]
+        assert doc["study"]["study_instance_uid"] == uid
+        assert doc["viewer_url"].endswith(f"/viewer/studies/{uid}")
+        [oru] = mllp.wait_for(1)
+        assert doc["viewer_url"] in oru and order["accession_number"] in oru
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            items = api.get("/api/v1/deliveries", params={"order_id": order["id"]}).json()["items"]
+            if [d["status"] for d in items] == ["delivered", "delivered"]:
+                break
+            time.sleep(0.1)
+        assert sorted(d["kind"] for d in items) == ["hl7-oru", "webhook"]
+        assert {d["status"] for d in items} == {"delivered"}

@@ -91,6 +91,7 @@ class Policy:
     backoff_max_seconds: float = 900.0
     timeout_seconds: float = 10.0
     batch: int = 50
+    concurrency: int = 8
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
@@ -100,12 +101,18 @@ class Policy:
             backoff_max_seconds=s.delivery_backoff_max_seconds,
             timeout_seconds=s.delivery_timeout_seconds,
             batch=s.delivery_batch,
+            concurrency=s.delivery_concurrency,
         )
 
     @property
     def lease(self) -> timedelta:
-        """Long enough for any send to finish or time out."""
-        return timedelta(seconds=3 * self.timeout_seconds + 30)
+        """Long enough for a whole claimed batch to be sent or time out.
+
+        A send takes at most about 3 x timeout (connect, write, read); a batch
+        is sent ``concurrency`` at a time.
+        """
+        waves = -(-self.batch // self.concurrency) + 1
+        return timedelta(seconds=waves * 3 * self.timeout_seconds + 30)
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential, capped, with jitter over the upper half so retries spread out."""
@@ -597,6 +604,8 @@ class DeliveryWorker:
 
     def _attempt(self, c: Claim) -> tuple[str | None, bool]:
         """Send one; ``(error or None, final)``. Never raises."""
+        if self._stop.is_set():
+            return "not sent: the hub was shutting down", False
         if c.target is None:
             return f"source {c.payload.get('source')!r} is no longer registered", True
         sender = self.senders.get(c.kind)
