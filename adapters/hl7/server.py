@@ -266,12 +266,22 @@ class Hl7Door:
             return [reply for p in batch for reply in self._commit([p])]
         out = []
         for (outcome, text, mtype), p in zip(results, batch, strict=True):
-            HL7_MESSAGES.labels(mtype or "?", outcome).inc()
+            HL7_MESSAGES.labels(_metric_type(mtype), outcome).inc()
             out.append(ack.encode(text, p.charset or p.addressing.charset))
         return out
 
     def _unstored(self, p: Prepared) -> bytes:
         """AE when the database could not take the message: the sender should resend."""
         error = Hl7Error(207, "the hub could not store the message; please resend")
-        HL7_MESSAGES.labels(p.type or "?", "AE").inc()
+        HL7_MESSAGES.labels(_metric_type(p.type), "AE").inc()
         return ack.encode(ack.build("AE", p.addressing, error), p.charset)
+
+
+_KNOWN_TYPES = frozenset(
+    {"ORM^O01", "OMI^O23", *(f"ADT^A{n:02d}" for n in (1, 4, 8, 28, 31, 34, 40))}
+)
+
+
+def _metric_type(message_type: str) -> str:
+    """Metric label: senders choose MSH-9, so unknown values share one label."""
+    return message_type if message_type in _KNOWN_TYPES else "other"
