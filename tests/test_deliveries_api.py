@@ -38,7 +38,11 @@ def test_register_source_and_list_without_secret(client: TestClient) -> None:
     # Updating without the secret keeps it; the answer is 200.
     again = client.put(
         "/api/v1/sources/pims-main",
-        json={"webhook_url": "https://pims.example/v2", "results": ["webhook"]},
+        json={
+            "webhook_url": "https://pims.example/v2",
+            "results": ["webhook"],
+            "hl7_profile": "animal-first",
+        },
     )
     assert again.status_code == 200, again.text
     assert again.json()["webhook_secret_set"] is True
@@ -56,6 +60,7 @@ def test_register_source_and_list_without_secret(client: TestClient) -> None:
         ({"webhook_url": "https://pims.example/hook", "results": ["webhook"]}, "webhook_secret"),
         ({**HOOK, "results": ["webhook", "fax"]}, "results"),
         ({**HOOK, "events": ["order.exploded"]}, "events"),
+        ({**HOOK, "hl7_profile": "no-such-profile"}, "hl7_profile"),
         ({"results": ["hl7-oru"]}, "hl7_host"),
         ({"results": ["hl7-oru"], "hl7_host": "10.0.0.5", "hl7_port": 70000}, "hl7_port"),
     ],

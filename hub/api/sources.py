@@ -80,8 +80,10 @@ def put_source(
         results=tuple(body.results),
         events=tuple(body.events),
     )
-    with request.app.state.hub.db.session() as s:
-        row, created = sources.put(s, name, new)
+    hub = request.app.state.hub
+    profiles = sources.hl7_profiles(hub.mappings.root)
+    with hub.db.session() as s:
+        row, created = sources.put(s, name, new, profiles)
         out = SourceOut(**sources.public(row))
         shown = body.model_dump(exclude={"webhook_secret"})
         events.audit(s, who.actor, "source.put", "source", name, shown)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.errors import FieldError, Invalid, NotFound
+from hub.mappings import default_mappings_dir
 from hub.models import Source, utcnow
 from hub.models.deliveries import ResultKind
 
@@ -117,9 +119,21 @@ def check_secret(secret: str) -> str | None:
     return None
 
 
-def validate(name: str, new: SourceSettings, stored_secret: str | None = None) -> None:
-    """Raise ``Invalid`` naming every field at fault."""
+def validate(
+    name: str,
+    new: SourceSettings,
+    stored_secret: str | None = None,
+    profiles: frozenset[str] | None = None,
+) -> None:
+    """Raise ``Invalid`` naming every field at fault (``profiles``: known HL7 profile names)."""
     errors: list[FieldError] = []
+    if profiles is not None and new.hl7_profile not in profiles:
+        errors.append(
+            FieldError(
+                "hl7_profile",
+                f"unknown HL7 profile {new.hl7_profile!r}; known: {', '.join(sorted(profiles))}",
+            )
+        )
     if not valid_name(name):
         errors.append(
             FieldError("name", "must be 1-64 letters, digits, '.', '_' or '-', starting alnum")
@@ -160,10 +174,12 @@ def validate(name: str, new: SourceSettings, stored_secret: str | None = None) -
         raise Invalid(errors)
 
 
-def put(session: Session, name: str, new: SourceSettings) -> tuple[Source, bool]:
+def put(
+    session: Session, name: str, new: SourceSettings, profiles: frozenset[str] | None = None
+) -> tuple[Source, bool]:
     """Create or replace a source. Omitting the secret keeps the stored one."""
     row = session.get(Source, name)
-    validate(name, new, row.webhook_secret if row else None)
+    validate(name, new, row.webhook_secret if row else None, profiles)
     created = row is None
     if row is None:
         row = Source(name=name)
@@ -217,3 +233,10 @@ def subscriptions(row: Source, event_kind: str) -> list[str]:
     if event_kind not in (row.events or []):
         return []
     return [k for k in row.results or [] if event_kind in KIND_EVENTS.get(k, frozenset())]
+
+
+def hl7_profiles(mappings_root: Path) -> frozenset[str]:
+    """Names of the HL7 profiles the HL7 door loads (``<mappings>/hl7/*.yaml``)."""
+    own = mappings_root / "hl7"
+    folder = own if own.is_dir() else default_mappings_dir() / "hl7"
+    return frozenset(p.stem for p in folder.glob("*.yaml")) | {"default"}
