@@ -318,3 +318,49 @@ def test_hl7_negative_ack_or_silence_retries(
     drain(w, hub)
     assert statuses(client) == [("order.cancelled", "delivered", 2)]
     w.stop()
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
+    from hub.services.deliveries import Policy
+
+    p = Policy(backoff_seconds=5, backoff_max_seconds=900)
+    for attempt, full in [(1, 5), (2, 10), (5, 80), (9, 900), (30, 900)]:
+        delays = {p.backoff(attempt).total_seconds() for _ in range(50)}
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(delays) > 1  # jitter: retries of many deliveries spread out
+    assert p.lease.total_seconds() >= 3 * p.timeout_seconds * (p.batch / p.concurrency)
+
+
+def test_an_event_that_cannot_be_rendered_does_not_stop_the_others(
+    client: TestClient, hub: Hub, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.services import deliveries
+
+    register(
+        client,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        results=["webhook"],
+        events=["order.scheduled"],
+    )
+    bad = client.post("/api/v1/orders", json=rex()).json()
+    good = client.post(
+        "/api/v1/orders", json=rex(placer_order_number="O2", accession_number="A2")
+    ).json()
+    real = deliveries.document
+
+    def document(ev, order, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if order.id == bad["id"]:
+            raise ValueError("cannot render")
+        return real(ev, order, *args, **kwargs)
+
+    monkeypatch.setattr(deliveries, "document", document)
+    w = worker(hub)
+    w.run_once()
+    got = [json.loads(r.body)["order"]["id"] for r in receiver.wait_for(1)]
+    assert got == [good["id"]]
+    monkeypatch.setattr(deliveries, "document", real)
+    w.run_once()  # once it can be rendered, it goes out: nothing was lost
+    got = [json.loads(r.body)["order"]["id"] for r in receiver.wait_for(2)]
+    assert got == [good["id"], bad["id"]]
+    w.stop()

@@ -151,16 +151,25 @@ def dispatch(session: Session, public_url: str, limit: int = 200) -> int:
         with_study = set(
             session.scalars(select(Study.order_id).where(Study.order_id.in_(order_ids)))  # type: ignore[union-attr]
         )
+    done = []
     for ev in rows:
-        session.add_all(deliveries_for(session, ev, public_url, known, with_study))
+        try:
+            made = deliveries_for(session, ev, public_url, known, with_study)
+        except Exception:
+            # Leave it undispatched (it blocks only its own order's later deliveries)
+            # rather than let one bad event stop every delivery.
+            log.exception("cannot make deliveries for event", extra={"event_id": ev.id})
+            continue
+        session.add_all(made)
+        done.append(ev.id)
     session.execute(
         update(OutboxEvent)
-        .where(OutboxEvent.id.in_([ev.id for ev in rows]))  # type: ignore[union-attr]
+        .where(OutboxEvent.id.in_(done))  # type: ignore[union-attr]
         .values(dispatched_at=utcnow()),
         execution_options={"synchronize_session": False},
     )
     session.flush()
-    return len(rows)
+    return len(done)
 
 
 def deliveries_for(
