@@ -29,6 +29,7 @@ class MessageFilter:
 
 Key = tuple[str, str, str]  # sender (MSH-3), facility (MSH-4), control id (MSH-10)
 _TABLE = InboundMessage.__table__  # type: ignore[attr-defined]
+_INSERT = insert(_TABLE).returning(_TABLE.c.id)  # built once: compiled once, cached
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,12 @@ class Accepted:
 
 
 def record(session: Session, values: dict[str, Any]) -> int:
-    """Insert one log row (a plain INSERT: this runs for every message); returns its id."""
-    stmt = insert(_TABLE).values(**values).returning(_TABLE.c.id)
-    return int(session.execute(stmt).scalar_one())
+    """Insert one log row (a plain INSERT: this runs for every message); returns its id.
+
+    Runs on the session's connection, in its transaction, without flushing
+    the session's pending objects first (the row refers to none of them).
+    """
+    return int(session.connection().execute(_INSERT, values).scalar_one())
 
 
 def accepted_among(session: Session, keys: set[Key]) -> dict[Key, Accepted]:
