@@ -91,6 +91,7 @@ class Hl7Door:
         self._queue: asyncio.Queue[_Work] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._reading: set[asyncio.Task[None]] = set()  # connections waiting for bytes
         self._closing = False
 
     # --- lifecycle ------------------------------------------------------------
@@ -112,6 +113,8 @@ class Hl7Door:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        for task in list(self._reading):  # idle between messages: nothing to finish
+            task.cancel()
         if self._connections:
             _, pending = await asyncio.wait(set(self._connections), timeout=timeout)
             for task in pending:
@@ -164,7 +167,14 @@ class Hl7Door:
                     timeout, max(0.0, frame_started + self.frame_timeout - time.monotonic())
                 )
             try:
-                data = await asyncio.wait_for(reader.read(65536), timeout)
+                task = asyncio.current_task()
+                assert task is not None
+                self._reading.add(task)
+                try:
+                    async with asyncio.timeout(timeout):  # cheaper than wait_for: no new task
+                        data = await reader.read(65536)
+                finally:
+                    self._reading.discard(task)
             except TimeoutError:
                 if decoder.in_frame:
                     await self._answer_all(decoder.close(), writer)
