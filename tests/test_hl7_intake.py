@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from hub.context import Hub
@@ -287,3 +289,47 @@ def test_registered_source_picks_its_profile(hub: Hub, client: TestClient) -> No
     with hub.db.read_session() as s:
         row = s.scalars(select(InboundMessage)).one()
     assert (row.profile, row.source) == ("animal-first", "NEWPMS")
+
+
+MUTATIONS = st.lists(
+    st.tuples(
+        st.integers(0, 2000), st.sampled_from(list("|^~\\&\r\n\x00 AZ09é-.+")), st.booleans()
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(mutations=MUTATIONS)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_mutated_messages_are_answered_and_never_half_applied(
+    hub: Hub, mutations: list[tuple[int, str, bool]]
+) -> None:
+    from adapters.hl7.intake import apply_batch, prepare
+    from adapters.hl7.profile import load_profiles
+    from adapters.hl7.server import profiles_dir
+
+    text = list(sample("orm_o01_nw_v251_utf8.hl7").decode())
+    for pos, char, insert in mutations:
+        pos %= len(text)
+        if insert:
+            text.insert(pos, char)
+        else:
+            text[pos] = char
+    raw = "".join(text).encode("utf-8")
+    before = count(hub, Order)
+    prepared = prepare(raw, load_profiles(profiles_dir(hub)))
+    with hub.db.session() as s:
+        [logged] = apply_batch(s, [prepared], hub.orders)
+    assert logged.outcome in ("AA", "AE", "AR")
+    assert "\rMSA|" + logged.outcome + "|" in logged.ack
+    after = count(hub, Order)
+    if logged.outcome == "AA":
+        assert after in (before, before + 1)
+    else:
+        assert after == before
+        assert "\rERR|" in logged.ack

@@ -164,3 +164,21 @@ def test_stop_finishes_the_message_in_flight(hub: Hub) -> None:
     door.stop()
     assert ack_segments(c.read())["MSA"][1] == "AA"
     c.close()
+
+
+def test_connections_beyond_the_limit_are_refused(hub: Hub) -> None:
+    door = DoorThread(hub, max_connections=2)
+    try:
+        first, second = door.client(), door.client()
+        assert ack_segments(first.send(sample("adt_a04.hl7")))["MSA"][1] == "AA"
+        assert ack_segments(second.send(sample("adt_a08.hl7")))["MSA"][1] == "AA"
+        extra = socket.create_connection(("127.0.0.1", door.port), timeout=5)
+        assert extra.recv(100) == b""  # closed at once
+        extra.close()
+        first.close()
+        time.sleep(0.3)
+        with door.client() as c:  # a freed place is usable again
+            assert ack_segments(c.send(sample("adt_a04.hl7")))["MSA"][1] == "AA"
+        second.close()
+    finally:
+        door.stop()
