@@ -333,3 +333,11 @@ def test_mutated_messages_are_answered_and_never_half_applied(
     else:
         assert after == before
         assert "\rERR|" in logged.ack
+
+
+def test_cancel_without_placer_number_is_ar_101(hub: Hub, door: DoorThread) -> None:
+    text = sample("orm_o01_ca.hl7").replace(b"ORD-7781^VETPMS", b"")
+    with door.client() as c:
+        ack = ack_segments(c.send(text))
+    assert ack["MSA"][1] == "AR" and ack["ERR"][2] == "ORC^1^2^1^1"
+    assert ack["ERR"][3].startswith("101^")

@@ -357,6 +357,8 @@ def _orders(
         req = scoped.order_request(match.source)
         result.patient_id = (req.get("patient") or {}).get("id")
         actor = f"hl7:{msg.sending_application} {msg.control_id}"
+        if control in ("XO", "SC", "CA", "DC") and not req.get("placer_order_number"):
+            scoped.validated(req)  # names the missing placer number (AR 101)
         if control == "NW":
             order, _created = orders.place(session, scoped.validated(req), ctx)
         elif control in ("XO", "SC"):
