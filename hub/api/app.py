@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import hub
-from hub.api import admin, deliveries, errors, messages, orders, sources, studies
+from hub.api import admin, deliveries, errors, messages, orders, shares, sources, studies, viewer
 from hub.context import Hub
 from hub.metrics import HttpMetrics
 
@@ -35,6 +35,8 @@ def create_app(hub_ctx: Hub, lifespan: Lifespan | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(HttpMetrics)
     app.include_router(orders.router)
+    app.include_router(shares.router)
+    app.include_router(viewer.router)
     app.include_router(admin.router)
     app.include_router(messages.router)
     app.include_router(sources.router)

@@ -13,6 +13,7 @@ from hub.models.core import (
     utcnow,
 )
 from hub.models.deliveries import Delivery, Source
+from hub.models.links import Share, StaffSession
 from hub.models.messages import InboundMessage
 from hub.models.studies import Instance, Mpps, Series, Study
 
@@ -20,3 +21,4 @@ __all__ = ["ApiKey", "AuditEvent", "Modality", "Order", "OrderStatus", "OutboxEv
 __all__ += ["Instance", "Mpps", "Series", "Study"]
 __all__ += ["InboundMessage"]
 __all__ += ["Delivery", "Source"]
+__all__ += ["Share", "StaffSession"]

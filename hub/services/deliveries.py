@@ -42,7 +42,7 @@ from hub.errors import NotFound
 from hub.models import Delivery, Order, OrderStatus, OutboxEvent, Source, utcnow
 from hub.models.deliveries import DeliveryStatus
 from hub.models.studies import Instance, Series, Study
-from hub.services import events, sources
+from hub.services import events, links, sources
 from hub.services.orders import MAX_LIMIT, decode_cursor, encode_cursor
 
 log = logging.getLogger("hub.deliveries")
@@ -286,13 +286,9 @@ def document(
             "site": order.site,
         },
         "study": study_doc,
-        "viewer_url": viewer_url(public_url, study.study_instance_uid) if study else None,
+        "viewer_url": links.viewer_url(public_url, study.study_instance_uid) if study else None,
         "reason": reason,
     }
-
-
-def viewer_url(public_url: str, study_instance_uid: str) -> str:
-    return f"{public_url.rstrip('/')}/viewer/studies/{study_instance_uid}"
 
 
 def _study_doc(session: Session, study: Study) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""REST share links for a study (interface.md "Links")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.api.auth import Caller, require
+from hub.models import Share
+from hub.services import events, links, studies
+
+router = APIRouter(prefix="/api/v1/studies", tags=["shares"])
+SHARE = require("vet")
+
+
+class ShareIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expires_in_hours: float = Field(72, gt=0, le=links.MAX_SHARE_HOURS)
+    note: str | None = Field(None, max_length=255, description="who it is for, e.g. a referral")
+
+
+class ShareCreated(BaseModel):
+    id: int
+    url: str
+    expires_at: datetime
+
+
+class ShareOut(BaseModel):
+    id: int
+    created_by: str
+    note: str | None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+def _out(share: Share) -> ShareOut:
+    return ShareOut(
+        id=share.id,  # type: ignore[arg-type]
+        created_by=share.created_by,
+        note=share.note,
+        created_at=links._aware(share.created_at),
+        expires_at=links._aware(share.expires_at),
+        revoked_at=links._aware(share.revoked_at) if share.revoked_at else None,
+        active=links.is_active(share),
+    )
+
+
+@router.post("/{study_instance_uid}/shares", status_code=201, response_model=ShareCreated)
+def create_share(
+    study_instance_uid: str,
+    request: Request,
+    body: ShareIn | None = None,
+    who: Caller = Depends(SHARE),
+) -> ShareCreated:
+    body = body or ShareIn()
+    hub = request.app.state.hub
+    with hub.db.session() as s:
+        studies.get(s, study_instance_uid)  # 404 for an unknown study
+        share, token = links.create_share(
+            s, study_instance_uid, body.expires_in_hours, who.actor, body.note
+        )
+        events.audit(
+            s,
+            who.actor,
+            "share",
+            "study",
+            study_instance_uid,
+            {"share_id": share.id, "expires_at": share.expires_at.isoformat(), "note": body.note},
+        )
+        return ShareCreated(
+            id=share.id,  # type: ignore[arg-type]
+            url=links.share_url(hub.settings.public_url, token),
+            expires_at=links._aware(share.expires_at),
+        )
+
+
+@router.get("/{study_instance_uid}/shares", response_model=list[ShareOut])
+def list_shares(
+    study_instance_uid: str, request: Request, who: Caller = Depends(SHARE)
+) -> list[ShareOut]:
+    with request.app.state.hub.db.read_session() as s:
+        studies.get(s, study_instance_uid)
+        return [_out(x) for x in links.shares_of(s, study_instance_uid)]
+
+
+@router.delete("/{study_instance_uid}/shares/{share_id}", status_code=204)
+def revoke_share(
+    study_instance_uid: str, share_id: int, request: Request, who: Caller = Depends(SHARE)
+) -> Response:
+    with request.app.state.hub.db.session() as s:
+        links.revoke_share(s, study_instance_uid, share_id)
+        events.audit(
+            s, who.actor, "share.revoke", "study", study_instance_uid, {"share_id": share_id}
+        )
+    return Response(status_code=204)

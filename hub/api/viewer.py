@@ -1,0 +1,328 @@
+"""The study page a vet opens from the patient record (``viewer_url``), share links,
+and staff sign-in for browsers.
+
+A browser cannot send a Bearer header from a link in the PIMS, so a staff
+member signs in once with their API key and gets a session cookie. Share
+links open the same summary, read-only, for someone outside the clinic.
+Every page view and export is audited.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.api.auth import _lookup
+from hub.context import Hub
+from hub.errors import NotFound
+from hub.models import Instance, Order, Series, Study
+from hub.services import events, links, studies, thumbnails
+
+router = APIRouter(tags=["viewer"], include_in_schema=False)
+COOKIE = "vethub_session"
+STAFF_ROLES = frozenset({"vet", "tech", "admin"})
+
+
+@dataclass(frozen=True)
+class Viewer:
+    actor: str
+    role: str
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+def staff(request: Request) -> Viewer:
+    """A vet/tech/admin by Bearer key or session cookie; anonymous callers are refused."""
+    hub: Hub = request.app.state.hub
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        caller = _lookup(hub, auth[7:].strip())
+        if caller is None:
+            raise Refused(401, "The API key is unknown or revoked.")
+        who = Viewer(caller.actor, caller.role)
+    elif token := request.cookies.get(COOKIE):
+        with hub.db.read_session() as s:
+            key = links.session_key(s, token)
+            if key is None:
+                raise Refused(401, "Your session has ended; please sign in again.")
+            who = Viewer(f"session:key:{key.id}:{key.name}", key.role)
+    else:
+        raise Refused(401, "Please sign in to see this study.")
+    if who.role not in STAFF_ROLES:
+        raise Refused(403, f"A {who.role} key may not open studies.")
+    return who
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}}
+table{{border-collapse:collapse}} td,th{{padding:.2rem .8rem;text-align:left;vertical-align:top}}
+th{{color:#555;font-weight:600}} .series{{margin:1.5rem 0}}
+.thumbs{{display:flex;flex-wrap:wrap;gap:.5rem}}
+.thumbs figure{{margin:0;width:256px;text-align:center;font-size:.8rem;color:#666}}
+.thumbs img{{max-width:256px;max-height:256px;background:#000}}
+.noprev{{width:256px;height:120px;background:#eee;display:flex;align-items:center;
+justify-content:center}}
+</style></head><body>{body}</body></html>"""
+    return HTMLResponse(doc, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _refused(request: Request, err: Refused) -> HTMLResponse:
+    if err.status != 401:
+        return _page("Not allowed", f"<h1>Not allowed</h1><p>{html.escape(err.message)}</p>", 403)
+    nxt = html.escape(request.url.path, quote=True)
+    form = f"""<h1>Sign in</h1><p>{html.escape(err.message)}</p>
+<form method="post" action="/viewer/sign-in">
+<input type="hidden" name="next" value="{nxt}">
+<label>Staff API key <input type="password" name="key" autocomplete="off" required></label>
+<button type="submit">Sign in</button></form>"""
+    return _page("Sign in", form, 401)
+
+
+def _row(label: str, value: object) -> str:
+    shown = "" if value in (None, "") else html.escape(str(value))
+    return f"<tr><th>{html.escape(label)}</th><td>{shown}</td></tr>"
+
+
+def _summary(s: Session, study: Study, preview_base: str, download: str | None) -> str:
+    order = s.get(Order, study.order_id) if study.order_id else None
+    received = study.received or {}
+    if order is not None:
+        owner = order.owner_organization or " ".join(
+            x for x in (order.owner_first_name, order.owner_last_name) if x
+        )
+        animal = [
+            _row("Animal", order.patient_name),
+            _row("Patient ID", order.patient_id),
+            _row("Species", order.species_description),
+            _row("Breed", order.breed),
+            _row("Sex", order.patient_sex),
+            _row("Neutered", {True: "yes", False: "no"}.get(order.patient_neutered)),
+            _row("Birth date", order.patient_birth_date),
+            _row("Weight (kg)", order.patient_weight_kg),
+            _row("Owner", owner),
+        ]
+        order_rows = [
+            _row("Accession", order.accession_number),
+            _row("Procedure", order.procedure_description or order.procedure_code),
+            _row("Modality", order.modality),
+            _row("Scheduled", order.scheduled_start),
+            _row("Status", order.status.replace("_", " ")),
+            _row("Referring vet", order.referring_vet),
+        ]
+    else:
+        animal = [
+            _row("Patient (as received)", study.patient_name.replace("^", " ")),
+            _row("Patient ID", study.patient_id),
+            _row("Species", received.get("PatientSpeciesDescription")),
+            _row("Breed", received.get("PatientBreedDescription")),
+        ]
+        order_rows = [_row("Order", "not yet matched to an order")]
+    study_rows = [
+        _row("Study date", study.study_date),
+        _row("Description", study.study_description),
+        _row("Modality", study.modality),
+        _row("Study UID", study.study_instance_uid),
+    ]
+    parts = [
+        f"<h1>{html.escape(order.patient_name if order else 'Study')}</h1>",
+        "<h2>Animal</h2><table>" + "".join(animal) + "</table>",
+        "<h2>Order</h2><table>" + "".join(order_rows) + "</table>",
+        "<h2>Study</h2><table>" + "".join(study_rows) + "</table>",
+    ]
+    if download:
+        parts.append(
+            f'<p><a href="{html.escape(download, quote=True)}">Download DICOM (zip)</a></p>'
+        )
+    for series in s.scalars(select(Series).where(Series.study_id == study.id).order_by(Series.id)):
+        instances = s.scalars(
+            select(Instance).where(Instance.series_id == series.id).order_by(Instance.id)
+        ).all()
+        base = html.escape(preview_base, quote=True)
+        figures = "".join(
+            f'<figure><img loading="lazy" alt="image {n}" '
+            f'src="{base}/{quote(i.sop_instance_uid)}/preview.png">'
+            f"<figcaption>{n}</figcaption></figure>"
+            for n, i in enumerate(instances, 1)
+        )
+        title = " ".join(x for x in (series.modality, series.series_description) if x)
+        parts.append(
+            f'<div class="series"><h3>Series {html.escape(series.series_number or "")} '
+            f"{html.escape(title)} ({len(instances)} images)</h3>"
+            f'<div class="thumbs">{figures}</div></div>'
+        )
+    return "".join(parts)
+
+
+def _preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
+    with hub.db.read_session() as s:
+        study = studies.get(s, study_uid)
+        inst = s.scalars(
+            select(Instance).where(
+                Instance.sop_instance_uid == sop_uid, Instance.study_id == study.id
+            )
+        ).first()
+        if inst is None:
+            raise NotFound(f"instance {sop_uid} is not part of study {study_uid}")
+        path = Path(hub.settings.data_dir) / inst.path
+    png = thumbnails.thumbnail(Path(hub.settings.data_dir), path, sop_uid)
+    if png is None:
+        return Response(status_code=204)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/viewer/studies/{study_uid}")
+def study_page(study_uid: str, request: Request) -> Response:
+    try:
+        who = staff(request)
+    except Refused as err:
+        return _refused(request, err)
+    hub: Hub = request.app.state.hub
+    with hub.db.session() as s:
+        study = studies.get(s, study_uid)
+        body = _summary(
+            s,
+            study,
+            f"/viewer/studies/{study_uid}/instances",
+            f"/viewer/studies/{study_uid}/dicom.zip",
+        )
+        events.audit(s, who.actor, "view", "study", study_uid, {"via": "viewer"})
+    return _page("Study", body)
+
+
+@router.get("/viewer/studies/{study_uid}/instances/{sop_uid}/preview.png")
+def study_preview(study_uid: str, sop_uid: str, request: Request) -> Response:
+    try:
+        staff(request)
+    except Refused as err:
+        return Response(status_code=err.status)
+    return _preview(request.app.state.hub, study_uid, sop_uid)
+
+
+@router.get("/viewer/studies/{study_uid}/dicom.zip")
+def study_export(study_uid: str, request: Request) -> Response:
+    """The study's files as a plain DICOM tree in a zip (audited as an export)."""
+    try:
+        who = staff(request)
+    except Refused as err:
+        return _refused(request, err)
+    hub: Hub = request.app.state.hub
+    data_dir = Path(hub.settings.data_dir)
+    with hub.db.session() as s:
+        study = studies.get(s, study_uid)
+        paths = studies.instance_paths(s, study)
+        events.audit(s, who.actor, "export", "study", study_uid, {"files": len(paths)})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for rel in paths:
+            zf.write(data_dir / rel, arcname=rel)
+    name = f"study-{study_uid}.zip"
+    return Response(
+        buf.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _share_or_none(hub: Hub, token: str) -> str | None:
+    with hub.db.read_session() as s:
+        share = links.open_share(s, token)
+        return share.study_instance_uid if share else None
+
+
+@router.get("/shared/{token}")
+def shared_page(token: str, request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    with hub.db.session() as s:
+        share = links.open_share(s, token)
+        if share is None:
+            return _page(
+                "Link not valid",
+                "<h1>This link is not valid</h1><p>It has expired or was withdrawn. "
+                "Please ask the clinic for a new one.</p>",
+                404,
+            )
+        study = studies.get(s, share.study_instance_uid)
+        body = _summary(s, study, f"/shared/{token}/instances", None)
+        events.audit(
+            s, f"share:{share.id}", "view", "study", study.study_instance_uid, {"via": "share"}
+        )
+    return _page("Shared study", body)
+
+
+@router.get("/shared/{token}/instances/{sop_uid}/preview.png")
+def shared_preview(token: str, sop_uid: str, request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    study_uid = _share_or_none(hub, token)
+    if study_uid is None:
+        return Response(status_code=404)
+    return _preview(hub, study_uid, sop_uid)
+
+
+@router.post("/viewer/sign-in")
+async def sign_in(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    key = (form.get("key") or [""])[0].strip()
+    nxt = (form.get("next") or ["/"])[0]
+    if not nxt.startswith("/viewer/") or "//" in nxt:  # never redirect off-site
+        nxt = "/viewer/"
+    hub: Hub = request.app.state.hub
+    caller = _lookup(hub, key) if key else None
+    if caller is None or caller.role not in STAFF_ROLES:
+        return _refused(request, Refused(401, "That key is not a vet, tech or admin key."))
+    with hub.db.session() as s:
+        token = links.sign_in(s, caller.key_id)
+        events.audit(s, caller.actor, "sign-in", "key", caller.key_id)
+    response = RedirectResponse(nxt, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=links.SESSION_HOURS * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=hub.settings.public_url.startswith("https://"),
+        path="/",
+    )
+    return response
+
+
+@router.post("/viewer/sign-out")
+def sign_out(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    if token := request.cookies.get(COOKIE):
+        with hub.db.session() as s:
+            links.sign_out(s, token)
+    response = RedirectResponse("/viewer/", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/viewer/")
+def viewer_home(request: Request) -> Response:
+    try:
+        who = staff(request)
+    except Refused as err:
+        return _refused(request, err)
+    return _page(
+        "vethub",
+        f"<h1>vethub</h1><p>Signed in ({html.escape(who.role)}). Open a study from the "
+        'practice software.</p><form method="post" action="/viewer/sign-out">'
+        "<button>Sign out</button></form>",
+    )

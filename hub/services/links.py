@@ -1,0 +1,114 @@
+"""Links a person opens: the study viewer URL, share links and staff sign-in.
+
+A share token is 32 random bytes (256 bits) in URL-safe base64: unguessable,
+and only its hash is stored. Staff sessions work the same way, so a browser
+opened from the practice software can see studies without pasting a key into
+every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from hub.errors import Invalid, NotFound
+from hub.models import ApiKey, Share, StaffSession, utcnow
+
+MAX_SHARE_HOURS = 24 * 90
+SESSION_HOURS = 12
+
+
+def viewer_url(public_url: str, study_instance_uid: str) -> str:
+    return f"{public_url.rstrip('/')}/viewer/studies/{study_instance_uid}"
+
+
+def share_url(public_url: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}/shared/{token}"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def create_share(
+    s: Session, study_instance_uid: str, hours: float, actor: str, note: str | None = None
+) -> tuple[Share, str]:
+    """A new share link; returns the row and the token (the only time it exists)."""
+    if not 0 < hours <= MAX_SHARE_HOURS:
+        raise Invalid.one("expires_in_hours", f"must be more than 0 and at most {MAX_SHARE_HOURS}")
+    token = secrets.token_urlsafe(32)
+    share = Share(
+        study_instance_uid=study_instance_uid,
+        token_hash=_digest(token),
+        created_by=actor,
+        note=note,
+        expires_at=utcnow() + timedelta(hours=hours),
+    )
+    s.add(share)
+    s.flush()
+    return share, token
+
+
+def shares_of(s: Session, study_instance_uid: str) -> list[Share]:
+    stmt = select(Share).where(Share.study_instance_uid == study_instance_uid).order_by(Share.id)
+    return list(s.scalars(stmt))
+
+
+def revoke_share(s: Session, study_instance_uid: str, share_id: int) -> Share:
+    share = s.get(Share, share_id)
+    if share is None or share.study_instance_uid != study_instance_uid:
+        raise NotFound(f"share {share_id} of study {study_instance_uid} does not exist")
+    if share.revoked_at is None:
+        share.revoked_at = utcnow()
+    return share
+
+
+def open_share(s: Session, token: str) -> Share | None:
+    """The share a token opens, or None once it is unknown, expired or revoked."""
+    share = s.scalars(select(Share).where(Share.token_hash == _digest(token))).first()
+    if share is None or share.revoked_at is not None:
+        return None
+    if _aware(share.expires_at) <= utcnow():
+        return None
+    return share
+
+
+def is_active(share: Share) -> bool:
+    return share.revoked_at is None and _aware(share.expires_at) > utcnow()
+
+
+def sign_in(s: Session, key_id: int) -> str:
+    """A session token for a browser (the cookie value); expired ones are swept."""
+    s.execute(delete(StaffSession).where(StaffSession.expires_at < utcnow()))
+    token = secrets.token_urlsafe(32)
+    s.add(
+        StaffSession(
+            token_hash=_digest(token),
+            key_id=key_id,
+            expires_at=utcnow() + timedelta(hours=SESSION_HOURS),
+        )
+    )
+    return token
+
+
+def session_key(s: Session, token: str) -> ApiKey | None:
+    """The (unrevoked) key a session was signed in with, while the session lasts."""
+    row = s.scalars(select(StaffSession).where(StaffSession.token_hash == _digest(token))).first()
+    if row is None or _aware(row.expires_at) <= utcnow():
+        return None
+    key = s.get(ApiKey, row.key_id)
+    if key is None or key.revoked_at is not None:
+        return None
+    return key
+
+
+def sign_out(s: Session, token: str) -> None:
+    s.execute(delete(StaffSession).where(StaffSession.token_hash == _digest(token)))
