@@ -73,6 +73,8 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.103",  # MPEG-4 AVC/H.264 BD-compatible
 ]
 
+# DCMTK's largest send PDU; pynetdicom's own default is 16382.
+MAX_PDU_RECEIVE = 131072
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -91,6 +93,9 @@ class StorageService:
             log.info("removed unfinished temp files", extra={"count": swept})
 
     def add_contexts(self, ae: AE) -> None:
+        # Let senders use big P-DATA PDUs: at pynetdicom's default (16 kB) a 0.5 MB
+        # CT slice is 32 PDUs through its state machine, and that dominates C-STORE.
+        ae.maximum_pdu_size = max(ae.maximum_pdu_size or 0, MAX_PDU_RECEIVE)
         for uid in STORAGE_SOP_CLASSES.values():
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
 

@@ -11,8 +11,10 @@ import zlib
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 
 import hub
@@ -54,6 +56,12 @@ HEADER_KEYWORDS = (
     "ResponsibleOrganization",
 )
 _HEADER_TAGS = [Tag(k) for k in HEADER_KEYWORDS]
+_HEADER_TAG_INTS = frozenset(int(t) for t in _HEADER_TAGS)
+_KEYWORDS = {int(Tag(k)): k for k in HEADER_KEYWORDS}
+_CHARSET_TAG = int(Tag("SpecificCharacterSet"))
+_TEXT_VRS = {"SH", "LO", "PN", "ST", "LT", "UC", "UT"}
+_PN_DELIMS = {0x5E, 0x3D}  # ^ and =
+_CODE_KEYS = ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
 
 # Explicit VRs with a 4-byte length after two reserved bytes (PS3.5 7.1.2).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT"}
@@ -69,27 +77,58 @@ class Incomplete(ValueError):
 def file_meta(
     sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str = ""
 ) -> bytes:
-    """Preamble, ``DICM`` and the File Meta Information group for a received data set."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
-    buf = io.BytesIO()
-    buf.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    return buf.getvalue()
+    """Preamble, ``DICM`` and the File Meta Information group for a received data set.
+
+    Encoded by hand (explicit VR little endian, PS3.10 7.1): it is written
+    for every instance, and pydicom's general writer costs more than the rest
+    of the header handling together.
+    """
+    body = b"".join(
+        (
+            _short(0x0001, b"OB", b"\x00\x01", long=True),
+            _short(0x0002, b"UI", _uid(sop_class_uid)),
+            _short(0x0003, b"UI", _uid(sop_instance_uid)),
+            _short(0x0010, b"UI", _uid(transfer_syntax_uid)),
+            _short(0x0012, b"UI", _uid(IMPLEMENTATION_CLASS_UID)),
+            _short(0x0013, b"SH", _even(IMPLEMENTATION_VERSION.encode("ascii"), b" ")),
+            _short(0x0016, b"AE", _even(source_ae.encode("ascii", "replace")[:16], b" "))
+            if source_ae
+            else b"",
+        )
+    )
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
+    return b"\x00" * 128 + b"DICM" + group_length + body
+
+
+def _uid(value: str) -> bytes:
+    return _even(value.encode("ascii"), b"\x00")
+
+
+def _even(value: bytes, pad: bytes) -> bytes:
+    return value + pad if len(value) % 2 else value
+
+
+def _short(element: int, vr: bytes, value: bytes, *, long: bool = False) -> bytes:
+    if long:
+        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
 def check_complete(raw: bytes, transfer_syntax_uid: str) -> None:
-    """Walk the element structure without decoding values; raise ``Incomplete``
-    if an element runs past the end, the structure is garbage, or bytes are left over.
+    """Raise ``Incomplete`` unless ``raw`` is exactly one whole data set (see ``scan``)."""
+    scan(raw, transfer_syntax_uid)
 
-    pydicom happily reads a truncated Pixel Data element, so this is what
-    tells a whole image from the first 90% of one.
+
+def scan(raw: bytes, transfer_syntax_uid: str) -> dict[str, Any]:
+    """Walk the element structure without decoding values and return the header.
+
+    Raises ``Incomplete`` if an element runs past the end, the structure is
+    garbage, or bytes are left over: pydicom happily reads a truncated Pixel
+    Data element, so this is what tells a whole image from 90% of one.
+    Returns ``{keyword: value}`` for the ``HEADER_KEYWORDS`` present: text as
+    ``str`` (multiple values joined by a backslash), the code sequence as a
+    list of ``{"CodeValue", "CodingSchemeDesignator", "CodeMeaning"}``. The
+    hot path of C-STORE thereby never builds a pydicom Dataset.
     """
     if transfer_syntax_uid == DEFLATED_LE:
         try:
@@ -98,13 +137,43 @@ def check_complete(raw: bytes, transfer_syntax_uid: str) -> None:
             raise Incomplete(f"deflated data set does not inflate: {exc}") from None
         transfer_syntax_uid = EXPLICIT_LE
     if transfer_syntax_uid == EXPLICIT_BE:
-        return  # retired; not offered by the hub
+        raise Incomplete("Explicit VR Big Endian (retired) is not accepted")
     implicit = transfer_syntax_uid == IMPLICIT_LE
     if not raw:
         raise Incomplete("empty data set")
-    end = _walk(raw, 0, implicit, nested=False)
+    picked: list[tuple[int, bytes, int, int, int]] = []
+    end = _walk(raw, 0, implicit, nested=False, picked=picked)
     if end != len(raw):
         raise Incomplete(f"{len(raw) - end} bytes after the last element")
+    return _decode(raw, picked, implicit)
+
+
+def _decode(raw: bytes, picked: list[tuple[int, bytes, int, int, int]], implicit: bool) -> dict:
+    out: dict[str, Any] = {}
+    encodings = ["iso8859"]
+    for tag, vr_bytes, start, value_at, end in picked:
+        keyword = _KEYWORDS[tag]
+        vr = dictionary_VR(tag) if implicit else vr_bytes.decode("ascii")
+        if vr == "SQ":
+            elem = read_dataset(io.BytesIO(raw[start:end]), implicit, True)
+            out[keyword] = [
+                {k: str(item.get(k, "") or "") for k in _CODE_KEYS} for item in elem[tag].value
+            ]
+            continue
+        value = raw[value_at:end]
+        if vr in _TEXT_VRS:
+            text = decode_bytes(value, encodings, _PN_DELIMS if vr == "PN" else set())
+        else:
+            text = value.decode("ascii", "replace")
+        text = text.rstrip("\x00 ").lstrip(" " if vr not in ("ST", "LT", "UT") else "")
+        out[keyword] = text
+        if tag == _CHARSET_TAG:
+            terms = [t.strip() for t in text.split("\\")] if text else [""]
+            try:
+                encodings = convert_encodings(terms)
+            except LookupError:
+                encodings = ["iso8859"]
+    return out
 
 
 def read_header(data: bytes) -> Dataset:
@@ -124,10 +193,22 @@ def encode(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def _walk(buf: bytes, pos: int, implicit: bool, *, nested: bool) -> int:
-    """Skip data elements from ``pos``; in a nested item stop after an item delimiter."""
+def _walk(
+    buf: bytes,
+    pos: int,
+    implicit: bool,
+    *,
+    nested: bool,
+    picked: list[tuple[int, bytes, int, int, int]] | None = None,
+) -> int:
+    """Skip data elements from ``pos``; in a nested item stop after an item delimiter.
+
+    At the top level, each element in ``_HEADER_TAG_INTS`` is noted in
+    ``picked`` as (tag, VR, element start, value start, end).
+    """
     n = len(buf)
     while pos < n:
+        start = pos
         if pos + 8 > n:
             raise Incomplete(f"element header cut off at byte {pos}")
         group, elem = struct.unpack_from("<HH", buf, pos)
@@ -154,6 +235,7 @@ def _walk(buf: bytes, pos: int, implicit: bool, *, nested: bool) -> int:
             else:
                 (length,) = struct.unpack_from("<H", buf, pos + 6)
                 pos += 8
+        value_at = pos
         if length == _UNDEFINED:
             # A sequence (or encapsulated pixel data); UN content is implicit VR.
             pos = _walk_items(buf, pos, implicit or vr == b"UN")
@@ -161,6 +243,8 @@ def _walk(buf: bytes, pos: int, implicit: bool, *, nested: bool) -> int:
             pos += length
             if pos > n:
                 raise Incomplete(f"element ({group:04X},{elem:04X}) runs past the end")
+        if picked is not None and tag in _HEADER_TAG_INTS:
+            picked.append((tag, vr, start, value_at, pos))
     if nested:
         raise Incomplete("item without its delimiter")
     return pos

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import time
+import weakref
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,7 +78,7 @@ def store_instance(hub: Any, inc: Incoming) -> Stored:
     meta = dicomfile.file_meta(
         inc.sop_class_uid, inc.sop_instance_uid, inc.transfer_syntax_uid, inc.calling_ae
     )
-    header = read(meta + inc.raw, inc)
+    header = read(inc)
     digest = hashlib.sha256(inc.raw).hexdigest()
     for attempt in range(3):
         try:
@@ -88,17 +90,16 @@ def store_instance(hub: Any, inc: Incoming) -> Stored:
     raise AssertionError("unreachable")
 
 
-def read(data: bytes, inc: Incoming) -> Header:
+def read(inc: Incoming) -> Header:
     """Parse and check the header: complete, UIDs present and agreeing with the request."""
     try:
-        dicomfile.check_complete(inc.raw, inc.transfer_syntax_uid)
-        ds = dicomfile.read_header(data)
+        found = dicomfile.scan(inc.raw, inc.transfer_syntax_uid)
         attrs = {
-            kw: _text(ds, kw)
+            kw: str(found.get(kw) or "")
             for kw in dicomfile.HEADER_KEYWORDS
             if kw != "PatientSpeciesCodeSequence"
         }
-        received = coercion.current(ds)
+        received = {kw: found.get(kw) for kw in coercion.KEYWORDS}
     except Exception as exc:  # pydicom raises many kinds on garbage
         raise Unreadable([FieldError("dataset", f"cannot be decoded: {exc}")]) from None
     problems = []
@@ -137,15 +138,17 @@ def _store(hub: Any, inc: Incoming, h: Header, meta: bytes, digest: str) -> Stor
     written = False
     try:
         with hub.db.session() as s:
-            dup = s.scalars(
-                select(Instance).where(Instance.sop_instance_uid == h.sop_instance_uid)
+            dup = s.execute(
+                select(Instance.received_sha256, Instance.study_id, Instance.coerced).where(
+                    Instance.sop_instance_uid == h.sop_instance_uid
+                )
             ).first()
             if dup is not None:
                 return _duplicate(s, dup, inc, h, digest)
 
-            study, new_study = _study_for(s, hub, h, inc.calling_ae)
-            series = _series_for(s, study, h)
-            order = s.get(Order, study.order_id) if study.order_id else None
+            study_id, order_id = _study_for(s, hub, h, inc.calling_ae)
+            series_id = _series_for(s, _memo(hub).series, study_id, h)
+            order = s.get(Order, order_id) if order_id else None
 
             chunks: tuple[bytes, ...] = (meta, inc.raw)
             fixes: dict[str, dict[str, coercion.Value]] = {}
@@ -158,10 +161,11 @@ def _store(hub: Any, inc: Incoming, h: Header, meta: bytes, digest: str) -> Stor
             size = archive.write_atomic(path, chunks)
             written = True
 
-            s.add(
-                Instance(
-                    study_id=study.id,  # type: ignore[arg-type]
-                    series_id=series.id,  # type: ignore[arg-type]
+            now = utcnow()
+            s.execute(
+                insert(Instance.__table__).values(  # type: ignore[attr-defined]
+                    study_id=study_id,
+                    series_id=series_id,
                     sop_instance_uid=h.sop_instance_uid,
                     sop_class_uid=h.sop_class_uid,
                     transfer_syntax_uid=inc.transfer_syntax_uid,
@@ -169,23 +173,17 @@ def _store(hub: Any, inc: Incoming, h: Header, meta: bytes, digest: str) -> Stor
                     size=size,
                     received_sha256=digest,
                     coerced=bool(fixes),
-                    calling_ae=inc.calling_ae,
+                    calling_ae=inc.calling_ae[:16],
+                    received_at=now,
                 )
             )
-            study.last_received_at = utcnow()
+            s.execute(
+                update(Study.__table__)  # type: ignore[attr-defined]
+                .where(Study.__table__.c.id == study_id)  # type: ignore[attr-defined]
+                .values(last_received_at=now)
+            )
             if order is not None and order.status == S.SCHEDULED:
                 orders.transition(s, order, S.IN_PROGRESS, reason="first image received")
-            if new_study:
-                events.record(
-                    s,
-                    "study.received",
-                    order_id=study.order_id,
-                    study_instance_uid=study.study_instance_uid,
-                    payload={
-                        "match_method": study.match_method,
-                        "unmatched_reason": study.unmatched_reason,
-                    },
-                )
             if fixes:
                 events.audit(
                     s,
@@ -195,21 +193,22 @@ def _store(hub: Any, inc: Incoming, h: Header, meta: bytes, digest: str) -> Stor
                     h.sop_instance_uid,
                     {
                         "study_instance_uid": h.study_instance_uid,
-                        "order_id": order.id,
+                        "order_id": order_id,
                         "changes": fixes,
-                    },  # type: ignore[union-attr]
+                    },
                 )
-            if inc.calling_ae:
-                modalities.touch(s, inc.calling_ae, "store")
+            if inc.calling_ae and _memo(hub).touch_due(inc.calling_ae):
+                modalities.touch(s, inc.calling_ae, "store", now)
             s.flush()
-        return Stored(h.study_instance_uid, False, bool(fixes), study.order_id)
+        _memo(hub).remember_series(h.series_instance_uid, series_id, study_id)
+        return Stored(h.study_instance_uid, False, bool(fixes), order_id)
     except BaseException:
         if written and not _indexed(hub, h.sop_instance_uid):
             archive.remove(path)  # never leave a file the index does not know of
         raise
 
 
-def _duplicate(s: Session, dup: Instance, inc: Incoming, h: Header, digest: str) -> Stored:
+def _duplicate(s: Session, dup: Any, inc: Incoming, h: Header, digest: str) -> Stored:
     study = s.get(Study, dup.study_id)
     if dup.received_sha256 != digest:
         log.warning(
@@ -232,6 +231,39 @@ def _duplicate(s: Session, dup: Instance, inc: Incoming, h: Header, digest: str)
     )
 
 
+@dataclass
+class _Memo:
+    """Per-database memory of the hot path: series ids (they never change once
+    committed) and when each device's ``last_store_at`` was last refreshed."""
+
+    series: dict[str, tuple[int, int]] = field(default_factory=dict)
+    touched: dict[str, float] = field(default_factory=dict)
+
+    def remember_series(self, uid: str, series_id: int, study_id: int) -> None:
+        if len(self.series) > 10_000:  # bounded: recent series are the ones that recur
+            self.series.clear()
+        self.series[uid] = (series_id, study_id)
+
+    def touch_due(self, ae_title: str) -> bool:
+        now = time.monotonic()
+        if now - self.touched.get(ae_title, -1e9) < TOUCH_EVERY_S:
+            return False
+        self.touched[ae_title] = now
+        return True
+
+
+# A device's last_store_at is refreshed at most this often (seconds), not per image.
+TOUCH_EVERY_S = 5.0
+_memos: weakref.WeakKeyDictionary[Any, _Memo] = weakref.WeakKeyDictionary()
+
+
+def _memo(hub: Any) -> _Memo:
+    memo = _memos.get(hub.db)
+    if memo is None:
+        memo = _memos[hub.db] = _Memo()
+    return memo
+
+
 def _indexed(hub: Any, sop_instance_uid: str) -> bool:
     try:
         with hub.db.read_session() as s:
@@ -245,10 +277,13 @@ def _indexed(hub: Any, sop_instance_uid: str) -> bool:
         return True  # when in doubt, keep the file: an orphan is harmless, a lost image is not
 
 
-def _study_for(s: Session, hub: Any, h: Header, calling_ae: str) -> tuple[Study, bool]:
-    study = s.scalars(select(Study).where(Study.study_instance_uid == h.study_instance_uid)).first()
-    if study is not None:
-        return study, False
+def _study_for(s: Session, hub: Any, h: Header, calling_ae: str) -> tuple[int, int | None]:
+    """(study id, order id): the study's row, made and matched on its first instance."""
+    found = s.execute(
+        select(Study.id, Study.order_id).where(Study.study_instance_uid == h.study_instance_uid)
+    ).first()
+    if found is not None:
+        return found.id, found.order_id
     a = h.attrs
     facts = matching.StudyFacts(
         study_instance_uid=h.study_instance_uid,
@@ -278,24 +313,35 @@ def _study_for(s: Session, hub: Any, h: Header, calling_ae: str) -> tuple[Study,
     )
     s.add(study)
     s.flush()
-    return study, True
+    events.record(
+        s,
+        "study.received",
+        order_id=study.order_id,
+        study_instance_uid=study.study_instance_uid,
+        payload={"match_method": study.match_method, "unmatched_reason": study.unmatched_reason},
+    )
+    return study.id, study.order_id  # type: ignore[return-value]
 
 
-def _series_for(s: Session, study: Study, h: Header) -> Series:
-    series = s.scalars(
-        select(Series).where(Series.series_instance_uid == h.series_instance_uid)
+def _series_for(s: Session, known: dict[str, tuple[int, int]], study_id: int, h: Header) -> int:
+    cached = known.get(h.series_instance_uid)
+    if cached is not None and cached[1] == study_id:
+        return cached[0]
+    found = s.scalars(
+        select(Series.id).where(Series.series_instance_uid == h.series_instance_uid)
     ).first()
-    if series is None:
-        series = Series(
-            study_id=study.id,  # type: ignore[arg-type]
-            series_instance_uid=h.series_instance_uid,
-            modality=h.attrs["Modality"][:16],
-            series_number=h.attrs["SeriesNumber"][:12],
-            series_description=h.attrs["SeriesDescription"][:64],
-        )
-        s.add(series)
-        s.flush()
-    return series
+    if found is not None:
+        return found
+    series = Series(
+        study_id=study_id,
+        series_instance_uid=h.series_instance_uid,
+        modality=h.attrs["Modality"][:16],
+        series_number=h.attrs["SeriesNumber"][:12],
+        series_description=h.attrs["SeriesDescription"][:64],
+    )
+    s.add(series)
+    s.flush()
+    return series.id  # type: ignore[return-value]
 
 
 # -- matching against the orders table -----------------------------------------
@@ -562,12 +608,3 @@ def _days_around(da: str) -> list[str]:
     except (ValueError, IndexError):
         return []
     return [(day + timedelta(days=d)).strftime("%Y%m%d") for d in (-1, 0, 1)]
-
-
-def _text(ds: Any, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
