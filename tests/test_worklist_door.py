@@ -108,9 +108,14 @@ def test_registered_device_gets_its_character_set_and_scope(hub: Hub) -> None:
     assert {str(a.ResponsiblePerson) for a in ascii_} == {"Mueller^Anna"}
     assert accessions(plain) == {"A1", "A2", "A3"} and plain[0].PatientName == "Müller^Rex"
     assert accessions(theirs) == {"A2"}
-    with hub.db.read_session() as s:
-        assert s.get(Modality, "DX_ROOM1").last_query_at is not None
-        assert s.get(Modality, "OLD_CR").last_query_at is not None
+    deadline = time.monotonic() + 10  # noted in the background, after the answers
+    while time.monotonic() < deadline:
+        with hub.db.read_session() as s:
+            seen = [s.get(Modality, ae).last_query_at for ae in ("DX_ROOM1", "OLD_CR")]
+        if all(seen):
+            break
+        time.sleep(0.05)
+    assert all(seen)
 
 
 def test_unknown_calling_ae_rejected_when_configured(hub: Hub) -> None:
@@ -223,3 +228,15 @@ def test_graceful_stop_lets_a_query_finish(busy: tuple[Hub, list[dict]]) -> None
     ae = AE(ae_title="LATE")
     ae.add_requested_context(Verification)
     assert not ae.associate("127.0.0.1", port, ae_title="VETHUB").is_established
+
+
+def test_services_plug_in(hub: Hub) -> None:
+    """Verification and MWL always; Storage / MPPS whenever their modules are installed."""
+    import importlib.util
+
+    from worklist.server import OPTIONAL_SERVICES, default_services
+
+    names = [type(s).__name__ for s in default_services(hub)]
+    assert names[:2] == ["VerificationService", "WorklistService"]
+    for module, cls in OPTIONAL_SERVICES:
+        assert (cls in names) == (importlib.util.find_spec(module) is not None)

@@ -177,6 +177,12 @@ class WorklistService:
             if last is not None and now - last < TOUCH_INTERVAL_S:
                 return
             self._touched[ae_title] = now
+        # A write (and on SQLite a disk flush) the answer need not wait for.
+        threading.Thread(
+            target=self._write_touch, args=(ae_title,), name="mwl-touch", daemon=True
+        ).start()
+
+    def _write_touch(self, ae_title: str) -> None:
         try:
             with self.hub.db.session() as s:
                 modalities.touch(s, ae_title, "query")
