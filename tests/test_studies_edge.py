@@ -4,6 +4,7 @@ associations, and several associations writing the same study at once."""
 from __future__ import annotations
 
 import errno
+import io
 import threading
 import time
 from pathlib import Path
@@ -22,8 +23,9 @@ from pynetdicom import AE
 from sqlalchemy import func, select
 
 from hub.context import Hub
+from hub.jobs import Jobs
 from hub.models import Instance, Series, Study
-from hub.services import archive, dicomfile
+from hub.services import archive, coercion, dicomfile
 from tests import study_factory as sf
 
 
@@ -156,3 +158,36 @@ def test_structure_check() -> None:
     for bad in (raw[:-1], raw + b"\x00", raw[:7], b""):
         with pytest.raises(dicomfile.Incomplete):
             dicomfile.check_complete(bad, dicomfile.EXPLICIT_LE)
+
+
+def test_coercion_switches_to_utf8_only_when_needed() -> None:
+    ds = sf.instance(patient_name="Muller^Rex")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.StudyDescription = "Röntgen Thorax"
+    encoded = dicomfile.encode(ds)
+
+    latin = dicomfile.read_full(encoded)
+    coercion.apply(latin, {"PatientName": "Müller^Rex"})
+    back = pydicom.dcmread(io.BytesIO(dicomfile.encode(latin)))
+    assert back.SpecificCharacterSet == "ISO_IR 100"
+    assert str(back.PatientName) == "Müller^Rex" and back.StudyDescription == "Röntgen Thorax"
+
+    wide = dicomfile.read_full(encoded)
+    coercion.apply(wide, {"PatientName": "Łukasiewicz^Rex", "PatientBreedDescription": None})
+    back = pydicom.dcmread(io.BytesIO(dicomfile.encode(wide)))
+    assert back.SpecificCharacterSet == "ISO_IR 192"
+    assert str(back.PatientName) == "Łukasiewicz^Rex"
+    assert back.StudyDescription == "Röntgen Thorax"  # re-encoded, not garbled
+
+
+def test_jobs_start_and_stop(hub: Hub) -> None:
+    jobs = Jobs(hub)
+    ran = threading.Event()
+    jobs.add("probe", ran.set, seconds=0.05)
+    jobs.start()
+    try:
+        assert ran.wait(10)
+        assert jobs.complete_quiet_orders() == []
+    finally:
+        jobs.stop()
+    assert not jobs.scheduler.running

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer
 from sqlmodel import Field, SQLModel
 
 from hub.models.core import _ts
@@ -89,7 +89,7 @@ class Instance(SQLModel, table=True):
     sop_class_uid: str = Field(max_length=64)
     transfer_syntax_uid: str = Field(max_length=64)
     path: str = Field(max_length=255)  # relative to settings.data_dir
-    size: int
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))  # files may pass 2 GB
     # SHA-256 of the bytes as received, to tell a faithful resend from a changed one.
     received_sha256: str = Field(max_length=64)
     coerced: bool = False

@@ -76,7 +76,7 @@ def upgrade() -> None:
         sa.Column("sop_class_uid", sa.String(64), nullable=False),
         sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
         sa.Column("path", sa.String(255), nullable=False),
-        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("received_sha256", sa.String(64), nullable=False),
         sa.Column("coerced", sa.Boolean(), nullable=False),
         sa.Column("calling_ae", sa.String(16), nullable=False),
