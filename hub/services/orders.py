@@ -94,27 +94,18 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
     if existing is not None:
         return _same_or_conflict(existing, digest), False
 
+    # A generated accession is random over 32**8 values; a clash is caught below.
+    values = {"accession_number": new_accession(), **_values(req, ctx)}
+    uid = generate_uid(prefix=ctx.uid_prefix) if ctx.uid_prefix else generate_uid()
     order = Order(
         source=req.source,
         placer_order_number=req.placer_order_number,
-        # A generated accession is random over 32**8 values; a clash is caught below.
-        accession_number=req.accession_number or new_accession(),
-        study_instance_uid=generate_uid(prefix=ctx.uid_prefix)
-        if ctx.uid_prefix
-        else generate_uid(),
-        requested_procedure_id="",
-        scheduled_step_id="",
-        patient_id=req.patient.id,
-        patient_name=req.patient.name,
-        name_key="",
-        scheduled_start=ctx.now(),
-        sps_start_date="",
-        sps_start_time="",
+        study_instance_uid=uid,
+        requested_procedure_id=values["accession_number"],
+        scheduled_step_id=values["accession_number"],
         request_hash=digest,
+        **values,
     )
-    _apply(order, req, ctx)
-    order.requested_procedure_id = order.accession_number
-    order.scheduled_step_id = order.accession_number
     try:
         with session.begin_nested():
             session.add(order)
@@ -366,52 +357,58 @@ def decode_cursor(cursor: str) -> int:
 
 
 def _apply(order: Order, req: OrderIn, ctx: OrderContext) -> None:
-    """Copy a validated request onto the row, resolving vocabularies."""
+    """Copy a validated request onto an existing row."""
+    for name, value in _values(req, ctx).items():
+        setattr(order, name, value)
+
+
+def _values(req: OrderIn, ctx: OrderContext) -> dict[str, Any]:
+    """The row's columns for a validated request, vocabularies resolved."""
     owner = req.owner
     if not (owner.last_name or owner.organization):
         raise Invalid.one("owner", "either owner.last_name or owner.organization is required")
-    proc = ctx.mappings.procedures.get(req.procedure.code)
     if not (req.procedure.code or req.procedure.description):
         raise Invalid.one("procedure", "either procedure.code or procedure.description is required")
-
+    proc = ctx.mappings.procedures.get(req.procedure.code)
     p = req.patient
     species = ctx.mappings.species.resolve(p.species)
-    order.accession_number = req.accession_number or order.accession_number
-    order.patient_id = p.id
-    order.patient_name = p.name
-    order.patient_birth_date = p.birth_date
-    order.patient_sex = p.sex
-    order.patient_neutered = p.neutered
-    order.patient_weight_kg = p.weight_kg
-    order.species_input = p.species
-    order.species_description = species.description if species else None
-    order.species_code = species.code if species else None
-    order.species_scheme = species.scheme if species else None
-    order.species_meaning = species.meaning if species else None
-    order.breed = p.breed
-
-    order.owner_id = owner.id
-    order.owner_last_name = owner.last_name
-    order.owner_first_name = owner.first_name
-    order.owner_organization = owner.organization
-    order.name_key = names.fold(
-        names.animal_patient_name(owner.last_name or owner.organization, p.name)
-    )
-
-    order.procedure_code = req.procedure.code
-    order.procedure_description = req.procedure.description or (proc.description if proc else None)
-    order.body_part = proc.body_part if proc else None
-    order.modality = req.modality or (proc.modality if proc else None)
-    order.station_ae_title = req.station_ae_title or (proc.station_ae_title if proc else None)
-    order.site = req.site
-
     start = ctx.local(req.scheduled_start).replace(microsecond=0)
-    order.scheduled_start = start
-    order.sps_start_date = start.strftime("%Y%m%d")
-    order.sps_start_time = start.strftime("%H%M%S")
-    order.referring_vet = req.referring_vet
-    order.priority = req.priority
-    order.notes = req.notes
+    values: dict[str, Any] = {
+        "patient_id": p.id,
+        "patient_name": p.name,
+        "patient_birth_date": p.birth_date,
+        "patient_sex": p.sex,
+        "patient_neutered": p.neutered,
+        "patient_weight_kg": p.weight_kg,
+        "species_input": p.species,
+        "species_description": species.description if species else None,
+        "species_code": species.code if species else None,
+        "species_scheme": species.scheme if species else None,
+        "species_meaning": species.meaning if species else None,
+        "breed": p.breed,
+        "owner_id": owner.id,
+        "owner_last_name": owner.last_name,
+        "owner_first_name": owner.first_name,
+        "owner_organization": owner.organization,
+        "name_key": names.fold(
+            names.animal_patient_name(owner.last_name or owner.organization, p.name)
+        ),
+        "procedure_code": req.procedure.code,
+        "procedure_description": req.procedure.description or (proc.description if proc else None),
+        "body_part": proc.body_part if proc else None,
+        "modality": req.modality or (proc.modality if proc else None),
+        "station_ae_title": req.station_ae_title or (proc.station_ae_title if proc else None),
+        "site": req.site,
+        "scheduled_start": start,
+        "sps_start_date": start.strftime("%Y%m%d"),
+        "sps_start_time": start.strftime("%H%M%S"),
+        "referring_vet": req.referring_vet,
+        "priority": req.priority,
+        "notes": req.notes,
+    }
+    if req.accession_number:
+        values["accession_number"] = req.accession_number
+    return values
 
 
 def _same_or_conflict(existing: Order, digest: str) -> Order:
