@@ -240,3 +240,39 @@ def test_services_plug_in(hub: Hub) -> None:
     assert names[:2] == ["VerificationService", "WorklistService"]
     for module, cls in OPTIONAL_SERVICES:
         assert (cls in names) == (importlib.util.find_spec(module) is not None)
+
+
+def test_a_changed_order_changes_in_the_worklist_at_once(hub: Hub) -> None:
+    from hub.services import orders
+
+    (order_id,) = place(hub, [order(1)])
+    q = identifier(AccessionNumber="A1", PatientName="", PatientBreedDescription="")
+    with running_door(hub) as port:
+        before, _, _ = find(port, q)
+        with hub.db.session() as s:
+            orders.update(s, order_id, {"patient": {"breed": "Beagle"}}, hub.orders)
+        after, _, _ = find(port, q)
+        with hub.db.session() as s:
+            orders.cancel(s, order_id)
+        gone, final, _ = find(port, q)
+    assert before[0].PatientBreedDescription == "Labrador Retriever"
+    assert after[0].PatientBreedDescription == "Beagle"
+    assert (gone, final) == ([], 0x0000)
+
+
+def test_result_cap_and_parallel_devices(busy: tuple[Hub, list[dict]]) -> None:
+    hub, _ = busy
+    hub.settings.worklist_max_results = 7
+    results: list[int] = []
+
+    def ask(n: int) -> None:
+        answers, final, _ = find(port, identifier(AccessionNumber=""), aet=f"DEV{n}")
+        results.append(len(answers) if final == 0 else -1)
+
+    with running_door(hub) as port:
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert results == [7, 7, 7, 7]

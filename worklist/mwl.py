@@ -104,6 +104,10 @@ class WorklistService:
     def on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         calling = str(event.assoc.requestor.ae_title).strip()
         started = time.perf_counter()
+        if event.context.abstract_syntax != ModalityWorklistInformationFind:
+            # C-FIND has one handler per AE; another model must get its own service here.
+            yield failure(0x0122, "only Modality Worklist queries are answered"), None
+            return
         try:
             query = parse(event.identifier, self.dialect)
         except QueryError as exc:
