@@ -40,12 +40,16 @@ def write_atomic(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> int:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".in-", suffix=".tmp")
     size = 0
     try:
-        with os.fdopen(fd, "wb") as f:
+        try:
             for chunk in chunks:
-                f.write(chunk)
-                size += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+                view = memoryview(chunk)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    size += n
+            os.fdatasync(fd)  # data and the size it needs; the name is made durable below
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -74,6 +78,8 @@ def sweep_temporaries(data_dir: Path) -> int:
 
 
 def _makedirs(directory: Path) -> list[Path]:
+    if directory.is_dir():
+        return []
     missing: list[Path] = []
     d = directory
     while not d.exists():

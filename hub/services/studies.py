@@ -75,10 +75,10 @@ class Header:
 
 def store_instance(hub: Any, inc: Incoming) -> Stored:
     """Check, match, write durably and index one instance (see module docstring)."""
-    meta = dicomfile.file_meta(
-        inc.sop_class_uid, inc.sop_instance_uid, inc.transfer_syntax_uid, inc.calling_ae
-    )
     header = read(inc)
+    meta = dicomfile.file_meta(
+        header.sop_class_uid, header.sop_instance_uid, inc.transfer_syntax_uid, inc.calling_ae
+    )
     digest = hashlib.sha256(inc.raw).hexdigest()
     for attempt in range(3):
         try:
