@@ -180,3 +180,54 @@ T = TypeVar("T")
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+# -- studies (interface.md "Studies and reconciliation") ----------------------
+
+
+class ReconcileIn(_In):
+    order_id: int = Field(gt=0)
+
+
+class StudyCandidateOut(BaseModel):
+    """An order a person may attach an unmatched study to, with why it was offered."""
+
+    order_id: int
+    score: int
+    reasons: list[str]
+    accession_number: str | None = None
+    patient_id: str | None = None
+    patient_name: str | None = None
+    owner: str | None = None
+    modality: str | None = None
+    scheduled_start: datetime | None = None
+    status: str | None = None
+
+
+class StudyOut(BaseModel):
+    study_instance_uid: str
+    series_count: int
+    instance_count: int
+    order_id: int | None
+    match_method: Literal["accession", "study_uid", "patient_day", "manual"] | None
+    unmatched_reason: Literal["no_match", "ambiguous", "conflict"] | None
+    # The patient attributes as the device sent them (headers may since be corrected).
+    patient_id: str
+    patient_name: str
+    patient_birth_date: str | None
+    patient_sex: str | None
+    species: str | None
+    breed: str | None
+    responsible_person: str | None
+    responsible_organization: str | None
+    accession_number: str
+    study_date: str | None
+    study_time: str | None
+    modality: str | None
+    study_description: str | None
+    calling_ae_title: str | None
+    received: dict[str, Any]
+    candidates: list[StudyCandidateOut]
+    viewer_url: str
+    created_at: datetime | None
+    last_received_at: datetime | None

@@ -6,21 +6,17 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from hub.api.auth import Caller, require
 from hub.models import Order, Study
+from hub.schemas import Page, ReconcileIn, StudyOut
 from hub.services import orders, studies
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
 READ = require("integration", "vet", "tech")
 RECONCILE = require("tech")
-
-
-class ReconcileIn(BaseModel):
-    order_id: int = Field(gt=0)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -88,7 +84,7 @@ def _render(request: Request, s: Any, rows: list[Study]) -> list[dict[str, Any]]
     ]
 
 
-@router.get("")
+@router.get("", response_model=Page[StudyOut])
 def list_studies(
     request: Request,
     matched: bool | None = None,
@@ -112,13 +108,13 @@ def list_studies(
         return {"items": _render(request, s, rows), "next_cursor": nxt}
 
 
-@router.get("/{study_instance_uid}")
+@router.get("/{study_instance_uid}", response_model=StudyOut)
 def get_study(study_instance_uid: str, request: Request, who: Caller = Depends(READ)) -> dict:
     with request.app.state.hub.db.read_session() as s:
         return _render(request, s, [studies.get(s, study_instance_uid)])[0]
 
 
-@router.post("/{study_instance_uid}/reconcile")
+@router.post("/{study_instance_uid}/reconcile", response_model=StudyOut)
 def reconcile_study(
     study_instance_uid: str, body: ReconcileIn, request: Request, who: Caller = Depends(RECONCILE)
 ) -> dict:
@@ -128,7 +124,7 @@ def reconcile_study(
         return _render(request, s, [studies.get(s, study_instance_uid)])[0]
 
 
-@router.post("/{study_instance_uid}/detach")
+@router.post("/{study_instance_uid}/detach", response_model=StudyOut)
 def detach_study(
     study_instance_uid: str, request: Request, who: Caller = Depends(RECONCILE)
 ) -> dict:

@@ -458,6 +458,11 @@ def reconcile(hub: Any, study_instance_uid: str, order_id: int, actor: str) -> S
     The DB change commits first (it is the truth); the files are then
     rewritten one by one, each atomically. Calling it again for the same
     order redoes the rewrite, so an interrupted rewrite can be finished.
+
+    The StudyInstanceUID is deliberately *not* rewritten to the order's: it is
+    the study's identity here (index, file tree, viewer URL) and at the device
+    and any other archive that already holds copies; the link to the order is
+    ``order_id``, and PatientID/AccessionNumber in the headers now name it.
     """
     with hub.db.session() as s:
         study = get(s, study_instance_uid)
