@@ -77,6 +77,12 @@ def test_echoscu_and_findscu_against_vethub_serve(served_hub: ServedHub, tmp_pat
     assert any("ü" in n or "ñ" in n.lower() or "ø" in n.lower() for n in names), names
     assert "Ł" not in "".join(names)
 
+    # SIGTERM: the DICOM door stops with the rest, cleanly (uvicorn re-raises the signal)
+    assert served_hub.stop() in (0, -15)
+    assert "vethub stopped" in served_hub.log()
+    assert "door did not stop cleanly" not in served_hub.log()
+    assert "Traceback" not in served_hub.log()
+
 
 # -- differential: the same items through DCMTK wlmscpfs --------------------
 
