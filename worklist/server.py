@@ -121,8 +121,12 @@ class DicomDoor:
         self._thread: threading.Thread | None = None
 
     def registered_titles(self) -> list[str]:
-        with self.hub.db.read_session() as s:
-            return list(s.scalars(select(Modality.ae_title)))
+        try:
+            with self.hub.db.read_session() as s:
+                return list(s.scalars(select(Modality.ae_title)))
+        except Exception:  # no database, no way to tell who is known: refuse, don't crash
+            log.exception("could not read the registered devices")
+            return []
 
     def make_ae(self) -> AE:
         # Pretty-printing every identifier for a log nobody reads costs ms per item.
