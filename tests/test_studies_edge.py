@@ -191,3 +191,14 @@ def test_jobs_start_and_stop(hub: Hub) -> None:
     finally:
         jobs.stop()
     assert not jobs.scheduler.running
+
+
+def test_full_disk_is_refused_before_writing(hub: Hub, monkeypatch) -> None:
+    ds = sf.instance()
+    monkeypatch.setattr(archive, "MIN_FREE_BYTES", 10**18)  # "the disk is full"
+    with sf.scp(hub) as scp:
+        assert sf.send(scp.port, [ds]) == [0xA700]
+        monkeypatch.setattr(archive, "MIN_FREE_BYTES", 0)
+        assert sf.send(scp.port, [ds]) == [0]  # space again: the resend is taken
+    with hub.db.read_session() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 1

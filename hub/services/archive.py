@@ -10,11 +10,14 @@ a crash with either its old or its new content, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
 from pathlib import Path
 
+# Space kept free for the database and logs when storing files.
+MIN_FREE_BYTES = 64 * 1024 * 1024
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -35,8 +38,16 @@ def absolute(data_dir: Path, rel: str) -> Path:
 
 
 def write_atomic(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> int:
-    """Write ``chunks`` to ``path`` durably (see module docstring); returns the size."""
+    """Write ``chunks`` to ``path`` durably (see module docstring); returns the size.
+
+    Refuses (ENOSPC) up front when the file would leave less than
+    ``MIN_FREE_BYTES`` free, rather than finding out half-way through 2 GB.
+    """
     created = _makedirs(path.parent)
+    needed = sum(len(c) for c in chunks) + MIN_FREE_BYTES
+    st = os.statvfs(path.parent)
+    if st.f_bavail * st.f_frsize < needed:
+        raise OSError(errno.ENOSPC, f"less than {needed} bytes free for {path.name}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".in-", suffix=".tmp")
     size = 0
     try:
