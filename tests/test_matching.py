@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.services.matching import OrderFacts, StudyFacts, animal_key, match_study
 
@@ -126,3 +128,73 @@ def test_candidates_are_ranked() -> None:
     assert 3 not in ranked
     assert ranked.index(2) < ranked.index(4) or ranked.index(1) < ranked.index(4)
     assert "same patient id" in m.candidates[0].reasons
+
+
+_ids = st.sampled_from(["P-1", "P-2", "P-3", ""])
+_names = st.sampled_from(["Rex", "Rexx", "Bella", "Tiger", "Bärli", ""])
+_days = st.sampled_from(["20261126", "20261127", "20261128", ""])
+_mods = st.sampled_from(["DX", "US", "CT", ""])
+_status = st.sampled_from(["scheduled", "in_progress", "completed", "cancelled"])
+
+
+@st.composite
+def _orders(draw: st.DrawFn) -> list[OrderFacts]:
+    n = draw(st.integers(0, 6))
+    return [
+        order(
+            i + 1,
+            patient_id=draw(_ids.filter(bool)),
+            animal_name=draw(_names.filter(bool)),
+            owner_name=draw(st.sampled_from(["Smith", "Jones"])),
+            modality=draw(_mods),
+            scheduled_date=draw(_days.filter(bool)),
+            status=draw(_status),
+        )
+        for i in range(n)
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    orders=_orders(),
+    pid=_ids,
+    animal=_names,
+    day=_days,
+    modality=_mods,
+    accession=st.sampled_from(["", "A1", "A2", "A9"]),
+    uid=st.sampled_from(["9.9.9", "1.2.3.1", "1.2.3.2"]),
+    patient_day=st.booleans(),
+)
+def test_never_attached_to_another_patients_order(
+    orders, pid, animal, day, modality, accession, uid, patient_day
+) -> None:
+    s = study(
+        study_instance_uid=uid,
+        accession_number=accession,
+        patient_id=pid,
+        patient_name=f"Smith^{animal}",
+        modality=modality,
+        study_date=day,
+    )
+    m = match_study(s, orders, patient_day=patient_day)
+    if m.order_id is None:
+        assert m.reason in ("no_match", "ambiguous", "conflict") and m.method is None
+        return
+    chosen = next(o for o in orders if o.id == m.order_id)
+    assert not pid or chosen.patient_id == pid  # a stated patient id is never overridden
+    if m.method == "accession":
+        assert chosen.accession_number == accession
+    elif m.method == "study_uid":
+        assert chosen.study_instance_uid == uid
+    else:
+        assert m.method == "patient_day" and patient_day
+        fitting = [
+            o
+            for o in orders
+            if o.patient_id == pid
+            and o.status in ("scheduled", "in_progress")
+            and o.modality == modality
+            and o.scheduled_date == day
+            and animal_key(o.animal_name) == animal_key(animal)
+        ]
+        assert fitting == [chosen]  # exactly one open order fits
