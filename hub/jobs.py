@@ -1,5 +1,6 @@
-"""Timed work (APScheduler in a background thread): quiet-period order completion, and
-whatever else other areas add with ``Jobs.add``.
+"""Timed work (APScheduler in a background thread): quiet-period order completion,
+re-matching studies that wait for orders, and whatever else other areas add with
+``Jobs.add``.
 
 Each job opens its own session through the services, so a failing run is
 logged and simply retried at its next interval; none overlaps itself.
@@ -21,6 +22,7 @@ class Jobs:
         self.hub = hub
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.add("quiet_period_completion", self.complete_quiet_orders, seconds=30)
+        self.add("rematch_waiting_studies", self.rematch_waiting_studies, seconds=60)
 
     def add(self, name: str, func: Callable[[], object], *, seconds: float) -> None:
         """Run ``func`` every ``seconds`` (one run at a time, missed runs coalesced)."""
@@ -49,6 +51,14 @@ class Jobs:
         if done:
             log.info("orders completed after the quiet period", extra={"order_ids": done})
         return done
+
+    def rematch_waiting_studies(self) -> list[str]:
+        from hub.services import studies
+
+        attached = studies.rematch_waiting(self.hub)
+        if attached:
+            log.info("waiting studies matched to new orders", extra={"studies": attached})
+        return attached
 
     def start(self) -> None:
         self.scheduler.start()

@@ -143,3 +143,24 @@ def test_quiet_period_completes_orders_without_mpps(hub: Hub, client: TestClient
     assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "completed"
     with hub.db.read_session() as s:
         assert s.scalars(select(Instance)).first() is not None
+
+
+def test_images_before_the_order_are_matched_when_it_arrives(hub: Hub, client: TestClient) -> None:
+    ds = sf.instance(patient_id="P-555", patient_name="SMITH^REX")  # no order yet
+    with sf.scp(hub) as scp:
+        assert sf.send(scp.port, [ds]) == [0]
+    uid = ds.StudyInstanceUID
+    assert studies.rematch_waiting(hub) == []
+    assert client.get(f"/api/v1/studies/{uid}").json()["unmatched_reason"] == "no_match"
+
+    order = place(client)  # DX, P-555, Rex, 2026-11-27: rule 3 fits now
+    assert studies.rematch_waiting(hub) == [uid]
+    body = client.get(f"/api/v1/studies/{uid}").json()
+    assert body["order_id"] == order["id"] and body["match_method"] == "patient_day"
+    assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "in_progress"
+    assert str(pydicom.dcmread(_paths(hub, uid)[0]).PatientName) == "Smith^Rex"
+
+    # A person says it is wrong: the automatic matcher must not put it back.
+    assert client.post(f"/api/v1/studies/{uid}/detach").status_code == 200
+    assert studies.rematch_waiting(hub) == []
+    assert client.get(f"/api/v1/studies/{uid}").json()["order_id"] is None

@@ -62,6 +62,8 @@ class Study(SQLModel, table=True):
     match_method: str | None = Field(default=None, max_length=16)
     unmatched_reason: str | None = Field(default=None, max_length=16, index=True)
     candidates: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    # A person detached it: the automatic re-matching leaves it alone.
+    held: bool = False
 
     created_at: datetime = _ts(nullable=False)
     last_received_at: datetime = _ts(nullable=False, index=True)

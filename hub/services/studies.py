@@ -480,6 +480,7 @@ def reconcile(hub: Any, study_instance_uid: str, order_id: int, actor: str) -> S
         study.match_method = "manual" if study.match_method is None else study.match_method
         study.unmatched_reason = None
         study.candidates = None
+        study.held = False
         if order.status == S.SCHEDULED:
             orders.transition(s, order, S.IN_PROGRESS, reason="study reconciled")
         want = coercion.target(order)
@@ -520,6 +521,7 @@ def detach(hub: Any, study_instance_uid: str, actor: str) -> Study:
         study.order_id = None
         study.match_method = None
         study.unmatched_reason = "no_match"
+        study.held = True
         facts = facts_of(study)
         ranked = matching.rank_candidates(
             facts, [order_facts(o) for o in candidate_orders(s, facts) if o.id != old_order]
@@ -569,6 +571,63 @@ def _rewrite(hub: Any, paths: list[str], values: dict[str, coercion.Value]) -> N
             archive.write_atomic(path, (dicomfile.encode(ds),))
         except Exception:
             log.exception("could not rewrite a stored instance", extra={"path": rel})
+
+
+def rematch_waiting(hub: Any, *, max_age_days: float = 7, limit: int = 200) -> list[str]:
+    """Try the match rules again for waiting studies: orders often arrive after
+    the images (domain.md §7.1). A study now matched by a rule is attached as
+    on arrival; the others get fresh candidates. Conflicts and studies a person
+    detached (``held``) are left to people. Returns the attached study UIDs.
+    """
+    since = utcnow() - timedelta(days=max_age_days)
+    attached: list[tuple[str, list[str], dict[str, coercion.Value]]] = []
+    with hub.db.session() as s:
+        waiting = s.scalars(
+            select(Study)
+            .where(
+                Study.order_id.is_(None),  # type: ignore[union-attr]
+                Study.held.is_(False),  # type: ignore[attr-defined]
+                Study.unmatched_reason.in_(("no_match", "ambiguous")),  # type: ignore[union-attr]
+                Study.created_at >= since,
+            )
+            .order_by(Study.id)
+            .limit(limit)
+        )
+        for study in list(waiting):
+            m = decide(s, facts_of(study), patient_day=hub.settings.match_patient_day)
+            if m.order_id is None:
+                fresh = [c.as_dict() for c in m.candidates] or None
+                if (m.reason, fresh) != (study.unmatched_reason, study.candidates):
+                    study.unmatched_reason, study.candidates = m.reason, fresh
+                continue
+            order = orders.get(s, m.order_id)
+            study.order_id, study.match_method = order.id, m.method
+            study.unmatched_reason, study.candidates = None, None
+            if order.status == S.SCHEDULED:
+                orders.transition(s, order, S.IN_PROGRESS, reason="study matched")
+            fixes = coercion.corrections(
+                coercion.target(order), study.received or {}, overwrite=False
+            )
+            events.record(
+                s,
+                "study.reconciled",
+                order_id=order.id,
+                study_instance_uid=study.study_instance_uid,
+                payload={"by": "rematch", "match_method": m.method},
+            )
+            events.audit(
+                s,
+                "hub:rematch",
+                "reconcile",
+                "study",
+                study.study_instance_uid,
+                {"order_id": order.id, "match_method": m.method, "changes": fixes},
+            )
+            values = {k: v["to"] for k, v in fixes.items()}
+            attached.append((study.study_instance_uid, instance_paths(s, study), values))
+    for _, paths, values in attached:
+        _rewrite(hub, paths, values)
+    return [uid for uid, _, _ in attached]
 
 
 # -- order completion ------------------------------------------------------------

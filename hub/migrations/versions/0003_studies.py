@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("match_method", sa.String(16), nullable=True),
         sa.Column("unmatched_reason", sa.String(16), nullable=True),
         sa.Column("candidates", sa.JSON(), nullable=True),
+        sa.Column("held", sa.Boolean(), nullable=False, server_default=sa.false()),
         _ts("created_at"),
         _ts("last_received_at"),
         sa.PrimaryKeyConstraint("id"),
