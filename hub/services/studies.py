@@ -590,7 +590,7 @@ def rematch_waiting(hub: Any, *, max_age_days: float = 7, limit: int = 200) -> l
                 Study.unmatched_reason.in_(("no_match", "ambiguous")),  # type: ignore[union-attr]
                 Study.created_at >= since,
             )
-            .order_by(Study.id)
+            .order_by(Study.id.desc())  # type: ignore[union-attr]  # newest first
             .limit(limit)
         )
         for study in list(waiting):
