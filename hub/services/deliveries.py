@@ -42,7 +42,7 @@ from hub.errors import NotFound
 from hub.models import Delivery, Order, OrderStatus, OutboxEvent, Source, utcnow
 from hub.models.deliveries import DeliveryStatus
 from hub.models.studies import Instance, Series, Study
-from hub.services import events, links, sources
+from hub.services import events, links, orders, sources
 from hub.services.orders import MAX_LIMIT, decode_cursor, encode_cursor
 
 log = logging.getLogger("hub.deliveries")
@@ -242,6 +242,24 @@ def document(
     status = STATUS_EVENTS.get(ev.kind, order.status)
     reason = (ev.payload or {}).get("reason") if isinstance(ev.payload, dict) else None
     study_doc = _study_doc(session, study) if study else None
+    # The order as the REST API shows it, so receivers learn one shape.
+    shown = orders.to_out(order).model_dump(
+        mode="json",
+        include={
+            "id",
+            "placer_order_number",
+            "accession_number",
+            "study_instance_uid",
+            "patient",
+            "owner",
+            "procedure",
+            "modality",
+            "station_ae_title",
+            "scheduled_start",
+            "referring_vet",
+            "site",
+        },
+    )
     return {
         "version": SCHEMA_VERSION,
         "delivery_id": delivery_id,
@@ -250,40 +268,9 @@ def document(
         "occurred_at": _iso(ev.at),
         "source": source,
         "order": {
-            "id": order.id,
-            "placer_order_number": order.placer_order_number,
+            **shown,
             "filler_order_number": order.accession_number,
-            "accession_number": order.accession_number,
-            "study_instance_uid": order.study_instance_uid,
             "status": status,
-            "patient": {
-                "id": order.patient_id,
-                "name": order.patient_name,
-                "species": order.species_description or order.species_input,
-                "species_code": order.species_code,
-                "breed": order.breed,
-                "sex": order.patient_sex,
-                "neutered": order.patient_neutered,
-                "birth_date": order.patient_birth_date.isoformat()
-                if order.patient_birth_date
-                else None,
-                "weight_kg": order.patient_weight_kg,
-            },
-            "owner": {
-                "id": order.owner_id,
-                "last_name": order.owner_last_name,
-                "first_name": order.owner_first_name,
-                "organization": order.owner_organization,
-            },
-            "procedure": {
-                "code": order.procedure_code,
-                "description": order.procedure_description,
-            },
-            "modality": order.modality,
-            "station_ae_title": order.station_ae_title,
-            "scheduled_start": order.scheduled_start.isoformat(),
-            "referring_vet": order.referring_vet,
-            "site": order.site,
         },
         "study": study_doc,
         "viewer_url": links.viewer_url(public_url, study.study_instance_uid) if study else None,
