@@ -110,5 +110,5 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest revision of every branch; runs at every start."""
-    command.upgrade(alembic_config(engine), "heads")
+    """Bring the schema to the newest revision; runs at every start."""
+    command.upgrade(alembic_config(engine), "head")
