@@ -136,23 +136,36 @@ def dispatch(session: Session, public_url: str, limit: int = 200) -> int:
     )
     if not rows:
         return 0
-    # Load the batch's orders and sources at once (the identity map serves the rest),
-    # and note which orders have a study, so orders without one cost no query.
+    # Most events interest no practice system (no source registered, or not
+    # subscribed to that kind): settle those from (order id, source) pairs alone
+    # and load whole orders only for events that make a delivery.
     order_ids = {ev.order_id for ev in rows if ev.order_id is not None}
+    source_of: dict[int, str] = {}
     known: dict[str, Source | None] = {}
-    with_study: set[int] = set()
     if order_ids:
-        found = list(session.scalars(select(Order).where(Order.id.in_(order_ids))))  # type: ignore[union-attr]
-        names = {o.source for o in found}
+        source_of = dict(
+            session.execute(select(Order.id, Order.source).where(Order.id.in_(order_ids))).all()  # type: ignore[union-attr,arg-type]
+        )
+        names = set(source_of.values())
         known = dict.fromkeys(names)
         known.update(
             {s.name: s for s in session.scalars(select(Source).where(Source.name.in_(names)))}  # type: ignore[attr-defined]
         )
+
+    def wanted(ev: OutboxEvent) -> bool:
+        src = known.get(source_of.get(ev.order_id, "")) if ev.order_id is not None else None
+        return src is not None and bool(sources.subscriptions(src, ev.kind))
+
+    done = [ev.id for ev in rows if not wanted(ev)]
+    todo = [ev for ev in rows if wanted(ev)]
+    with_study: set[int] = set()
+    if todo:
+        ids = {ev.order_id for ev in todo}
+        list(session.scalars(select(Order).where(Order.id.in_(ids))))  # type: ignore[union-attr]
         with_study = set(
-            session.scalars(select(Study.order_id).where(Study.order_id.in_(order_ids)))  # type: ignore[union-attr]
+            session.scalars(select(Study.order_id).where(Study.order_id.in_(ids)))  # type: ignore[union-attr]
         )
-    done = []
-    for ev in rows:
+    for ev in todo:
         try:
             made = deliveries_for(session, ev, public_url, known, with_study)
         except Exception:
