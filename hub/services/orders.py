@@ -94,15 +94,21 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
     if existing is not None:
         return _same_or_conflict(existing, digest), False
 
-    # A generated accession is random over 32**8 values; a clash is caught below.
-    values = {"accession_number": new_accession(), **_values(req, ctx)}
+    values = _values(req, ctx)
+    accession = values.setdefault("accession_number", new_accession())
+    if _accession_taken(session, accession):
+        if not req.accession_number:  # a generated one clashed (1 in 32**8): draw again
+            return place(session, req, ctx)
+        raise Conflict(
+            f"accession_number {accession!r} belongs to another order", field="accession_number"
+        )
     uid = generate_uid(prefix=ctx.uid_prefix) if ctx.uid_prefix else generate_uid()
     order = Order(
         source=req.source,
         placer_order_number=req.placer_order_number,
         study_instance_uid=uid,
-        requested_procedure_id=values["accession_number"],
-        scheduled_step_id=values["accession_number"],
+        requested_procedure_id=accession,
+        scheduled_step_id=accession,
         request_hash=digest,
         **values,
     )
@@ -111,15 +117,13 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
             session.add(order)
             session.flush()
     except IntegrityError:
-        # The unique indexes decide: an identical request that won a race on
-        # another connection, or an accession number already taken.
+        # Another connection inserted the same placer number or accession
+        # between our checks and this insert: answer as if it had come first.
         existing = _by_placer(session, req.source, req.placer_order_number)
         if existing is not None:
             return _same_or_conflict(existing, digest), False
-        if not req.accession_number:  # a generated one clashed: draw again
-            return place(session, req, ctx)
         raise Conflict(
-            f"accession_number {order.accession_number!r} belongs to another order",
+            f"accession_number {accession!r} belongs to another order",
             field="accession_number",
         ) from None
     events.record(session, "order.scheduled", order_id=order.id)
@@ -424,6 +428,11 @@ def _same_or_conflict(existing: Order, digest: str) -> Order:
 def _by_placer(session: Session, source: str, placer: str) -> Order | None:
     stmt = select(Order).where(Order.source == source, Order.placer_order_number == placer)
     return session.scalars(stmt).first()
+
+
+def _accession_taken(session: Session, accession: str) -> bool:
+    stmt = select(Order.id).where(Order.accession_number == accession).limit(1)
+    return session.scalar(stmt) is not None
 
 
 def _by_accession(session: Session, accession: str) -> Order | None:
