@@ -25,6 +25,13 @@ def _no_control(v: str) -> str:
     return v
 
 
+def _no_nul(v: str) -> str:
+    """Free text may hold line breaks, never NUL (no database or DICOM text can)."""
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
 def _no_pn_delimiters(v: str) -> str:
     if _PN_FORBIDDEN.search(v):
         raise ValueError("must not contain '^', '=' or '\\' (DICOM name delimiters)")
@@ -121,7 +128,7 @@ class OrderIn(_In):
     referring_vet: _name() | None = None  # type: ignore[valid-type]
     site: _text(64) | None = None  # type: ignore[valid-type]
     priority: Priority = "routine"
-    notes: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    notes: Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_nul)] | None = None
 
 
 class PatientOut(BaseModel):

@@ -24,6 +24,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
@@ -32,6 +33,12 @@ from hub.config import Settings
 from hub.context import Hub
 from hub.db import Database
 from hub.services import keys
+
+# CI runs the property tests on a fixed sequence of examples, so a red run
+# can be reproduced and a green one is not luck; local runs explore at random.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 PG_SERVER = os.environ.get("VETHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_KEY = "test-admin-key-0123456789"

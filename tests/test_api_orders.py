@@ -215,3 +215,14 @@ def test_health_and_metrics(client: TestClient) -> None:
     client.get("/api/v1/orders")
     body = client.get("/metrics").text
     assert "vethub_http_requests_total" in body
+
+
+def test_values_the_database_cannot_hold_are_422(client: TestClient) -> None:
+    # PostgreSQL text cannot hold NUL and its integers stop at 2**31: client input, not a 500.
+    r = client.get("/api/v1/orders", params={"modality": "\x00"})
+    assert r.status_code in (200, 422)
+    assert client.get("/api/v1/orders", params={"patient_id": "a\x00b"}).status_code in (200, 422)
+    assert client.get(f"/api/v1/orders/{2**40}").status_code in (404, 422)
+    r = client.post("/api/v1/orders", json=rex(notes="before\x00after"))
+    assert r.status_code == 422 and "notes" in r.json()["detail"]
+    assert client.post("/api/v1/orders", json=rex(notes="line one\nline two")).status_code == 201

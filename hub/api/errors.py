@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.errors import Conflict, Invalid, NotFound
@@ -70,6 +71,17 @@ def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+def _data(request: Request, exc: DataError) -> JSONResponse:
+    """A value the database cannot hold (a NUL character, a number out of range):
+    the client's input, so a 422, on PostgreSQL as on SQLite."""
+    reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+    detail = f"a value in the request cannot be stored or searched: {reason}"
+    log.info("rejected request", extra={"path": request.url.path, "status": 422, "detail": detail})
+    return JSONResponse(
+        {"detail": detail, "errors": [{"field": "request", "message": reason}]}, status_code=422
+    )
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", extra={"path": request.url.path}, exc_info=exc)
     return JSONResponse({"detail": "internal error; see the hub's log"}, status_code=500)
@@ -81,4 +93,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(Conflict, _conflict)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(DataError, _data)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
