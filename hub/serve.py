@@ -20,11 +20,15 @@ from typing import Protocol
 import uvicorn
 from fastapi import FastAPI
 
+from adapters.hl7.server import Hl7Door
+from adapters.outbound import delivery_worker
 from hub.api.app import create_app
 from hub.config import Settings
 from hub.context import Hub
+from hub.jobs import Jobs
 from hub.logs import setup_logging
 from hub.services import keys
+from worklist.server import DicomDoor
 
 log = logging.getLogger("hub.serve")
 
@@ -44,16 +48,7 @@ class Door(Protocol):
 
 
 def build_doors(hub: Hub) -> list[Door]:
-    from worklist.server import DicomDoor
-
-    doors: list[Door] = [DicomDoor(hub)]
-    try:
-        from adapters.hl7.server import Hl7Door
-    except ImportError:  # the HL7 door is optional until it is installed
-        log.warning("HL7 door not available")
-    else:
-        doors.append(Hl7Door(hub))
-    return doors
+    return [DicomDoor(hub), Hl7Door(hub)]
 
 
 def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
@@ -98,12 +93,8 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[
             for door in doors:
                 ports[door.name] = await door.start()
                 started.append(door)
-            from hub.jobs import Jobs
-
             jobs = Jobs(hub)
             jobs.start()
-            from adapters.outbound import delivery_worker
-
             worker = delivery_worker(hub)
             worker.start()
             write_ports(hub.settings.data_dir, ports)
