@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from hub.models import AuditEvent, OutboxEvent
+from hub.models import AuditEvent, OutboxEvent, utcnow
 
 
 def record(
@@ -16,12 +17,21 @@ def record(
     order_id: int | None = None,
     study_instance_uid: str | None = None,
     payload: dict[str, Any] | None = None,
-) -> OutboxEvent:
-    event = OutboxEvent(
-        kind=kind, order_id=order_id, study_instance_uid=study_instance_uid, payload=payload
+) -> None:
+    # A plain INSERT: nothing reads the row back in this transaction, and the
+    # ORM unit of work for it cost a quarter of placing an order.
+    session.execute(
+        insert(OutboxEvent),
+        [
+            {
+                "at": utcnow(),
+                "kind": kind,
+                "order_id": order_id,
+                "study_instance_uid": study_instance_uid,
+                "payload": payload,
+            }
+        ],
     )
-    session.add(event)
-    return event
 
 
 def audit(

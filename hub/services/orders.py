@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from pydicom.uid import generate_uid
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,19 +103,27 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
             f"accession_number {accession!r} belongs to another order", field="accession_number"
         )
     uid = generate_uid(prefix=ctx.uid_prefix) if ctx.uid_prefix else generate_uid()
-    order = Order(
-        source=req.source,
-        placer_order_number=req.placer_order_number,
-        study_instance_uid=uid,
-        requested_procedure_id=accession,
-        scheduled_step_id=accession,
-        request_hash=digest,
+    now = utcnow()
+    row = {
         **values,
-    )
+        "source": req.source,
+        "placer_order_number": req.placer_order_number,
+        "study_instance_uid": uid,
+        "requested_procedure_id": accession,
+        "scheduled_step_id": accession,
+        "status": S.SCHEDULED,
+        "version": 1,
+        "request_hash": digest,
+        "created_at": now,
+        "updated_at": now,
+    }
     try:
         with session.begin_nested():
-            session.add(order)
-            session.flush()
+            # A Core INSERT, then the row loaded by key: building the ORM
+            # object and flushing it cost half of placing an order.
+            new_id = session.execute(
+                insert(Order.__table__).returning(Order.__table__.c.id), [row]
+            ).scalar_one()
     except IntegrityError:
         # Another connection inserted the same placer number or accession
         # between our checks and this insert: answer as if it had come first.
@@ -126,6 +134,7 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
             f"accession_number {accession!r} belongs to another order",
             field="accession_number",
         ) from None
+    order = session.get_one(Order, new_id)
     events.record(session, "order.scheduled", order_id=order.id)
     return order, True
 
