@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from pydicom.uid import generate_uid
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,13 +90,12 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
     already used by the same source is a conflict, never an overwrite.
     """
     digest = request_hash(req)
-    existing = _by_placer(session, req.source, req.placer_order_number)
-    if existing is not None:
-        return _same_or_conflict(existing, digest), False
-
     values = _values(req, ctx)
     accession = values.setdefault("accession_number", new_accession())
-    if _accession_taken(session, accession):
+    placed, accession_taken = _taken(session, req.source, req.placer_order_number, accession)
+    if placed is not None:
+        return _same_or_conflict(session.get_one(Order, placed), digest), False
+    if accession_taken:
         if not req.accession_number:  # a generated one clashed (1 in 32**8): draw again
             return place(session, req, ctx)
         raise Conflict(
@@ -121,9 +120,11 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
         with session.begin_nested():
             # A Core INSERT, then the row loaded by key: building the ORM
             # object and flushing it cost half of placing an order.
-            new_id = session.execute(
-                insert(Order.__table__).returning(Order.__table__.c.id), [row]
-            ).scalar_one()
+            new_id = (
+                session.connection()
+                .execute(insert(Order.__table__).returning(Order.__table__.c.id), [row])
+                .scalar_one()
+            )
     except IntegrityError:
         # Another connection inserted the same placer number or accession
         # between our checks and this insert: answer as if it had come first.
@@ -439,9 +440,23 @@ def _by_placer(session: Session, source: str, placer: str) -> Order | None:
     return session.scalars(stmt).first()
 
 
-def _accession_taken(session: Session, accession: str) -> bool:
-    stmt = select(Order.id).where(Order.accession_number == accession).limit(1)
-    return session.scalar(stmt) is not None
+def _taken(session: Session, source: str, placer: str, accession: str) -> tuple[int | None, bool]:
+    """The order already under this placer number (its id), and whether the
+    accession is taken: one Core query over the two unique indexes."""
+    t = Order.__table__
+    stmt = select(t.c.id, t.c.source, t.c.placer_order_number, t.c.accession_number).where(
+        or_(
+            and_(t.c.source == source, t.c.placer_order_number == placer),
+            t.c.accession_number == accession,
+        )
+    )
+    placed, taken = None, False
+    for row in session.connection().execute(stmt):
+        if row.source == source and row.placer_order_number == placer:
+            placed = row.id
+        if row.accession_number == accession:
+            taken = True
+    return placed, taken
 
 
 def _by_accession(session: Session, accession: str) -> Order | None:
