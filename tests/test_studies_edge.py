@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import io
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -202,3 +204,21 @@ def test_full_disk_is_refused_before_writing(hub: Hub, monkeypatch) -> None:
         assert sf.send(scp.port, [ds]) == [0]  # space again: the resend is taken
     with hub.db.read_session() as s:
         assert s.scalar(select(func.count(Instance.id))) == 1
+
+
+def test_sweep_spares_temp_files_of_live_writers(tmp_path: Path) -> None:
+    """Several hubs may share a data directory: only dead writers' leftovers go."""
+    series = tmp_path / "studies" / "1.2" / "3.4"
+    series.mkdir(parents=True)
+    host = socket.gethostname()
+    mine = series / f".in-{host}~{os.getpid()}~abc.tmp"
+    dead = series / f".in-{host}~999999999~abc.tmp"
+    other_new = series / ".in-otherhost~12~abc.tmp"
+    other_old = series / ".in-otherhost~13~abc.tmp"
+    for f in (mine, dead, other_new, other_old):
+        f.write_bytes(b"x")
+    old = time.time() - 2 * archive.SWEEP_MIN_AGE_S
+    os.utime(other_old, (old, old))
+    assert archive.sweep_temporaries(tmp_path) == 2
+    assert mine.exists() and other_new.exists()
+    assert not dead.exists() and not other_old.exists()

@@ -13,7 +13,9 @@ import contextlib
 import errno
 import os
 import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 # Space kept free for the database and logs when storing files.
@@ -48,7 +50,7 @@ def write_atomic(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> int:
     st = os.statvfs(path.parent)
     if st.f_bavail * st.f_frsize < needed:
         raise OSError(errno.ENOSPC, f"less than {needed} bytes free for {path.name}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".in-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(), suffix=".tmp")
     size = 0
     try:
         try:
@@ -77,14 +79,50 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
-def sweep_temporaries(data_dir: Path) -> int:
-    """Delete temp files left by a crash mid-write; returns how many."""
+# A temp file of another machine's hub younger than this may still be being
+# written into the shared data directory (docs/deployment.md).
+SWEEP_MIN_AGE_S = 3600.0
+
+
+def _temp_prefix() -> str:
+    """``.in-<host>~<pid>~``: whose write a temp file is, so a sweep spares live ones."""
+    return f".in-{socket.gethostname()}~{os.getpid()}~"
+
+
+def _writer_gone(name: str, min_age_s: float, mtime: float) -> bool:
+    host, _, rest = name.removeprefix(".in-").partition("~")
+    pid_text = rest.partition("~")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+    return time.time() - mtime > min_age_s
+
+
+def sweep_temporaries(data_dir: Path, min_age_s: float = SWEEP_MIN_AGE_S) -> int:
+    """Delete temp files left by a crash mid-write; returns how many.
+
+    Files of a process that still runs on this machine are left alone, and
+    those of other machines only once they are older than ``min_age_s``.
+    """
     root = data_dir / "studies"
     count = 0
     if root.is_dir():
         for tmp in root.rglob(".in-*.tmp"):
-            remove(tmp)
-            count += 1
+            try:
+                mtime = tmp.stat().st_mtime
+            except FileNotFoundError:
+                continue  # its writer renamed or removed it meanwhile
+            if _writer_gone(tmp.name, min_age_s, mtime):
+                remove(tmp)
+                count += 1
     return count
 
 
