@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.auth import Caller, require
-from hub.models import Share
+from hub.models import Share, as_utc
 from hub.services import events, links, studies
 
 router = APIRouter(prefix="/api/v1/studies", tags=["shares"])
@@ -42,9 +42,9 @@ def _out(share: Share) -> ShareOut:
         id=share.id,  # type: ignore[arg-type]
         created_by=share.created_by,
         note=share.note,
-        created_at=links._aware(share.created_at),
-        expires_at=links._aware(share.expires_at),
-        revoked_at=links._aware(share.revoked_at) if share.revoked_at else None,
+        created_at=as_utc(share.created_at),
+        expires_at=as_utc(share.expires_at),
+        revoked_at=as_utc(share.revoked_at),
         active=links.is_active(share),
     )
 
@@ -74,7 +74,7 @@ def create_share(
         return ShareCreated(
             id=share.id,  # type: ignore[arg-type]
             url=links.share_url(hub.settings.public_url, token),
-            expires_at=links._aware(share.expires_at),
+            expires_at=as_utc(share.expires_at),
         )
 
 

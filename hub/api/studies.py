@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
 from hub.api.auth import Caller, require
-from hub.models import Order, Study
+from hub.models import Order, Study, as_utc
 from hub.schemas import Page, ReconcileIn, StudyOut
 from hub.services import orders, studies
 
@@ -17,12 +17,6 @@ router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
 READ = require("integration", "vet", "tech")
 RECONCILE = require("tech")
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def study_out(
@@ -68,8 +62,8 @@ def study_out(
         "received": received,
         "candidates": candidates,
         "viewer_url": f"{public_url.rstrip('/')}/viewer/studies/{study.study_instance_uid}",
-        "created_at": _aware(study.created_at),
-        "last_received_at": _aware(study.last_received_at),
+        "created_at": as_utc(study.created_at),
+        "last_received_at": as_utc(study.last_received_at),
     }
 
 

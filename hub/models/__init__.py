@@ -10,6 +10,7 @@ from hub.models.core import (
     Order,
     OrderStatus,
     OutboxEvent,
+    as_utc,
     utcnow,
 )
 from hub.models.deliveries import Delivery, Source
@@ -17,7 +18,16 @@ from hub.models.links import Share, StaffSession
 from hub.models.messages import InboundMessage
 from hub.models.studies import Instance, Mpps, Series, Study
 
-__all__ = ["ApiKey", "AuditEvent", "Modality", "Order", "OrderStatus", "OutboxEvent", "utcnow"]
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "Modality",
+    "Order",
+    "OrderStatus",
+    "OutboxEvent",
+    "as_utc",
+    "utcnow",
+]
 __all__ += ["Instance", "Mpps", "Series", "Study"]
 __all__ += ["InboundMessage"]
 __all__ += ["Delivery", "Source"]

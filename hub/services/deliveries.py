@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, aliased
 
 from hub.config import Settings
 from hub.errors import NotFound
-from hub.models import Delivery, Order, OrderStatus, OutboxEvent, Source, utcnow
+from hub.models import Delivery, Order, OrderStatus, OutboxEvent, Source, as_utc, utcnow
 from hub.models.deliveries import DeliveryStatus
 from hub.models.studies import Instance, Series, Study
 from hub.services import events, links, orders, sources
@@ -525,22 +525,16 @@ def to_out(row: Delivery) -> dict[str, Any]:
         "study_instance_uid": row.study_instance_uid,
         "status": row.status,
         "attempts": row.attempts,
-        "next_attempt_at": _aware(row.next_attempt_at) if row.status == ST.PENDING else None,
+        "next_attempt_at": as_utc(row.next_attempt_at) if row.status == ST.PENDING else None,
         "last_error": row.last_error,
-        "created_at": _aware(row.created_at),
-        "delivered_at": _aware(row.delivered_at),
+        "created_at": as_utc(row.created_at),
+        "delivered_at": as_utc(row.delivered_at),
         "payload": row.payload,
     }
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
-    v = _aware(value)
+    v = as_utc(value)
     return v.isoformat() if v else None
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from hub.errors import Invalid, NotFound
-from hub.models import ApiKey, Share, StaffSession, utcnow
+from hub.models import ApiKey, Share, StaffSession, as_utc, utcnow
 
 MAX_SHARE_HOURS = 24 * 90
 SESSION_HOURS = 12
@@ -32,10 +32,6 @@ def share_url(public_url: str, token: str) -> str:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def create_share(
@@ -76,13 +72,13 @@ def open_share(s: Session, token: str) -> Share | None:
     share = s.scalars(select(Share).where(Share.token_hash == _digest(token))).first()
     if share is None or share.revoked_at is not None:
         return None
-    if _aware(share.expires_at) <= utcnow():
+    if as_utc(share.expires_at) <= utcnow():
         return None
     return share
 
 
 def is_active(share: Share) -> bool:
-    return share.revoked_at is None and _aware(share.expires_at) > utcnow()
+    return share.revoked_at is None and as_utc(share.expires_at) > utcnow()
 
 
 def sign_in(s: Session, key_id: int) -> str:
@@ -102,7 +98,7 @@ def sign_in(s: Session, key_id: int) -> str:
 def session_key(s: Session, token: str) -> ApiKey | None:
     """The (unrevoked) key a session was signed in with, while the session lasts."""
     row = s.scalars(select(StaffSession).where(StaffSession.token_hash == _digest(token))).first()
-    if row is None or _aware(row.expires_at) <= utcnow():
+    if row is None or as_utc(row.expires_at) <= utcnow():
         return None
     key = s.get(ApiKey, row.key_id)
     if key is None or key.revoked_at is not None:

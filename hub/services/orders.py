@@ -11,7 +11,7 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from hub import names
 from hub.errors import Conflict, FieldError, Invalid, NotFound
 from hub.mappings import Mappings
-from hub.models import Order, OrderStatus, utcnow
+from hub.models import Order, OrderStatus, as_utc, utcnow
 from hub.schemas import OrderIn, OrderOut, OwnerOut, PatientOut, ProcedureOut
 from hub.services import events
 
@@ -327,8 +327,8 @@ def to_out(order: Order) -> OrderOut:
         notes=order.notes,
         requested_procedure_id=order.requested_procedure_id,
         scheduled_step_id=order.scheduled_step_id,
-        created_at=_aware(order.created_at),
-        updated_at=_aware(order.updated_at),
+        created_at=as_utc(order.created_at),
+        updated_at=as_utc(order.updated_at),
     )
 
 
@@ -463,7 +463,3 @@ def _taken(session: Session, source: str, placer: str, accession: str) -> tuple[
 
 def _by_accession(session: Session, accession: str) -> Order | None:
     return session.scalars(select(Order).where(Order.accession_number == accession)).first()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
