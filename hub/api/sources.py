@@ -17,17 +17,6 @@ ADMIN = require()
 READ = require("integration")
 
 ResultName = Literal["webhook", "hl7-oru", "hl7-orm-status"]
-EventName = Literal[
-    "order.scheduled",
-    "order.updated",
-    "order.in_progress",
-    "order.completed",
-    "order.cancelled",
-    "order.discontinued",
-    "study.received",
-    "study.reconciled",
-    "study.detached",
-]
 
 
 class SourceIn(BaseModel):
@@ -43,7 +32,7 @@ class SourceIn(BaseModel):
     hl7_host: str | None = Field(None, max_length=255)
     hl7_port: int | None = Field(None, ge=1, le=65535)
     results: list[ResultName] = Field(default_factory=list)
-    events: list[EventName] = Field(
+    events: list[sources.EventName] = Field(
         default_factory=lambda: list(sources.DEFAULT_EVENTS),
         description="which events cause deliveries; default: study received, order "
         "completed, order cancelled, reconciliation changed",

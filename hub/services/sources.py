@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -24,7 +24,7 @@ from hub.models import Source, utcnow
 from hub.models.deliveries import ResultKind
 
 # The outbox kinds a source may subscribe to (hub/services/orders.py, studies).
-EVENTS = (
+EventName = Literal[
     "order.scheduled",
     "order.updated",
     "order.in_progress",
@@ -34,7 +34,8 @@ EVENTS = (
     "study.received",
     "study.reconciled",
     "study.detached",
-)
+]
+EVENTS: tuple[str, ...] = get_args(EventName)
 # "study received, order completed, order cancelled, reconciliation changed".
 DEFAULT_EVENTS = (
     "study.received",
