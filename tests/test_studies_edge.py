@@ -162,6 +162,11 @@ def test_structure_check() -> None:
             dicomfile.check_complete(bad, dicomfile.EXPLICIT_LE)
 
 
+def test_header_scan_reads_every_attribute_coercion_keeps() -> None:
+    """The originals kept for the audit come from the one-pass header scan."""
+    assert set(coercion.KEYWORDS) <= set(dicomfile.HEADER_KEYWORDS)
+
+
 def test_coercion_switches_to_utf8_only_when_needed() -> None:
     ds = sf.instance(patient_name="Muller^Rex")
     ds.SpecificCharacterSet = "ISO_IR 100"
