@@ -198,14 +198,14 @@ def update(session: Session, order_id: int, patch: dict[str, Any], ctx: OrderCon
     except ValidationError as exc:
         raise invalid_from(exc) from None
     if req.accession_number != order.accession_number:
-        taken = req.accession_number and _by_accession(session, req.accession_number)
+        if not req.accession_number:
+            raise Invalid.one("accession_number", "cannot be removed")
+        _, taken = _taken(session, order.source, order.placer_order_number, req.accession_number)
         if taken:
             raise Conflict(
                 f"accession_number {req.accession_number!r} belongs to another order",
                 field="accession_number",
             )
-        if not req.accession_number:
-            raise Invalid.one("accession_number", "cannot be removed")
     if req == OrderIn.model_validate(current):
         return order
     _apply(order, req, ctx)
@@ -459,7 +459,3 @@ def _taken(session: Session, source: str, placer: str, accession: str) -> tuple[
         if row.accession_number == accession:
             taken = True
     return placed, taken
-
-
-def _by_accession(session: Session, accession: str) -> Order | None:
-    return session.scalars(select(Order).where(Order.accession_number == accession)).first()
