@@ -35,7 +35,7 @@ async def caller(
             "an API key is required: Authorization: Bearer <key>",
             {"WWW-Authenticate": "Bearer"},
         )
-    found = _lookup(request.app.state.hub, creds.credentials)
+    found = lookup_key(request.app.state.hub, creds.credentials)
     if found is None:
         raise HTTPException(
             401, "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"}
@@ -52,7 +52,7 @@ _cache: dict[str, tuple[float, Caller | None]] = {}
 _cache_lock = threading.Lock()
 
 
-def _lookup(hub: Hub, key: str) -> Caller | None:
+def lookup_key(hub: Hub, key: str) -> Caller | None:
     digest = keys.hash_key(key)
     now = time.monotonic()
     hit = _cache.get(digest)
@@ -79,7 +79,7 @@ def require(*roles: str):  # type: ignore[no-untyped-def]
 
     Both checks are coroutines on purpose: FastAPI runs a plain function
     dependency in its thread pool, two thread hops per request for what is
-    almost always a dictionary lookup (see ``_lookup``).
+    almost always a dictionary lookup (see ``lookup_key``).
     """
     allowed = frozenset(roles) | {"admin"}
 

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.api.auth import _lookup
+from hub.api.auth import lookup_key
 from hub.context import Hub
 from hub.errors import NotFound
 from hub.models import Instance, Order, Series, Study
@@ -49,7 +49,7 @@ def staff(request: Request) -> Viewer:
     hub: Hub = request.app.state.hub
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        caller = _lookup(hub, auth[7:].strip())
+        caller = lookup_key(hub, auth[7:].strip())
         if caller is None:
             raise Refused(401, "The API key is unknown or revoked.")
         who = Viewer(caller.actor, caller.role)
@@ -284,7 +284,7 @@ async def sign_in(request: Request) -> Response:
     if not nxt.startswith("/viewer/") or "//" in nxt:  # never redirect off-site
         nxt = "/viewer/"
     hub: Hub = request.app.state.hub
-    caller = _lookup(hub, key) if key else None
+    caller = lookup_key(hub, key) if key else None
     if caller is None or caller.role not in STAFF_ROLES:
         return _refused(request, Refused(401, "That key is not a vet, tech or admin key."))
     with hub.db.session() as s:
