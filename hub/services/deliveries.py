@@ -156,8 +156,13 @@ def dispatch(session: Session, public_url: str, limit: int = 200) -> int:
         src = known.get(source_of.get(ev.order_id, "")) if ev.order_id is not None else None
         return src is not None and bool(sources.subscriptions(src, ev.kind))
 
-    done = [ev.id for ev in rows if not wanted(ev)]
-    todo = [ev for ev in rows if wanted(ev)]
+    done: list[int] = []
+    todo: list[OutboxEvent] = []
+    for ev in rows:
+        if wanted(ev):
+            todo.append(ev)
+        else:
+            done.append(ev.id)  # type: ignore[arg-type]
     with_study: set[int] = set()
     if todo:
         ids = {ev.order_id for ev in todo}
