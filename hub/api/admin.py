@@ -14,7 +14,7 @@ from hub.errors import NotFound
 from hub.models import AuditEvent, Modality
 from hub.schemas import AeTitle, ModalityCode, Page
 from hub.services import events, keys, modalities
-from hub.services.orders import MAX_LIMIT, decode_cursor, encode_cursor
+from hub.services.paging import MAX_LIMIT, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 ADMIN = require()

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from hub.api.auth import Caller, require
 from hub.schemas import Page
 from hub.services import deliveries
-from hub.services.orders import MAX_LIMIT
+from hub.services.paging import MAX_LIMIT
 
 router = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
 READ = require("integration")

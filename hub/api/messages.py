@@ -13,7 +13,7 @@ from hub.mappings import MappingError
 from hub.models import InboundMessage
 from hub.schemas import Page
 from hub.services import events, messages
-from hub.services.orders import MAX_LIMIT
+from hub.services.paging import MAX_LIMIT
 
 router = APIRouter(prefix="/api/v1/messages", tags=["hl7 messages"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from hub.api.auth import Caller, require
 from hub.schemas import OrderIn, OrderOut, Page
-from hub.services import orders
+from hub.services import orders, paging
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
@@ -45,7 +45,7 @@ def list_orders(
     site: str | None = None,
     source: str | None = None,
     placer_order_number: str | None = None,
-    limit: int = Query(50, ge=1, le=orders.MAX_LIMIT),
+    limit: int = Query(50, ge=1, le=paging.MAX_LIMIT),
     cursor: str | None = None,
     who: Caller = Depends(READ),
 ) -> Page[OrderOut]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from hub.api.auth import Caller, require
 from hub.models import Order, Study, as_utc
 from hub.schemas import Page, ReconcileIn, StudyOut
-from hub.services import orders, studies
+from hub.services import paging, studies
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -86,7 +86,7 @@ def list_studies(
     accession_number: str | None = None,
     date: date | None = Query(None, description="study date, YYYY-MM-DD"),
     modality: str | None = None,
-    limit: int = Query(50, ge=1, le=orders.MAX_LIMIT),
+    limit: int = Query(50, ge=1, le=paging.MAX_LIMIT),
     cursor: str | None = None,
     who: Caller = Depends(READ),
 ) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from hub.models import Delivery, Order, OrderStatus, OutboxEvent, Source, as_utc
 from hub.models.deliveries import DeliveryStatus
 from hub.models.studies import Instance, Series, Study
 from hub.services import events, links, orders, sources
-from hub.services.orders import MAX_LIMIT, decode_cursor, encode_cursor
+from hub.services.paging import MAX_LIMIT, decode_cursor, encode_cursor
 
 log = logging.getLogger("hub.deliveries")
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from hub.errors import NotFound
 from hub.models import InboundMessage
-from hub.services.orders import MAX_LIMIT, decode_cursor, encode_cursor
+from hub.services.paging import MAX_LIMIT, decode_cursor, encode_cursor
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ else.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from hub.errors import Conflict, FieldError, Invalid, NotFound
 from hub.mappings import Mappings
 from hub.models import Order, OrderStatus, as_utc, utcnow
 from hub.schemas import OrderIn, OrderOut, OwnerOut, PatientOut, ProcedureOut
-from hub.services import events
+from hub.services import events, paging
 
 S = OrderStatus
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -38,7 +37,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 # Fields fixed once an order exists: they are how other systems find it.
 IMMUTABLE = ("source", "placer_order_number")
-MAX_LIMIT = 500
 _ACCESSION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I look-alikes
 
 
@@ -159,7 +157,7 @@ def find_by_placer(session: Session, source: str, placer_order_number: str) -> O
 def find(
     session: Session, flt: OrderFilter, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[Order], str | None]:
-    stmt = select(Order).order_by(Order.id)
+    stmt = select(Order)
     for column in (
         "status",
         "patient_id",
@@ -175,12 +173,7 @@ def find(
             stmt = stmt.where(getattr(Order, column) == value)
     if flt.date is not None:
         stmt = stmt.where(Order.sps_start_date == flt.date.strftime("%Y%m%d"))
-    if cursor:
-        stmt = stmt.where(Order.id > decode_cursor(cursor))
-    limit = max(1, min(limit, MAX_LIMIT))
-    rows = list(session.scalars(stmt.limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None  # type: ignore[arg-type]
-    return rows[:limit], next_cursor
+    return paging.page(session, stmt, Order.id, limit=limit, cursor=cursor)
 
 
 def update(session: Session, order_id: int, patch: dict[str, Any], ctx: OrderContext) -> Order:
@@ -352,21 +345,6 @@ def invalid_from(exc: ValidationError) -> Invalid:
             for err in exc.errors()
         ]
     )
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = raw.partition(":")
-        if kind != "id":
-            raise ValueError(kind)
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid.one("cursor", "is not a cursor this API returned") from None
 
 
 # -- internals --------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from hub.errors import Conflict, FieldError, Invalid, NotFound
 from hub.models import Instance, Mpps, Order, OrderStatus, Series, Study, utcnow
-from hub.services import archive, coercion, dicomfile, events, matching, modalities, orders
+from hub.services import archive, coercion, dicomfile, events, matching, modalities, orders, paging
 
 log = logging.getLogger("hub.studies")
 S = OrderStatus
@@ -417,10 +417,10 @@ def find(
     if flt.modality is not None:
         stmt = stmt.where(Study.modality == flt.modality.upper())
     if cursor:
-        stmt = stmt.where(Study.id > orders.decode_cursor(cursor))
-    limit = max(1, min(limit, orders.MAX_LIMIT))
+        stmt = stmt.where(Study.id > paging.decode_cursor(cursor))
+    limit = max(1, min(limit, paging.MAX_LIMIT))
     rows = list(s.scalars(stmt.limit(limit + 1)))
-    nxt = orders.encode_cursor(rows[limit - 1].id) if len(rows) > limit else None  # type: ignore[arg-type]
+    nxt = paging.encode_cursor(rows[limit - 1].id) if len(rows) > limit else None  # type: ignore[arg-type]
     return rows[:limit], nxt
 
 
