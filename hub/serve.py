@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Protocol
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from adapters.hl7.server import Hl7Door
 from adapters.outbound import delivery_worker
-from hub.api.app import create_app
+from hub.api.app import Lifespan, create_app
 from hub.config import Settings
 from hub.context import Hub
 from hub.jobs import Jobs
@@ -49,6 +49,16 @@ class Door(Protocol):
 
 def build_doors(hub: Hub) -> list[Door]:
     return [DicomDoor(hub), Hl7Door(hub)]
+
+
+def edge_routers() -> list[APIRouter]:
+    """HTTP routes that belong to an adapter (they speak its wire format)."""
+    return []
+
+
+def build_app(hub: Hub, lifespan: Lifespan | None = None) -> FastAPI:
+    """The whole HTTP API: the core's routers plus the adapters'. Tests build it here too."""
+    return create_app(hub, lifespan=lifespan, edge_routers=edge_routers())
 
 
 def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
@@ -136,7 +146,7 @@ def serve(settings: Settings) -> None:
         )
     sock = bind_http(settings.http_host, settings.http_port)
     http_port = sock.getsockname()[1]
-    app = create_app(hub, lifespan=make_lifespan(hub, build_doors(hub), http_port))
+    app = build_app(hub, lifespan=make_lifespan(hub, build_doors(hub), http_port))
     config = uvicorn.Config(
         app,
         log_config=None,

@@ -28,10 +28,10 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from hub.api.app import create_app
 from hub.config import Settings
 from hub.context import Hub
 from hub.db import Database
+from hub.serve import build_app
 from hub.services import keys
 
 # CI runs the property tests on a fixed sequence of examples, so a red run
@@ -114,7 +114,7 @@ def hub(db_url: str, tmp_path: Path) -> Iterator[Hub]:
 
 @pytest.fixture
 def client(hub: Hub) -> Iterator[TestClient]:
-    app = create_app(hub)
+    app = build_app(hub)
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
         yield c
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,7 +23,10 @@ async def _no_doors(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def create_app(hub_ctx: Hub, lifespan: Lifespan | None = None) -> FastAPI:
+def create_app(
+    hub_ctx: Hub, lifespan: Lifespan | None = None, edge_routers: Sequence[APIRouter] = ()
+) -> FastAPI:
+    """The HTTP API of the core; ``edge_routers`` are the adapters' own (wired in hub.serve)."""
     app = FastAPI(
         title="vethub",
         version=hub.__version__,
@@ -42,6 +45,8 @@ def create_app(hub_ctx: Hub, lifespan: Lifespan | None = None) -> FastAPI:
     app.include_router(sources.router)
     app.include_router(deliveries.router)
     app.include_router(studies.router)
+    for router in edge_routers:
+        app.include_router(router)
 
     @app.get("/health", tags=["ops"])
     def health(request: Request) -> JSONResponse:
