@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from hub.context import Hub
 from hub.services import deliveries
 from tests.conftest import key_for
-from tests.test_api_orders import rex
+from tests.factories import rex
 
 SECRET = "s3cret-s3cret-s3cret"
 HOOK = {

@@ -19,8 +19,8 @@ from hub.schemas import OrderIn
 from hub.services import orders
 from tests.conftest import ServedHub, _empty_tables, start_hub
 from tests.delivery_receivers import MllpReceiver, WebhookReceiver
+from tests.factories import rex
 from tests.study_factory import instance, send
-from tests.test_api_orders import rex
 
 SECRET = "s3cret-s3cret-s3cret"
 

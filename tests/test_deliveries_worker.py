@@ -22,7 +22,7 @@ from hub.models import Delivery, Instance, Series, Study, utcnow
 from hub.services import events
 from hub.services.deliveries import DeliveryWorker
 from tests.delivery_receivers import MllpReceiver, WebhookReceiver
-from tests.test_api_orders import rex
+from tests.factories import rex
 
 SECRET = "s3cret-s3cret-s3cret"
 

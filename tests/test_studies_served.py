@@ -16,7 +16,7 @@ from hub.db import Database
 from hub.models import Instance
 from tests import study_factory as sf
 from tests.conftest import ServedHub, _empty_tables, start_hub
-from tests.test_api_orders import REX
+from tests.factories import REX
 
 
 def test_storescu_into_served_hub(served_hub: ServedHub, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from hub.context import Hub
 from hub.models import AuditEvent, Instance, Modality, OutboxEvent, Study
 from hub.services import dicomfile
 from tests import study_factory as sf
-from tests.test_api_orders import REX
+from tests.factories import REX
 
 
 def place(client: TestClient, **changes: object) -> dict:
