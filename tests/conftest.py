@@ -43,7 +43,6 @@ if os.environ.get("CI"):
 PG_SERVER = os.environ.get("VETHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_KEY = "test-admin-key-0123456789"
 REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO.parent / "shared" / "bench"
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -220,23 +219,3 @@ def served_hub(db_url: str, tmp_path: Path) -> Iterator[ServedHub]:
     served = start_hub(tmp_path / "served", db_url)
     yield served
     served.stop()
-
-
-def gen_orders(n: int, seed: int = 42, day: str = "2026-11-27") -> list[dict]:
-    """Seeded realistic orders from the shared bench generator."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "gen_orders.py"),
-            "-n",
-            str(n),
-            "--seed",
-            str(seed),
-            "--day",
-            day,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
@@ -14,22 +11,10 @@ from pathlib import Path
 
 from adapters.hl7.mllp import END, START
 from hub.context import Hub
-from tests.conftest import BENCH, ServedHub
+from tests.conftest import ServedHub
 from tests.mllp_client import DoorThread, MllpClient, ack_segments, sample
+from tests.order_corpus import gen_orders, order_to_orm
 from tests.worklist_scu import findscu
-
-sys.path.insert(0, str(BENCH))
-from benchlib import order_to_orm
-
-
-def bench_orders(n: int) -> list[dict]:
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "gen_orders.py"), "-n", str(n), "--seed", "7"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def test_fuzzed_stream_never_takes_the_listener_down(served_hub: ServedHub) -> None:
@@ -82,7 +67,7 @@ def test_bench_layout_over_many_connections_then_findscu(
 ) -> None:
     assert served_hub.hl7
     today = datetime.now().strftime("%Y-%m-%d")
-    orders = bench_orders(40)
+    orders = gen_orders(40, seed=7)
     for i, o in enumerate(orders):
         o["scheduled_start"] = f"{today}T{8 + i % 10:02d}:{i % 60:02d}:00"
     errors: list[str] = []

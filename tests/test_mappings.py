@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,12 @@ from hub.mappings import (
     default_mappings_dir,
     load_mappings,
 )
+from tests import order_corpus
 
 DOG = Species("Canis lupus familiaris", "448771007", "SCT", "Canis lupus familiaris")
-BENCH = Path("/work/shared/bench")
 
-# Species spellings the order generator (shared/bench/gen_orders.py, benchlib.SPECIES)
-# sends, with the SNOMED CT code domain.md section 1 verifies (None: no verified code).
+# Species spellings the test order corpus (tests/order_corpus.py, SPECIES) sends, with
+# the SNOMED CT code docs/domain.md section 1 verifies (None: no verified code).
 BENCH_SPECIES: dict[str, str | None] = {
     "canine": "448771007", "dog": "448771007", "Canis lupus familiaris": "448771007",
     "feline": "448169003", "cat": "448169003", "Felis catus": "448169003",
@@ -33,7 +32,7 @@ BENCH_SPECIES: dict[str, str | None] = {
     "parrot": None, "African grey parrot": None, "Psittacus erithacus": None,
 }  # fmt: skip
 
-# Procedure codes and descriptions of shared/bench/benchlib.PROCEDURES.
+# Procedure codes and descriptions of tests/order_corpus.PROCEDURES.
 BENCH_PROCEDURES: dict[str, tuple[str, str]] = {
     "XR-THORAX": ("Thorax, 2 views", "DX"),
     "XR-ABDOMEN": ("Abdomen, 2 views", "DX"),
@@ -165,21 +164,14 @@ def test_procedure_lookup_ignores_case(shipped):
     assert shipped.procedures.get("NO-SUCH") is None
 
 
-@pytest.mark.skipif(not (BENCH / "benchlib.py").exists(), reason="bench scripts not present")
-def test_matches_bench_vocabulary_when_present(shipped, monkeypatch):
-    """Guards against the bench vocabulary moving on without this test's copy."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    import benchlib
-
-    try:
-        for items in benchlib.PROCEDURES.values():
-            for code, description, _minutes in items:
-                assert shipped.procedures.get(code).description == description
-        for key, (description, _code, scientific, _w, _b) in benchlib.SPECIES.items():
-            for text in (key, description, scientific):
-                assert text in BENCH_SPECIES or text.lower() in BENCH_SPECIES, text
-    finally:
-        sys.modules.pop("benchlib", None)
+def test_matches_the_order_corpus_vocabulary(shipped):
+    """Guards against the corpus vocabulary moving on without this test's copy."""
+    for items in order_corpus.PROCEDURES.values():
+        for code, description, _minutes in items:
+            assert shipped.procedures.get(code).description == description
+    for key, (description, _code, scientific, _w, _b) in order_corpus.SPECIES.items():
+        for text in (key, description, scientific):
+            assert text in BENCH_SPECIES or text.lower() in BENCH_SPECIES, text
 
 
 def test_default_dir_is_the_package(shipped):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -16,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from hub.context import Hub
-from tests.conftest import BENCH, ServedHub, gen_orders
+from tests.conftest import ServedHub
+from tests.order_corpus import gen_orders, write_worklist_file
 from tests.worklist_scu import accessions, find, findscu, identifier, place, running_door
 
 TODAY = date.today()
@@ -95,18 +94,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def referee(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[dict], int]]:
-    """wlmscpfs serving the .wl files of 150 generated orders (written by the bench tool)."""
+    """wlmscpfs serving the .wl files of 150 generated orders."""
     exe = shutil.which("wlmscpfs")
     assert exe, "DCMTK wlmscpfs is required (apt-get install dcmtk)"
     root = tmp_path_factory.mktemp("wlm")
     bodies = gen_orders(150, seed=5, day=TODAY.isoformat())
-    ndjson = root / "orders.ndjson"
-    ndjson.write_text("".join(json.dumps(b) + "\n" for b in bodies))
-    subprocess.run(
-        [sys.executable, str(BENCH / "orders_to_wl.py"), "--orders", str(ndjson),
-         "--out", str(root / "WLM"), "--jobs", "1"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    wlm = root / "WLM"
+    wlm.mkdir()
+    (wlm / "lockfile").touch()  # wlmscpfs serves a folder only when it holds one
+    for body in bodies:
+        write_worklist_file(body, wlm)
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "-dfp", str(root), "-dfr", "-csk", str(port)],

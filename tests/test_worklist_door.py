@@ -14,7 +14,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from hub.context import Hub
 from hub.models import Modality
 from hub.services import modalities
-from tests.conftest import gen_orders
+from tests.order_corpus import gen_orders
 from tests.worklist_scu import MWL, accessions, find, identifier, order, place, running_door
 from worklist.items import EncodingCache
 from worklist.mwl import WorklistService
