@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 
 import hub
-from hub.services.deliveries import Claim, DeliveryError, Target
+from hub.services.deliveries.kinds import Claim, DeliveryError, DeliveryKind, Target
+from hub.services.sources import EVENTS
 
 SIGNATURE_HEADER = "X-Vethub-Signature"
 DELIVERY_HEADER = "X-Vethub-Delivery"
@@ -80,3 +81,12 @@ class WebhookSender:
 
     def close(self) -> None:
         self.client.close()
+
+
+# Every event a source may subscribe to; the source chooses which.
+KIND = DeliveryKind(
+    name="webhook",
+    events=frozenset(EVENTS),
+    sender=WebhookSender,
+    requires=("webhook_url", "webhook_secret"),
+)

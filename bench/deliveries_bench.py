@@ -32,7 +32,7 @@ from hub.schemas import OrderIn  # noqa: E402
 from hub.services import orders  # noqa: E402
 from tests.conftest import PG_SERVER, _pg_admin, start_hub  # noqa: E402
 from tests.delivery_receivers import WebhookReceiver  # noqa: E402
-from tests.test_api_orders import rex  # noqa: E402
+from tests.factories import rex  # noqa: E402
 
 SECRET = "bench-secret-0123456789"
 

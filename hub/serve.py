@@ -20,14 +20,17 @@ from typing import Protocol
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from adapters import webhook
+from adapters.hl7 import sender as hl7_sender
 from adapters.hl7.server import Hl7Door
-from adapters.outbound import delivery_worker
 from hub.api.app import Lifespan, create_app
 from hub.config import Settings
 from hub.context import Hub
 from hub.jobs import Jobs
 from hub.logs import setup_logging
 from hub.services import keys
+from hub.services.deliveries.kinds import Registry
+from hub.services.deliveries.worker import DeliveryWorker
 from worklist.server import DicomDoor
 
 log = logging.getLogger("hub.serve")
@@ -56,9 +59,20 @@ def edge_routers() -> list[APIRouter]:
     return []
 
 
-def build_app(hub: Hub, lifespan: Lifespan | None = None) -> FastAPI:
-    """The whole HTTP API: the core's routers plus the adapters'. Tests build it here too."""
-    return create_app(hub, lifespan=lifespan, edge_routers=edge_routers())
+def delivery_kinds() -> Registry:
+    """What the hub can send back to practice software; each kind is declared by its adapter."""
+    return Registry([webhook.KIND, hl7_sender.ORU, hl7_sender.ORM_STATUS])
+
+
+def build_app(hub: Hub, lifespan: Lifespan | None = None, kinds: Registry | None = None) -> FastAPI:
+    """The whole HTTP API: the core's routers plus the adapters'. Tests build it here too.
+
+    ``app.state.delivery_kinds`` is the one registry the sources API, the
+    deliveries API and the delivery worker all ask.
+    """
+    app = create_app(hub, lifespan=lifespan, edge_routers=edge_routers())
+    app.state.delivery_kinds = kinds if kinds is not None else delivery_kinds()
+    return app
 
 
 def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
@@ -92,11 +106,11 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[no-untyped-def]
+def make_lifespan(hub: Hub, doors: list[Door], http_port: int) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started: list[Door] = []
-        worker = None  # results deliveries to practice software (adapters/outbound.py)
+        worker = None  # results deliveries to practice software (hub/services/deliveries/)
         jobs = None  # timed work (hub/jobs.py): quiet-period completion, ...
         ports: dict[str, int | None] = {"http": http_port, "dicom": None, "hl7": None}
         try:
@@ -105,7 +119,7 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int):  # type: ignore[
                 started.append(door)
             jobs = Jobs(hub)
             jobs.start()
-            worker = delivery_worker(hub)
+            worker = DeliveryWorker(hub.db, hub.settings, app.state.delivery_kinds)
             worker.start()
             write_ports(hub.settings.data_dir, ports)
             app.state.ready = True

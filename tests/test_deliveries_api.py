@@ -6,7 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.context import Hub
-from hub.services import deliveries
+from hub.serve import delivery_kinds
+from hub.services.deliveries.dispatch import dispatch
 from tests.conftest import key_for
 from tests.factories import rex
 
@@ -104,9 +105,9 @@ def test_deliveries_list_filters_paginates_and_retries(client: TestClient, hub: 
         json=rex(source="other", placer_order_number="X", accession_number="AX"),
     )
     with hub.db.session() as s:
-        assert deliveries.dispatch(s, hub.settings.public_url) == 5
+        assert dispatch(s, hub.settings.public_url, delivery_kinds()) == 5
     with hub.db.session() as s:
-        assert deliveries.dispatch(s, hub.settings.public_url) == 0
+        assert dispatch(s, hub.settings.public_url, delivery_kinds()) == 0
 
     page = client.get("/api/v1/deliveries", params={"limit": 2}).json()
     assert len(page["items"]) == 2 and page["next_cursor"]

@@ -7,7 +7,7 @@ and silence; each delivery ends delivered or visibly failed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,11 +16,14 @@ from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 from sqlalchemy import update
 
-from adapters.outbound import senders
+from adapters.webhook import verify
 from hub.context import Hub
 from hub.models import Delivery, Instance, Series, Study, utcnow
+from hub.serve import delivery_kinds
 from hub.services import events
-from hub.services.deliveries import DeliveryWorker
+from hub.services.deliveries import dispatch as dispatch_module
+from hub.services.deliveries.policy import Policy
+from hub.services.deliveries.worker import DeliveryWorker
 from tests.delivery_receivers import MllpReceiver, WebhookReceiver
 from tests.factories import rex
 
@@ -41,16 +44,33 @@ def mllp() -> Iterator[MllpReceiver]:
     r.close()
 
 
-def worker(hub: Hub, **settings: object) -> DeliveryWorker:
-    values = {
-        "delivery_backoff_seconds": 5,
-        "delivery_backoff_max_seconds": 10,
-        "delivery_timeout_seconds": 0.5,
-        "delivery_max_attempts": 3,
-        **settings,
-    }
-    s = hub.settings.model_copy(update=values)
-    return DeliveryWorker(hub.db, s, senders(s.delivery_timeout_seconds))
+MakeWorker = Callable[..., DeliveryWorker]
+
+
+@pytest.fixture
+def worker(hub: Hub) -> Iterator[MakeWorker]:
+    """Makes workers with test-sized settings (``worker(delivery_max_attempts=5)``).
+
+    Tests drive them with ``run_once``; every worker made is stopped at
+    teardown, also when the test fails, so no send pool outlives its test.
+    """
+    made: list[DeliveryWorker] = []
+
+    def make(**settings: object) -> DeliveryWorker:
+        values = {
+            "delivery_backoff_seconds": 5,
+            "delivery_backoff_max_seconds": 10,
+            "delivery_timeout_seconds": 0.5,
+            "delivery_max_attempts": 3,
+            **settings,
+        }
+        w = DeliveryWorker(hub.db, hub.settings.model_copy(update=values), delivery_kinds())
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.stop()
 
 
 def drain(w: DeliveryWorker, hub: Hub) -> None:
@@ -76,7 +96,9 @@ def register(client: TestClient, **body: object) -> None:
     assert r.status_code in (200, 201), r.text
 
 
-def test_webhook_signed_and_shaped(client: TestClient, hub: Hub, receiver: WebhookReceiver) -> None:
+def test_webhook_signed_and_shaped(
+    client: TestClient, hub: Hub, worker: MakeWorker, receiver: WebhookReceiver
+) -> None:
     register(
         client,
         webhook_url=receiver.url,
@@ -86,7 +108,7 @@ def test_webhook_signed_and_shaped(client: TestClient, hub: Hub, receiver: Webho
     )
     order = client.post("/api/v1/orders", json=rex()).json()
     client.post(f"/api/v1/orders/{order['id']}/cancel")
-    w = worker(hub)
+    w = worker()
     assert w.run_once() == 2
     got = receiver.wait_for(2)
     assert [r.headers["x-vethub-event"] for r in got] == ["order.scheduled", "order.cancelled"]
@@ -106,15 +128,17 @@ def test_webhook_signed_and_shaped(client: TestClient, hub: Hub, receiver: Webho
         ("order.scheduled", "delivered", 1),
     ]
     # A forged body does not verify with the secret.
-    from adapters.webhook import verify
-
     assert not verify(SECRET, got[1].body + b" ", got[1].headers["x-vethub-signature"])
-    w.stop()
 
 
 @pytest.mark.parametrize("fault", ["500", "slow", "close", "down"])
 def test_receiver_fault_then_recovery(
-    client: TestClient, hub: Hub, receiver: WebhookReceiver, fault: str
+    client: TestClient,
+    hub: Hub,
+    worker: MakeWorker,
+    receiver: WebhookReceiver,
+    fault: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     url = receiver.url
     port = receiver.server.server_address[1]
@@ -129,7 +153,7 @@ def test_receiver_fault_then_recovery(
     )
     client.post("/api/v1/orders", json=rex())
     receiver.mode = fault
-    w = worker(hub, delivery_max_attempts=5)
+    w = worker(delivery_max_attempts=5)
     w.run_once()
     [d] = client.get("/api/v1/deliveries").json()["items"]
     assert d["status"] == "pending" and d["attempts"] == 1
@@ -137,17 +161,16 @@ def test_receiver_fault_then_recovery(
     if fault == "500":
         assert "HTTP 500" in d["last_error"]
     if fault == "down":
-        receiver = WebhookReceiver(SECRET, port=port)
+        receiver = WebhookReceiver(SECRET, port=port)  # back up, on the same port
+        request.addfinalizer(receiver.close)
     receiver.mode = "ok"
     drain(w, hub)
     assert statuses(client) == [("order.scheduled", "delivered", 2)]
     assert receiver.delivery_ids() == [d["delivery_id"]]
-    w.stop()
-    receiver.close()
 
 
 def test_gives_up_visibly_then_manual_retry(
-    client: TestClient, hub: Hub, receiver: WebhookReceiver
+    client: TestClient, hub: Hub, worker: MakeWorker, receiver: WebhookReceiver
 ) -> None:
     register(
         client,
@@ -158,7 +181,7 @@ def test_gives_up_visibly_then_manual_retry(
     )
     client.post("/api/v1/orders", json=rex())
     receiver.mode = "500"
-    w = worker(hub, delivery_max_attempts=3)
+    w = worker(delivery_max_attempts=3)
     drain(w, hub)
     [d] = client.get("/api/v1/deliveries", params={"status": "failed"}).json()["items"]
     assert d["attempts"] == 3 and "HTTP 500" in d["last_error"]
@@ -168,11 +191,10 @@ def test_gives_up_visibly_then_manual_retry(
     w.run_once()
     assert statuses(client) == [("order.scheduled", "delivered", 1)]
     assert receiver.delivery_ids() == [d["delivery_id"]]
-    w.stop()
 
 
 def test_later_delivery_waits_for_earlier_one_of_same_order(
-    client: TestClient, hub: Hub, receiver: WebhookReceiver
+    client: TestClient, hub: Hub, worker: MakeWorker, receiver: WebhookReceiver
 ) -> None:
     register(
         client,
@@ -192,7 +214,7 @@ def test_later_delivery_waits_for_earlier_one_of_same_order(
     )
     client.post(f"/api/v1/orders/{order['id']}/cancel")
     receiver.mode = "500"
-    w = worker(hub, delivery_max_attempts=10)
+    w = worker(delivery_max_attempts=10)
     w.run_once()
     # Only the first delivery of each order was tried; the later ones wait behind it.
     assert receiver.attempts == 2
@@ -202,7 +224,6 @@ def test_later_delivery_waits_for_earlier_one_of_same_order(
     mine = [d["event"] for d in got if d["order"]["id"] == order["id"]]
     assert mine == ["order.scheduled", "order.updated", "order.cancelled"]
     assert [d["event"] for d in got if d["order"]["id"] == other["id"]] == ["order.scheduled"]
-    w.stop()
 
 
 def _store_study(hub: Hub, order: dict) -> str:
@@ -240,7 +261,7 @@ def _store_study(hub: Hub, order: dict) -> str:
 
 
 def test_study_received_webhook_and_hl7(
-    client: TestClient, hub: Hub, receiver: WebhookReceiver, mllp: MllpReceiver
+    client: TestClient, hub: Hub, worker: MakeWorker, receiver: WebhookReceiver, mllp: MllpReceiver
 ) -> None:
     register(
         client,
@@ -252,7 +273,7 @@ def test_study_received_webhook_and_hl7(
     )
     order = client.post("/api/v1/orders", json=rex()).json()
     uid = _store_study(hub, order)
-    w = worker(hub)
+    w = worker()
     w.run_once()
     [hook] = receiver.wait_for(1)
     doc = json.loads(hook.body)
@@ -288,12 +309,11 @@ def test_study_received_webhook_and_hl7(
     assert orc[1] == "SC" and orc[5] == "CM"
     final_oru = [m for m in msgs if "ORU^R01" in m][-1]
     assert "|F" in final_oru.split("\r")[3]
-    w.stop()
 
 
 @pytest.mark.parametrize("mode", ["AE", "silent"])
 def test_hl7_negative_ack_or_silence_retries(
-    client: TestClient, hub: Hub, mllp: MllpReceiver, mode: str
+    client: TestClient, hub: Hub, worker: MakeWorker, mllp: MllpReceiver, mode: str
 ) -> None:
     register(
         client,
@@ -305,7 +325,7 @@ def test_hl7_negative_ack_or_silence_retries(
     order = client.post("/api/v1/orders", json=rex()).json()
     client.post(f"/api/v1/orders/{order['id']}/cancel")
     mllp.mode = mode
-    w = worker(hub, delivery_timeout_seconds=0.3)
+    w = worker(delivery_timeout_seconds=0.3)
     w.run_once()
     [d] = client.get("/api/v1/deliveries").json()["items"]
     assert d["status"] == "pending" and d["attempts"] == 1
@@ -317,12 +337,9 @@ def test_hl7_negative_ack_or_silence_retries(
     mllp.mode = "AA"
     drain(w, hub)
     assert statuses(client) == [("order.cancelled", "delivered", 2)]
-    w.stop()
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
-    from hub.services.deliveries import Policy
-
     p = Policy(backoff_seconds=5, backoff_max_seconds=900)
     for attempt, full in [(1, 5), (2, 10), (5, 80), (9, 900), (30, 900)]:
         delays = {p.backoff(attempt).total_seconds() for _ in range(50)}
@@ -332,10 +349,12 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
 
 
 def test_an_event_that_cannot_be_rendered_does_not_stop_the_others(
-    client: TestClient, hub: Hub, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    hub: Hub,
+    worker: MakeWorker,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hub.services import deliveries
-
     register(
         client,
         webhook_url=receiver.url,
@@ -347,20 +366,19 @@ def test_an_event_that_cannot_be_rendered_does_not_stop_the_others(
     good = client.post(
         "/api/v1/orders", json=rex(placer_order_number="O2", accession_number="A2")
     ).json()
-    real = deliveries.document
+    real = dispatch_module.document
 
     def document(ev, order, *args, **kwargs):  # type: ignore[no-untyped-def]
         if order.id == bad["id"]:
             raise ValueError("cannot render")
         return real(ev, order, *args, **kwargs)
 
-    monkeypatch.setattr(deliveries, "document", document)
-    w = worker(hub)
+    monkeypatch.setattr(dispatch_module, "document", document)
+    w = worker()
     w.run_once()
     got = [json.loads(r.body)["order"]["id"] for r in receiver.wait_for(1)]
     assert got == [good["id"]]
-    monkeypatch.setattr(deliveries, "document", real)
+    monkeypatch.setattr(dispatch_module, "document", real)
     w.run_once()  # once it can be rendered, it goes out: nothing was lost
     got = [json.loads(r.body)["order"]["id"] for r in receiver.wait_for(2)]
     assert got == [good["id"], bad["id"]]
-    w.stop()

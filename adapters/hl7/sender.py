@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 from adapters.hl7 import results
 from adapters.hl7.mllp import Broken, FrameDecoder, frame
 from adapters.hl7.parse import ParseError, parse
-from hub.models.deliveries import ResultKind
-from hub.services.deliveries import Claim, DeliveryError, Target
+from hub.services.deliveries.kinds import Claim, DeliveryError, DeliveryKind, Target
 
 ACCEPTED = ("AA", "CA")
 
-
-def render(claim: Claim, target: Target) -> str:
-    if claim.kind == ResultKind.HL7_ORU:
-        return results.oru(claim.payload, target.name)
-    return results.orm_status(claim.payload, target.name)
+# (delivery document, receiving application) -> ER7 text; see adapters/hl7/results.py
+Render = Callable[[dict[str, Any], str], str]
 
 
 def exchange(host: str, port: int, message: bytes, timeout: float) -> bytes:
@@ -75,14 +73,49 @@ def check_ack(raw: bytes, control_id: str) -> None:
 
 
 class Hl7Sender:
-    """Sends ORU^R01 and ORM^O01 status messages to the source's HL7 host and port."""
+    """Sends the message ``render`` makes of a delivery to the source's HL7 host and port."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, render: Render, timeout: float = 10.0) -> None:
+        self.render = render
         self.timeout = timeout
 
     def __call__(self, target: Target, claim: Claim) -> None:
         if not target.hl7_host or not target.hl7_port:
             raise DeliveryError(f"source {target.name!r} has no HL7 host and port")
-        text = render(claim, target)
+        text = self.render(claim.payload, target.name)
         raw = exchange(target.hl7_host, target.hl7_port, text.encode("utf-8"), self.timeout)
         check_ack(raw, results.control_id(claim.uuid))
+
+
+def _sender(render: Render) -> Callable[[float], Hl7Sender]:
+    def make(timeout: float) -> Hl7Sender:
+        return Hl7Sender(render, timeout)
+
+    return make
+
+
+REACH = ("hl7_host", "hl7_port")
+
+# A result with the study link: only when there is a study to link to.
+ORU = DeliveryKind(
+    name="hl7-oru",
+    events=frozenset({"study.received", "study.reconciled", "order.completed"}),
+    sender=_sender(results.oru),
+    needs_study=True,
+    requires=REACH,
+)
+# Order status back to the placer (ORC-1 SC, ORC-5 = the new status).
+ORM_STATUS = DeliveryKind(
+    name="hl7-orm-status",
+    events=frozenset(
+        {
+            "order.scheduled",
+            "order.in_progress",
+            "order.completed",
+            "order.cancelled",
+            "order.discontinued",
+        }
+    ),
+    sender=_sender(results.orm_status),
+    requires=REACH,
+)

@@ -9,13 +9,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from hub.api.auth import Caller, require
+from hub.errors import Invalid
 from hub.schemas import Page
-from hub.services import deliveries
+from hub.services.deliveries import review
+from hub.services.deliveries.kinds import Registry
 from hub.services.paging import MAX_LIMIT
 
 router = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
 READ = require("integration")
 RETRY = require("integration")
+
+
+def delivery_kinds(request: Request) -> Registry:
+    """The registry the composition root built (hub/serve.py ``build_app``)."""
+    kinds: Registry = request.app.state.delivery_kinds
+    return kinds
 
 
 class DeliveryOut(BaseModel):
@@ -42,26 +50,29 @@ def list_deliveries(
     source: str | None = None,
     status: Literal["pending", "delivered", "failed"] | None = None,
     order_id: int | None = None,
-    kind: Literal["webhook", "hl7-oru", "hl7-orm-status"] | None = None,
+    kind: str | None = Query(None, max_length=16, description="a delivery kind, e.g. webhook"),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     cursor: str | None = None,
     who: Caller = Depends(READ),
 ) -> Page[DeliveryOut]:
-    flt = deliveries.DeliveryFilter(source=source, status=status, order_id=order_id, kind=kind)
+    kinds = delivery_kinds(request)
+    if kind is not None and kind not in kinds:
+        raise Invalid.one("kind", f"unknown delivery kind {kind!r}; use {', '.join(kinds.names())}")
+    flt = review.DeliveryFilter(source=source, status=status, order_id=order_id, kind=kind)
     with request.app.state.hub.db.read_session() as s:
-        rows, nxt = deliveries.find(s, flt, limit=limit, cursor=cursor)
-        items = [DeliveryOut(**deliveries.to_out(r)) for r in rows]
+        rows, nxt = review.find(s, flt, limit=limit, cursor=cursor)
+        items = [DeliveryOut(**review.to_out(r)) for r in rows]
     return Page[DeliveryOut](items=items, next_cursor=nxt)
 
 
 @router.get("/{delivery_id}", response_model=DeliveryOut)
 def get_delivery(delivery_id: int, request: Request, who: Caller = Depends(READ)) -> DeliveryOut:
     with request.app.state.hub.db.read_session() as s:
-        return DeliveryOut(**deliveries.to_out(deliveries.get(s, delivery_id)))
+        return DeliveryOut(**review.to_out(review.get(s, delivery_id)))
 
 
 @router.post("/{delivery_id}/retry", response_model=DeliveryOut)
 def retry_delivery(delivery_id: int, request: Request, who: Caller = Depends(RETRY)) -> DeliveryOut:
     """Send again now under the same ``X-Vethub-Delivery`` id, with fresh attempts."""
     with request.app.state.hub.db.session() as s:
-        return DeliveryOut(**deliveries.to_out(deliveries.retry(s, delivery_id, who.actor)))
+        return DeliveryOut(**review.to_out(review.retry(s, delivery_id, who.actor)))

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.auth import Caller, require
+from hub.api.deliveries import delivery_kinds
 from hub.schemas import Page
 from hub.services import events, sources
 
 router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
 ADMIN = require()
 READ = require("integration")
-
-ResultName = Literal["webhook", "hl7-oru", "hl7-orm-status"]
 
 
 class SourceIn(BaseModel):
@@ -31,7 +29,10 @@ class SourceIn(BaseModel):
     )
     hl7_host: str | None = Field(None, max_length=255)
     hl7_port: int | None = Field(None, ge=1, le=65535)
-    results: list[ResultName] = Field(default_factory=list)
+    results: list[str] = Field(
+        default_factory=list,
+        description="delivery kinds this system wants, e.g. webhook, hl7-oru, hl7-orm-status",
+    )
     events: list[sources.EventName] = Field(
         default_factory=lambda: list(sources.DEFAULT_EVENTS),
         description="which events cause deliveries; default: study received, order "
@@ -72,7 +73,7 @@ def put_source(
     hub = request.app.state.hub
     profiles = sources.hl7_profiles(hub.mappings.root)
     with hub.db.session() as s:
-        row, created = sources.put(s, name, new, profiles)
+        row, created = sources.put(s, name, new, delivery_kinds(request), profiles)
         out = SourceOut(**sources.public(row))
         shown = body.model_dump(exclude={"webhook_secret"})
         events.audit(s, who.actor, "source.put", "source", name, shown)

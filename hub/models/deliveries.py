@@ -1,9 +1,12 @@
 """Practice systems (sources) and the deliveries queued for them.
 
 A delivery is one message to one destination (a webhook, an HL7 ORU, an HL7
-ORM status) caused by one outbox event. Its ``payload`` is a snapshot of the
-order and study taken when the event was dispatched, so every retry sends
-the same content under the same ``uuid`` (the receiver's idempotency key).
+ORM status, ...) caused by one outbox event. Its ``payload`` is a snapshot
+of the order and study taken when the event was dispatched, so every retry
+sends the same content under the same ``uuid`` (the receiver's idempotency
+key). Its ``kind`` names a delivery kind registered at start-up
+(hub/services/deliveries/kinds.py); the table does not constrain it, so a
+new kind needs no migration.
 """
 
 from __future__ import annotations
@@ -15,14 +18,6 @@ from sqlalchemy import JSON, Column, DateTime, Index
 from sqlmodel import Field, SQLModel
 
 from hub.models.core import _ts
-
-
-class ResultKind:
-    WEBHOOK = "webhook"
-    HL7_ORU = "hl7-oru"
-    HL7_ORM_STATUS = "hl7-orm-status"
-
-    ALL = (WEBHOOK, HL7_ORU, HL7_ORM_STATUS)
 
 
 class DeliveryStatus:
@@ -63,7 +58,7 @@ class Delivery(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     uuid: str = Field(max_length=36, unique=True)  # X-Vethub-Delivery
     source: str = Field(max_length=64)
-    kind: str = Field(max_length=16)  # ResultKind
+    kind: str = Field(max_length=16)  # a registered delivery kind (kinds.MAX_NAME)
     event_kind: str = Field(max_length=48)
     outbox_event_id: int = Field(index=True)
     order_id: int | None = Field(default=None, index=True)

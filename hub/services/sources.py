@@ -3,16 +3,18 @@
 A source's name is the ``source`` that its orders carry, so an event about an
 order is delivered to the system that placed it. Bad settings (an unusable
 URL, a weak secret, a result kind we cannot send) are refused here, at
-registration, rather than discovered on the first delivery.
+registration, rather than discovered on the first delivery. Which result
+kinds exist, and which settings each needs, the delivery kinds registry
+says (hub/services/deliveries/kinds.py); this module checks the fields.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -21,7 +23,9 @@ from sqlalchemy.orm import Session
 from hub.errors import FieldError, Invalid, NotFound
 from hub.mappings import default_mappings_dir
 from hub.models import Source, utcnow
-from hub.models.deliveries import ResultKind
+
+if TYPE_CHECKING:
+    from hub.services.deliveries.kinds import Registry
 
 # The outbox kinds a source may subscribe to (hub/services/orders.py, studies).
 EventName = Literal[
@@ -37,29 +41,13 @@ EventName = Literal[
 ]
 EVENTS: tuple[str, ...] = get_args(EventName)
 # "study received, order completed, order cancelled, reconciliation changed".
-DEFAULT_EVENTS = (
+DEFAULT_EVENTS: tuple[EventName, ...] = (
     "study.received",
     "order.completed",
     "order.cancelled",
     "study.reconciled",
     "study.detached",
 )
-# Which events each result kind can express at all.
-KIND_EVENTS: dict[str, frozenset[str]] = {
-    ResultKind.WEBHOOK: frozenset(EVENTS),
-    # A result with the study link: only when there is a study to link to.
-    ResultKind.HL7_ORU: frozenset({"study.received", "study.reconciled", "order.completed"}),
-    # Order status back to the placer (ORC-1 SC, ORC-5 = the new status).
-    ResultKind.HL7_ORM_STATUS: frozenset(
-        {
-            "order.scheduled",
-            "order.in_progress",
-            "order.completed",
-            "order.cancelled",
-            "order.discontinued",
-        }
-    ),
-}
 MIN_SECRET = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOSTNAME = re.compile(
@@ -123,6 +111,7 @@ def check_secret(secret: str) -> str | None:
 def validate(
     name: str,
     new: SourceSettings,
+    kinds: Registry,
     stored_secret: str | None = None,
     profiles: frozenset[str] | None = None,
 ) -> None:
@@ -139,13 +128,6 @@ def validate(
         errors.append(
             FieldError("name", "must be 1-64 letters, digits, '.', '_' or '-', starting alnum")
         )
-    for kind in new.results:
-        if kind not in ResultKind.ALL:
-            errors.append(
-                FieldError(
-                    "results", f"unknown result kind {kind!r}; use {', '.join(ResultKind.ALL)}"
-                )
-            )
     for ev in new.events:
         if ev not in EVENTS:
             errors.append(FieldError("events", f"unknown event {ev!r}; use {', '.join(EVENTS)}"))
@@ -157,30 +139,26 @@ def validate(
         why = check_secret(new.webhook_secret)
         if why:
             errors.append(FieldError("webhook_secret", why))
-    if ResultKind.WEBHOOK in new.results:
-        if not new.webhook_url:
-            errors.append(FieldError("webhook_url", "is required for the 'webhook' result"))
-        if not (new.webhook_secret or stored_secret):
-            errors.append(FieldError("webhook_secret", "is required for the 'webhook' result"))
     if new.hl7_host is not None and not _host_ok(new.hl7_host):
         errors.append(FieldError("hl7_host", "is not a valid host name or address"))
     if new.hl7_port is not None and not 1 <= new.hl7_port <= 65535:
         errors.append(FieldError("hl7_port", "must be between 1 and 65535"))
-    if any(k.startswith("hl7-") for k in new.results):
-        if not new.hl7_host:
-            errors.append(FieldError("hl7_host", "is required for HL7 results"))
-        if not new.hl7_port:
-            errors.append(FieldError("hl7_port", "is required for HL7 results"))
+    # The kinds judge the settings as they will be stored: a kept secret counts.
+    errors.extend(kinds.check(replace(new, webhook_secret=new.webhook_secret or stored_secret)))
     if errors:
         raise Invalid(errors)
 
 
 def put(
-    session: Session, name: str, new: SourceSettings, profiles: frozenset[str] | None = None
+    session: Session,
+    name: str,
+    new: SourceSettings,
+    kinds: Registry,
+    profiles: frozenset[str] | None = None,
 ) -> tuple[Source, bool]:
     """Create or replace a source. Omitting the secret keeps the stored one."""
     row = session.get(Source, name)
-    validate(name, new, row.webhook_secret if row else None, profiles)
+    validate(name, new, kinds, row.webhook_secret if row else None, profiles)
     created = row is None
     if row is None:
         row = Source(name=name)
@@ -227,13 +205,6 @@ def public(row: Source) -> dict[str, Any]:
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
-
-
-def subscriptions(row: Source, event_kind: str) -> list[str]:
-    """The result kinds of ``row`` that want ``event_kind``."""
-    if event_kind not in (row.events or []):
-        return []
-    return [k for k in row.results or [] if event_kind in KIND_EVENTS.get(k, frozenset())]
 
 
 def hl7_profiles(mappings_root: Path) -> frozenset[str]:

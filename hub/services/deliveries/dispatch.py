@@ -1,0 +1,153 @@
+"""Step 1: undispatched outbox events become deliveries, one per subscribed kind.
+
+Each kind declares the events it can express and whether it needs a study
+(kinds.py); the source says which kinds and events it wants. An event nobody
+wants is marked dispatched without loading its order.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from hub.models import Delivery, Order, OutboxEvent, Source, utcnow
+from hub.models.studies import Study
+from hub.services.deliveries.document import document
+from hub.services.deliveries.kinds import Registry
+
+log = logging.getLogger("hub.deliveries")
+
+
+def dispatch(session: Session, public_url: str, kinds: Registry, limit: int = 200) -> int:
+    """Turn up to ``limit`` undispatched outbox events into deliveries; returns how many."""
+    rows = list(
+        session.scalars(
+            select(OutboxEvent)
+            .where(col(OutboxEvent.dispatched_at).is_(None))
+            .order_by(col(OutboxEvent.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not rows:
+        return 0
+    # Most events interest no practice system (no source registered, or not
+    # subscribed to that kind): settle those from (order id, source) pairs alone
+    # and load whole orders only for events that make a delivery.
+    order_ids = {ev.order_id for ev in rows if ev.order_id is not None}
+    source_of: dict[int, str] = {}
+    known: dict[str, Source | None] = {}
+    if order_ids:
+        pairs = session.execute(
+            select(col(Order.id), col(Order.source)).where(col(Order.id).in_(order_ids))
+        )
+        source_of = {order_id: source for order_id, source in pairs if order_id is not None}
+        names = set(source_of.values())
+        known = dict.fromkeys(names)
+        known.update(
+            {s.name: s for s in session.scalars(select(Source).where(col(Source.name).in_(names)))}
+        )
+
+    def wanted(ev: OutboxEvent) -> bool:
+        if ev.order_id is None:
+            return False
+        src = known.get(source_of.get(ev.order_id, ""))
+        return src is not None and bool(kinds.subscribed(src, ev.kind))
+
+    done: list[int] = []
+    todo: list[OutboxEvent] = []
+    for ev in rows:
+        assert ev.id is not None  # read from the table
+        if wanted(ev):
+            todo.append(ev)
+        else:
+            done.append(ev.id)
+    with_study: set[int] = set()
+    if todo:
+        ids = {ev.order_id for ev in todo}
+        list(session.scalars(select(Order).where(col(Order.id).in_(ids))))  # into the identity map
+        with_study = {
+            order_id
+            for order_id in session.scalars(
+                select(col(Study.order_id)).where(col(Study.order_id).in_(ids))
+            )
+            if order_id is not None
+        }
+    for ev in todo:
+        assert ev.id is not None
+        try:
+            made = deliveries_for(session, ev, public_url, kinds, known, with_study)
+        except Exception:
+            # Leave it undispatched (it blocks only its own order's later deliveries)
+            # rather than let one bad event stop every delivery.
+            log.exception("cannot make deliveries for event", extra={"event_id": ev.id})
+            continue
+        session.add_all(made)
+        done.append(ev.id)
+    session.execute(
+        update(OutboxEvent).where(col(OutboxEvent.id).in_(done)).values(dispatched_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
+    session.flush()
+    return len(done)
+
+
+def deliveries_for(
+    session: Session,
+    ev: OutboxEvent,
+    public_url: str,
+    kinds: Registry,
+    known: dict[str, Source | None] | None = None,
+    with_study: set[int] | None = None,
+) -> list[Delivery]:
+    """The deliveries one event causes (none when its order's source wants nothing)."""
+    known = {} if known is None else known
+    order = session.get(Order, ev.order_id) if ev.order_id is not None else None
+    if order is None or ev.id is None:
+        return []  # e.g. a study nobody ordered: there is no practice system to tell
+    if order.source not in known:
+        known[order.source] = session.get(Source, order.source)
+    src = known[order.source]
+    if src is None:
+        return []
+    wanted = kinds.subscribed(src, ev.kind)
+    if not wanted:
+        return []
+    may_have_study = with_study is None or order.id in with_study or ev.study_instance_uid
+    study = _study_for(session, ev, order) if may_have_study else None
+    out = []
+    for kind in wanted:
+        if kind.needs_study and study is None:
+            continue  # e.g. a result message without a study has nothing to point at
+        delivery_id = str(uuid.uuid4())
+        doc = document(ev, order, study, public_url, src.name, delivery_id, session)
+        out.append(
+            Delivery(
+                uuid=delivery_id,
+                source=src.name,
+                kind=kind.name,
+                event_kind=ev.kind,
+                outbox_event_id=ev.id,
+                order_id=order.id,
+                study_instance_uid=study.study_instance_uid if study else ev.study_instance_uid,
+                payload=doc,
+                next_attempt_at=utcnow(),
+            )
+        )
+    return out
+
+
+def _study_for(session: Session, ev: OutboxEvent, order: Order) -> Study | None:
+    if ev.study_instance_uid:
+        found = session.scalar(
+            select(Study).where(col(Study.study_instance_uid) == ev.study_instance_uid)
+        )
+        if found is not None or ev.kind.startswith("study."):
+            return found
+    return session.scalar(
+        select(Study).where(col(Study.order_id) == order.id).order_by(col(Study.id).desc()).limit(1)
+    )
