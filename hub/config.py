@@ -1,4 +1,4 @@
-"""Settings, read from ``VETHUB_*`` environment variables (interface.md)."""
+"""Settings, read from ``VETHUB_*`` environment variables (docs/interface.md)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # Studies: an in-progress order is completed when its images stopped
     # arriving this many minutes ago (most clinic devices send no MPPS); 0 = off.
     study_quiet_minutes: float = Field(30, ge=0)
-    # Match rule 3 of interface.md (PatientID + animal name + modality + day).
+    # Match rule 3 of docs/interface.md (PatientID + animal name + modality + day).
     match_patient_day: bool = True
 
     # Results deliveries (hub/services/deliveries.py): the worker polls every

@@ -608,7 +608,7 @@ def study_uid_for(order: dict) -> str:
 def order_to_mwl(order: dict) -> Dataset:
     """Build the worklist item (a pydicom Dataset) for one order.
 
-    It follows interface.md's list of veterinary attributes and carries
+    It follows docs/interface.md's list of veterinary attributes and carries
     every return key of type 1 that DCMTK's wlmscpfs checks for (its
     'file reject' rule), so the same files work for wlmscpfs and Orthanc.
     """

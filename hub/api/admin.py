@@ -69,7 +69,7 @@ def revoke_key(key_id: int, request: Request, who: Caller = Depends(ADMIN)) -> R
 
 
 class ModalityIn(BaseModel):
-    """A device as the clinic's IT person registers it (interface.md)."""
+    """A device as the clinic's IT person registers it (docs/interface.md)."""
 
     model_config = ConfigDict(extra="forbid")
     site: str | None = Field(None, max_length=64)

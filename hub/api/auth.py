@@ -1,4 +1,4 @@
-"""Bearer-key authentication and role checks (interface.md "Authentication")."""
+"""Bearer-key authentication and role checks (docs/interface.md "Authentication")."""
 
 from __future__ import annotations
 

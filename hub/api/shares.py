@@ -1,4 +1,4 @@
-"""REST share links for a study (interface.md "Links")."""
+"""REST share links for a study (docs/interface.md "Links")."""
 
 from __future__ import annotations
 
