@@ -1,4 +1,4 @@
-"""Request and response shapes of the REST API (interface.md "Orders").
+"""Request and response shapes of the REST API (docs/interface.md "Orders").
 
 These are the contract; ``hub/services/orders.py`` converts them to and from
 the ``Order`` table. Limits follow the DICOM VRs the values end up in, so a
@@ -44,25 +44,19 @@ def _no_backslash(v: str) -> str:
     return v
 
 
-def _text(max_len: int) -> Any:
-    return Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_len),
-        AfterValidator(_no_control),
-        AfterValidator(_no_backslash),
-    ]
-
-
-def _name(max_len: int = 64) -> Any:
-    return Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_len),
-        AfterValidator(_no_control),
-        AfterValidator(_no_pn_delimiters),
-    ]
-
-
-Id64 = _text(64)
+# Free text and identifiers (DICOM LO, 64 characters) and names (a PN component).
+Text64 = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_no_control),
+    AfterValidator(_no_backslash),
+]
+Name64 = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_no_control),
+    AfterValidator(_no_pn_delimiters),
+]
 Sh16 = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=16),
@@ -84,6 +78,22 @@ def _modality(v: str) -> str:
 
 
 ModalityCode = Annotated[str, AfterValidator(_modality)]
+
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def _dicom_uid(v: str) -> str:
+    """PS3.5 9.1: digits in dot-separated components, no leading zeros, at most 64 characters."""
+    if len(v) > 64:
+        raise ValueError("is not a DICOM UID: longer than 64 characters")
+    if not _UID.fullmatch(v):
+        raise ValueError(
+            "is not a DICOM UID: only digits and dots, components without leading zeros"
+        )
+    return v
+
+
+DicomUid = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_dicom_uid)]
 Sex = Literal["male", "female", "unknown"]
 Priority = Literal["routine", "stat"]
 
@@ -93,10 +103,10 @@ class _In(BaseModel):
 
 
 class PatientIn(_In):
-    id: Id64
-    name: _name()  # type: ignore[valid-type]
-    species: _text(64) | None = None  # type: ignore[valid-type]
-    breed: _text(64) | None = None  # type: ignore[valid-type]
+    id: Text64
+    name: Name64
+    species: Text64 | None = None
+    breed: Text64 | None = None
     sex: Sex | None = None
     neutered: bool | None = None
     birth_date: date | None = None
@@ -104,29 +114,33 @@ class PatientIn(_In):
 
 
 class OwnerIn(_In):
-    id: _text(64) | None = None  # type: ignore[valid-type]
-    last_name: _name() | None = None  # type: ignore[valid-type]
-    first_name: _name() | None = None  # type: ignore[valid-type]
-    organization: _name() | None = None  # type: ignore[valid-type]
+    id: Text64 | None = None
+    last_name: Name64 | None = None
+    first_name: Name64 | None = None
+    organization: Name64 | None = None
 
 
 class ProcedureIn(_In):
-    code: _text(64) | None = None  # type: ignore[valid-type]
-    description: _text(64) | None = None  # type: ignore[valid-type]
+    code: Text64 | None = None
+    description: Text64 | None = None
 
 
 class OrderIn(_In):
-    source: _text(64) = "default"  # type: ignore[valid-type]
-    placer_order_number: Id64
+    source: Text64 = "default"
+    placer_order_number: Text64
     accession_number: Sh16 | None = None
+    # The sender's own identifiers (an RIS's IPC-3/IPC-2/IPC-4); generated when absent.
+    study_instance_uid: DicomUid | None = None
+    requested_procedure_id: Sh16 | None = None
+    scheduled_step_id: Sh16 | None = None
     patient: PatientIn
     owner: OwnerIn = Field(default_factory=OwnerIn)
     procedure: ProcedureIn = Field(default_factory=ProcedureIn)
     modality: ModalityCode | None = None
     station_ae_title: AeTitle | None = None
     scheduled_start: datetime | None = None
-    referring_vet: _name() | None = None  # type: ignore[valid-type]
-    site: _text(64) | None = None  # type: ignore[valid-type]
+    referring_vet: Name64 | None = None
+    site: Text64 | None = None
     priority: Priority = "routine"
     notes: Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_nul)] | None = None
 
@@ -189,7 +203,7 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-# -- studies (interface.md "Studies and reconciliation") ----------------------
+# -- studies (docs/interface.md "Studies and reconciliation") ----------------------
 
 
 class ReconcileIn(_In):

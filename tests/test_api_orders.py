@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
+from hub.context import Hub
+from hub.schemas import OrderIn
+from hub.services.orders import request_hash
 from tests.conftest import key_for
 from tests.factories import REX, rex
 
@@ -15,7 +19,7 @@ def test_create_returns_stored_order(client: TestClient) -> None:
     assert out["id"] > 0
     assert out["status"] == "scheduled"
     assert out["accession_number"] == "A1001"
-    assert out["study_instance_uid"].count(".") > 3
+    assert out["study_instance_uid"].startswith("2.25.")  # minted by the hub (hub/uids.py)
     assert out["patient"]["species_code"] == "448771007"
     assert out["owner"]["last_name"] == "Smith"
     assert out["scheduled_start"] == "2026-11-27T14:30:00"
@@ -185,12 +189,93 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert "vethub_http_requests_total" in body
 
 
-def test_values_the_database_cannot_hold_are_422(client: TestClient) -> None:
-    # PostgreSQL text cannot hold NUL and its integers stop at 2**31: client input, not a 500.
+def test_values_the_database_cannot_hold_are_422(hub: Hub, client: TestClient) -> None:
+    # PostgreSQL text cannot hold NUL and its integers stop at 2**31 - 1: it refuses the
+    # query, which is the client's input, so a 422 and never a 500. SQLite holds both:
+    # the search simply finds nothing (200, no items) and the id no order (404).
+    on_postgresql = hub.db.engine.dialect.name == "postgresql"
     r = client.get("/api/v1/orders", params={"modality": "\x00"})
-    assert r.status_code in (200, 422)
-    assert client.get("/api/v1/orders", params={"patient_id": "a\x00b"}).status_code in (200, 422)
-    assert client.get(f"/api/v1/orders/{2**40}").status_code in (404, 422)
+    assert r.status_code == (422 if on_postgresql else 200), r.text
+    if not on_postgresql:
+        assert r.json()["items"] == []
+    r = client.get("/api/v1/orders", params={"patient_id": "a\x00b"})
+    assert r.status_code == (422 if on_postgresql else 200), r.text
+    r = client.get(f"/api/v1/orders/{2**40}")
+    assert r.status_code == (422 if on_postgresql else 404), r.text
     r = client.post("/api/v1/orders", json=rex(notes="before\x00after"))
     assert r.status_code == 422 and "notes" in r.json()["detail"]
     assert client.post("/api/v1/orders", json=rex(notes="line one\nline two")).status_code == 201
+
+
+# -- the sender's own identifiers (interface.md "HL7 identifiers from the sender") ---
+
+RIS_UID = "1.2.826.0.1.3680043.10.543.1001"
+
+
+def test_order_keeps_the_senders_study_uid(client: TestClient) -> None:
+    r = client.post("/api/v1/orders", json=rex(study_instance_uid=RIS_UID))
+    assert r.status_code == 201, r.text
+    assert r.json()["study_instance_uid"] == RIS_UID
+    again = client.post("/api/v1/orders", json=rex(study_instance_uid=RIS_UID))
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"]
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "1.2.03.4",  # a component with a leading zero
+        "1.2.abc",  # not digits
+        "1..2",  # an empty component
+        "1.2.",  # ends with a dot
+        "1." + "2" * 63,  # 65 characters
+        "",
+    ],
+)
+def test_malformed_study_uid_is_422_naming_the_field(client: TestClient, uid: str) -> None:
+    r = client.post("/api/v1/orders", json=rex(study_instance_uid=uid))
+    assert r.status_code == 422, r.text
+    assert "study_instance_uid" in r.json()["detail"]
+
+
+def test_study_uid_of_another_order_is_409(client: TestClient) -> None:
+    first = client.post("/api/v1/orders", json=rex(study_instance_uid=RIS_UID))
+    assert first.status_code == 201
+    other = rex(placer_order_number="ORD-2", accession_number="A2", study_instance_uid=RIS_UID)
+    r = client.post("/api/v1/orders", json=other)
+    assert r.status_code == 409, r.text
+    assert r.json()["field"] == "study_instance_uid" and RIS_UID in r.json()["detail"]
+    second = client.post(
+        "/api/v1/orders", json=rex(placer_order_number="ORD-2", accession_number="A2")
+    )
+    oid = second.json()["id"]
+    r = client.patch(f"/api/v1/orders/{oid}", json={"study_instance_uid": RIS_UID})
+    assert r.status_code == 409 and r.json()["field"] == "study_instance_uid"
+
+
+def test_patch_changes_the_study_uid_but_cannot_remove_it(client: TestClient) -> None:
+    oid = client.post("/api/v1/orders", json=REX).json()["id"]
+    r = client.patch(f"/api/v1/orders/{oid}", json={"study_instance_uid": RIS_UID})
+    assert r.status_code == 200, r.text
+    assert r.json()["study_instance_uid"] == RIS_UID and r.json()["accession_number"] == "A1001"
+    r = client.patch(f"/api/v1/orders/{oid}", json={"study_instance_uid": None})
+    assert r.status_code == 422 and "study_instance_uid" in r.json()["detail"]
+    assert (
+        client.patch(f"/api/v1/orders/{oid}", json={"study_instance_uid": "1.02"}).status_code
+        == 422
+    )
+
+
+def test_requested_procedure_and_step_ids_default_to_the_accession(client: TestClient) -> None:
+    out = client.post("/api/v1/orders", json=REX).json()
+    assert out["requested_procedure_id"] == out["scheduled_step_id"] == "A1001"
+    given = rex(placer_order_number="O2", accession_number="A2", requested_procedure_id="RP2")
+    out = client.post("/api/v1/orders", json=given).json()
+    assert (out["requested_procedure_id"], out["scheduled_step_id"]) == ("RP2", "A2")
+
+
+def test_request_hash_of_orders_without_sender_ids_is_unchanged() -> None:
+    # The digest an order stored before study_instance_uid & co. existed carries
+    # (computed with that version's OrderIn): its identical resend must still be a 200.
+    digest = request_hash(OrderIn.model_validate(REX))
+    assert digest == "900e79bcc096399c934d451e1b8511ec5308ab7e56803b2952dd22c7f132643a"
+    assert request_hash(OrderIn.model_validate(rex(study_instance_uid=RIS_UID))) != digest

@@ -1,4 +1,4 @@
-"""REST orders: the JSON of interface.md in, ``hub.services.orders`` underneath."""
+"""REST orders: the JSON of docs/interface.md in, ``hub.services.orders`` underneath."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from hub.api.auth import Caller, require
+from hub.context import Hub
 from hub.schemas import OrderIn, OrderOut, Page
 from hub.services import orders, paging
 
@@ -19,7 +20,7 @@ READ = require("integration", "frontdesk", "vet", "tech")
 
 @router.post("", status_code=201, response_model=OrderOut)
 def create_order(body: OrderIn, request: Request, who: Caller = Depends(WRITE)) -> Response:
-    hub = request.app.state.hub
+    hub: Hub = request.app.state.hub
     with hub.db.session() as s:
         order, created = orders.place(s, body, hub.orders)
         out = orders.to_out(order)
@@ -60,14 +61,16 @@ def list_orders(
         source=source,
         placer_order_number=placer_order_number,
     )
-    with request.app.state.hub.db.read_session() as s:
+    hub: Hub = request.app.state.hub
+    with hub.db.read_session() as s:
         rows, next_cursor = orders.find(s, flt, limit=limit, cursor=cursor)
         return Page[OrderOut](items=[orders.to_out(o) for o in rows], next_cursor=next_cursor)
 
 
 @router.get("/{order_id}", response_model=OrderOut)
 def get_order(order_id: int, request: Request, who: Caller = Depends(READ)) -> OrderOut:
-    with request.app.state.hub.db.read_session() as s:
+    hub: Hub = request.app.state.hub
+    with hub.db.read_session() as s:
         return orders.to_out(orders.get(s, order_id))
 
 
@@ -78,18 +81,20 @@ def patch_order(
     patch: dict[str, Any] = Body(..., media_type="application/merge-patch+json"),
     who: Caller = Depends(WRITE),
 ) -> OrderOut:
-    hub = request.app.state.hub
+    hub: Hub = request.app.state.hub
     with hub.db.session() as s:
         return orders.to_out(orders.update(s, order_id, patch, hub.orders))
 
 
 @router.post("/{order_id}/cancel", response_model=OrderOut)
 def cancel_order(order_id: int, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
-    with request.app.state.hub.db.session() as s:
+    hub: Hub = request.app.state.hub
+    with hub.db.session() as s:
         return orders.to_out(orders.cancel(s, order_id, reason=f"cancelled by {who.actor}"))
 
 
 @router.post("/{order_id}/discontinue", response_model=OrderOut)
 def discontinue_order(order_id: int, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
-    with request.app.state.hub.db.session() as s:
+    hub: Hub = request.app.state.hub
+    with hub.db.session() as s:
         return orders.to_out(orders.discontinue(s, order_id, reason=f"discontinued by {who.actor}"))

@@ -15,10 +15,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
-from pydicom.uid import generate_uid
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import Table, and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlmodel import SQLModel, col
 
 from hub import names
 from hub.errors import Conflict, FieldError, Invalid, NotFound
@@ -26,6 +26,7 @@ from hub.mappings import Mappings
 from hub.models import Order, OrderStatus, as_utc, utcnow
 from hub.schemas import OrderIn, OrderOut, OwnerOut, PatientOut, ProcedureOut
 from hub.services import events, paging
+from hub.uids import new_uid
 
 S = OrderStatus
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -37,7 +38,16 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 # Fields fixed once an order exists: they are how other systems find it.
 IMMUTABLE = ("source", "placer_order_number")
+# Identifiers the sender may give (docs/interface.md "HL7 identifiers from the sender");
+# the hub makes its own when they are absent, and none can be removed later.
+SENDER_IDS = (
+    "accession_number",
+    "study_instance_uid",
+    "requested_procedure_id",
+    "scheduled_step_id",
+)
 _ACCESSION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I look-alikes
+_ORDERS: Table = SQLModel.metadata.tables["orders"]  # Order's table, for Core statements
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,6 @@ class OrderContext:
 
     mappings: Mappings
     tz: ZoneInfo | None = None
-    uid_prefix: str | None = None
 
     def now(self) -> datetime:
         return datetime.now(self.tz).replace(tzinfo=None, microsecond=0)
@@ -74,7 +83,10 @@ class OrderFilter:
 
 
 def request_hash(req: OrderIn) -> str:
-    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+    """What "the same order again" means. The sender's identifiers are left out when
+    absent, so an order stored before they were accepted still matches its resend."""
+    absent = {name for name in SENDER_IDS[1:] if getattr(req, name) is None}
+    return hashlib.sha256(req.model_dump_json(exclude=absent).encode()).hexdigest()
 
 
 def new_accession() -> str:
@@ -90,31 +102,30 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
     digest = request_hash(req)
     values = _values(req, ctx)
     accession = values.setdefault("accession_number", new_accession())
-    placed, accession_taken = _taken(session, req.source, req.placer_order_number, accession)
-    if placed is not None:
-        return _same_or_conflict(session.get_one(Order, placed), digest), False
-    if accession_taken:
+    taken = _taken(session, req.source, req.placer_order_number, accession, req.study_instance_uid)
+    if taken.placed is not None:
+        return _same_or_conflict(session.get_one(Order, taken.placed), digest), False
+    if taken.accession:
         if not req.accession_number:  # a generated one clashed (1 in 32**8): draw again
             return place(session, req, ctx)
-        raise Conflict(
-            f"accession_number {accession!r} belongs to another order", field="accession_number"
-        )
-    uid = generate_uid(prefix=ctx.uid_prefix) if ctx.uid_prefix else generate_uid()
+        raise _accession_conflict(accession)
+    if taken.study_uid:
+        raise _study_uid_conflict(req.study_instance_uid)
     now = utcnow()
     row = {
         **values,
         "source": req.source,
         "placer_order_number": req.placer_order_number,
-        "study_instance_uid": uid,
-        "requested_procedure_id": accession,
-        "scheduled_step_id": accession,
+        "study_instance_uid": req.study_instance_uid or new_uid(),
+        "requested_procedure_id": req.requested_procedure_id or accession,
+        "scheduled_step_id": req.scheduled_step_id or accession,
         "status": S.SCHEDULED,
         "version": 1,
         "request_hash": digest,
         "created_at": now,
         "updated_at": now,
     }
-    stmt = insert(Order.__table__).returning(Order.__table__.c.id)
+    stmt = insert(_ORDERS).returning(_ORDERS.c.id)
     # A Core INSERT, then the row loaded by key: building the ORM object and
     # flushing it cost half of placing an order.
     if session.get_bind().dialect.name == "sqlite":
@@ -126,15 +137,17 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
             with session.begin_nested():
                 new_id = session.connection().execute(stmt, [row]).scalar_one()
         except IntegrityError:
-            # Another connection inserted the same placer number or accession
-            # between our checks and this insert: answer as if it had come first.
+            # Another connection inserted the same placer number, accession or study
+            # UID between our checks and this insert: answer as if it had come first.
             existing = _by_placer(session, req.source, req.placer_order_number)
             if existing is not None:
                 return _same_or_conflict(existing, digest), False
-            raise Conflict(
-                f"accession_number {accession!r} belongs to another order",
-                field="accession_number",
-            ) from None
+            again = _taken(
+                session, req.source, req.placer_order_number, accession, req.study_instance_uid
+            )
+            if again.study_uid and not again.accession:
+                raise _study_uid_conflict(req.study_instance_uid) from None
+            raise _accession_conflict(accession) from None
     order = session.get_one(Order, new_id)
     events.record(session, "order.scheduled", order_id=order.id)
     return order, True
@@ -170,10 +183,10 @@ def find(
     ):
         value = getattr(flt, column)
         if value is not None:
-            stmt = stmt.where(getattr(Order, column) == value)
+            stmt = stmt.where(col(getattr(Order, column)) == value)
     if flt.date is not None:
-        stmt = stmt.where(Order.sps_start_date == flt.date.strftime("%Y%m%d"))
-    return paging.page(session, stmt, Order.id, limit=limit, cursor=cursor)
+        stmt = stmt.where(col(Order.sps_start_date) == flt.date.strftime("%Y%m%d"))
+    return paging.page(session, stmt, col(Order.id), limit=limit, cursor=cursor)
 
 
 def update(session: Session, order_id: int, patch: dict[str, Any], ctx: OrderContext) -> Order:
@@ -190,15 +203,23 @@ def update(session: Session, order_id: int, patch: dict[str, Any], ctx: OrderCon
         req = OrderIn.model_validate(merged)
     except ValidationError as exc:
         raise invalid_from(exc) from None
-    if req.accession_number != order.accession_number:
-        if not req.accession_number:
-            raise Invalid.one("accession_number", "cannot be removed")
-        _, taken = _taken(session, order.source, order.placer_order_number, req.accession_number)
-        if taken:
-            raise Conflict(
-                f"accession_number {req.accession_number!r} belongs to another order",
-                field="accession_number",
-            )
+    for name in SENDER_IDS:
+        if getattr(req, name) is None:
+            raise Invalid.one(name, "cannot be removed")
+    changed_accession = (
+        req.accession_number if req.accession_number != order.accession_number else None
+    )
+    changed_uid = (
+        req.study_instance_uid if req.study_instance_uid != order.study_instance_uid else None
+    )
+    if changed_accession or changed_uid:
+        taken = _taken(
+            session, order.source, order.placer_order_number, changed_accession, changed_uid
+        )
+        if taken.accession:
+            raise _accession_conflict(changed_accession)
+        if taken.study_uid:
+            raise _study_uid_conflict(changed_uid)
     if req == OrderIn.model_validate(current):
         return order
     _apply(order, req, ctx)
@@ -247,15 +268,48 @@ def discontinue(session: Session, order_id: int, *, reason: str = "") -> Order:
     return order
 
 
+# -- commands by the sender's placer number ---------------------------------
+# Practice systems (HL7 ORC-1 XO/CA/DC, vendor APIs) name an order by their own
+# number, never by ours; these find it and then act exactly like the id forms.
+
+
+def update_by_placer(
+    session: Session,
+    source: str,
+    placer_order_number: str,
+    patch: dict[str, Any],
+    ctx: OrderContext,
+) -> Order:
+    order = find_by_placer(session, source, placer_order_number)
+    return update(session, _id(order), patch, ctx)
+
+
+def cancel_by_placer(
+    session: Session, source: str, placer_order_number: str, *, reason: str = ""
+) -> Order:
+    order = find_by_placer(session, source, placer_order_number)
+    return cancel(session, _id(order), reason=reason)
+
+
+def discontinue_by_placer(
+    session: Session, source: str, placer_order_number: str, *, reason: str = ""
+) -> Order:
+    order = find_by_placer(session, source, placer_order_number)
+    return discontinue(session, _id(order), reason=reason)
+
+
 # -- shapes -----------------------------------------------------------------
 
 
 def as_request(order: Order) -> dict[str, Any]:
-    """The order in the request shape of interface.md (for merge patches and resends)."""
+    """The order in the request shape of docs/interface.md (for merge patches and resends)."""
     return {
         "source": order.source,
         "placer_order_number": order.placer_order_number,
         "accession_number": order.accession_number,
+        "study_instance_uid": order.study_instance_uid,
+        "requested_procedure_id": order.requested_procedure_id,
+        "scheduled_step_id": order.scheduled_step_id,
         "patient": {
             "id": order.patient_id,
             "name": order.patient_name,
@@ -287,19 +341,19 @@ def as_request(order: Order) -> dict[str, Any]:
 
 def to_out(order: Order) -> OrderOut:
     return OrderOut(
-        id=order.id,  # type: ignore[arg-type]
+        id=_id(order),
         source=order.source,
         placer_order_number=order.placer_order_number,
         accession_number=order.accession_number,
         study_instance_uid=order.study_instance_uid,
-        status=order.status,  # type: ignore[arg-type]
+        status=order.status,
         patient=PatientOut(
             id=order.patient_id,
             name=order.patient_name,
             species=order.species_description,
             species_code=order.species_code,
             breed=order.breed,
-            sex=order.patient_sex,  # type: ignore[arg-type]
+            sex=order.patient_sex,
             neutered=order.patient_neutered,
             birth_date=order.patient_birth_date,
             weight_kg=order.patient_weight_kg,
@@ -316,7 +370,7 @@ def to_out(order: Order) -> OrderOut:
         scheduled_start=order.scheduled_start,
         referring_vet=order.referring_vet,
         site=order.site,
-        priority=order.priority,  # type: ignore[arg-type]
+        priority=order.priority,
         notes=order.notes,
         requested_procedure_id=order.requested_procedure_id,
         scheduled_step_id=order.scheduled_step_id,
@@ -400,8 +454,9 @@ def _values(req: OrderIn, ctx: OrderContext) -> dict[str, Any]:
         "priority": req.priority,
         "notes": req.notes,
     }
-    if req.accession_number:
-        values["accession_number"] = req.accession_number
+    for name in SENDER_IDS:
+        if getattr(req, name):
+            values[name] = getattr(req, name)
     return values
 
 
@@ -416,24 +471,56 @@ def _same_or_conflict(existing: Order, digest: str) -> Order:
 
 
 def _by_placer(session: Session, source: str, placer: str) -> Order | None:
-    stmt = select(Order).where(Order.source == source, Order.placer_order_number == placer)
+    stmt = select(Order).where(
+        col(Order.source) == source, col(Order.placer_order_number) == placer
+    )
     return session.scalars(stmt).first()
 
 
-def _taken(session: Session, source: str, placer: str, accession: str) -> tuple[int | None, bool]:
-    """The order already under this placer number (its id), and whether the
-    accession is taken: one Core query over the two unique indexes."""
-    t = Order.__table__
-    stmt = select(t.c.id, t.c.source, t.c.placer_order_number, t.c.accession_number).where(
-        or_(
-            and_(t.c.source == source, t.c.placer_order_number == placer),
-            t.c.accession_number == accession,
-        )
-    )
-    placed, taken = None, False
-    for row in session.connection().execute(stmt):
+@dataclass(frozen=True)
+class _Taken:
+    placed: int | None  # the order already under the placer number
+    accession: bool  # the accession belongs to an order
+    study_uid: bool  # the study UID belongs to an order
+
+
+def _taken(
+    session: Session,
+    source: str,
+    placer: str,
+    accession: str | None,
+    study_uid: str | None = None,
+) -> _Taken:
+    """Which of the unique keys are in use: one Core query over their unique indexes."""
+    t = _ORDERS.c
+    wanted = [and_(t.source == source, t.placer_order_number == placer)]
+    if accession:
+        wanted.append(t.accession_number == accession)
+    if study_uid:
+        wanted.append(t.study_instance_uid == study_uid)
+    stmt = select(t.id, t.source, t.placer_order_number, t.accession_number, t.study_instance_uid)
+    placed, accession_taken, uid_taken = None, False, False
+    for row in session.connection().execute(stmt.where(or_(*wanted))):
         if row.source == source and row.placer_order_number == placer:
             placed = row.id
-        if row.accession_number == accession:
-            taken = True
-    return placed, taken
+        accession_taken = accession_taken or (bool(accession) and row.accession_number == accession)
+        uid_taken = uid_taken or (bool(study_uid) and row.study_instance_uid == study_uid)
+    return _Taken(placed, accession_taken, uid_taken)
+
+
+def _accession_conflict(accession: str | None) -> Conflict:
+    return Conflict(
+        f"accession_number {accession!r} belongs to another order", field="accession_number"
+    )
+
+
+def _study_uid_conflict(uid: str | None) -> Conflict:
+    return Conflict(
+        f"study_instance_uid {uid!r} belongs to another order", field="study_instance_uid"
+    )
+
+
+def _id(order: Order) -> int:
+    """A stored order's id (the column is optional only before the row is inserted)."""
+    assert order.id is not None
+    return order.id

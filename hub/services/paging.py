@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session
 
 from hub.errors import Invalid
 
@@ -35,8 +35,8 @@ def decode_cursor(cursor: str) -> int:
 
 def page(
     session: Session,
-    stmt: Select[tuple[T]],
-    id_column: InstrumentedAttribute[Any],
+    stmt: Select[T],
+    id_column: Mapped[Any],  # e.g. sqlmodel.col(Order.id)
     *,
     limit: int,
     cursor: str | None,
@@ -51,4 +51,5 @@ def page(
     rows = list(session.scalars(stmt.limit(limit + 1)))
     if len(rows) <= limit:
         return rows, None
-    return rows[:limit], encode_cursor(getattr(rows[limit - 1], id_column.key))
+    key = cast(InstrumentedAttribute[Any], id_column).key  # what col() returns at run time
+    return rows[:limit], encode_cursor(getattr(rows[limit - 1], key))
