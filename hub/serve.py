@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI
 
 from adapters import webhook
 from adapters.hl7 import sender as hl7_sender
+from adapters.hl7 import rest as hl7_rest
 from adapters.hl7.server import Hl7Door
 from hub.api.app import Lifespan, create_app
 from hub.config import Settings
@@ -56,7 +57,7 @@ def build_doors(hub: Hub) -> list[Door]:
 
 def edge_routers() -> list[APIRouter]:
     """HTTP routes that belong to an adapter (they speak its wire format)."""
-    return []
+    return [hl7_rest.router]
 
 
 def delivery_kinds() -> Registry:

@@ -14,6 +14,7 @@ from hub.context import Hub
 from hub.models import AuditEvent, InboundMessage, Order, Study
 from hub.services import orders
 from tests.mllp_client import DoorThread, ack_segments, sample
+from worklist.items import build_item, tag
 
 
 @pytest.fixture
@@ -112,6 +113,80 @@ def test_omi_with_ipc_tq1(hub: Hub, door: DoorThread) -> None:
     assert o.scheduled_start.isoformat() == "2026-11-27T15:00:00"
     assert (o.owner_last_name, o.species_code, o.patient_neutered) == ("Ñúñez", "448169003", False)
     assert o.referring_vet == "María Peña"
+
+
+# -- the sender's identifiers win (interface.md "HL7 identifiers from the sender") ----
+
+OMI = sample("omi_o23_nw_ipc.hl7").decode()
+IPC_UID = "1.2.826.0.1.3680043.10.543.8001"
+ZDS = sample("orm_o01_org_owner_zsegments.hl7").decode()
+ZDS_UID = "1.2.826.0.1.3680043.10.543.9100"
+
+
+def test_omi_ipc_identifiers_reach_the_order_and_the_worklist(hub: Hub, door: DoorThread) -> None:
+    # IPC-1 accession, IPC-2 requested procedure id, IPC-3 study UID, IPC-4 step id:
+    # the device must put the RIS's UID on the study, or the RIS never finds its images.
+    with door.client() as c:
+        assert ack_segments(c.send(OMI.encode()))["MSA"][1] == "AA"
+    o = placer(hub, "VETPMS", "ORD-8001")
+    assert (o.accession_number, o.study_instance_uid) == ("A8001", IPC_UID)
+    assert (o.requested_procedure_id, o.scheduled_step_id) == ("RP8001", "SPS8001")
+    item = build_item(o)
+    assert item[tag("StudyInstanceUID")][1] == IPC_UID
+    assert item[tag("RequestedProcedureID")][1] == "RP8001"
+
+
+def test_zds_uid_is_the_study_uid_and_a_zds_text_the_accession(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        assert ack_segments(c.send(ZDS.encode()))["MSA"][1] == "AA"
+        other = ZDS.replace(ZDS_UID, "ACC-9200").replace("ORD-9100", "ORD-9200")
+        other = other.replace("PMS000070", "PMS000071")
+        assert ack_segments(c.send(other.encode()))["MSA"][1] == "AA"
+    o = placer(hub, "VETPMS", "ORD-9100")
+    assert o.study_instance_uid == ZDS_UID and o.accession_number != ZDS_UID
+    o = placer(hub, "VETPMS", "ORD-9200")
+    assert o.accession_number == "ACC-9200" and o.study_instance_uid.startswith("2.25.")
+
+
+@pytest.mark.parametrize(
+    ("text", "location"),
+    [
+        (OMI.replace(IPC_UID, "1.2.826.0.1.3680043.10.543.08001"), "IPC^1^3^1^1"),
+        (OMI.replace(IPC_UID, "not-a-uid"), "IPC^1^3^1^1"),
+        (OMI.replace(IPC_UID, "1." + "2" * 63), "IPC^1^3^1^1"),
+        (ZDS.replace(ZDS_UID, "1.2.03.9100"), "ZDS^1^1^1^1"),
+    ],
+)
+def test_malformed_study_uid_is_ar_naming_the_field(
+    hub: Hub, door: DoorThread, text: str, location: str
+) -> None:
+    with door.client() as c:
+        ack = ack_segments(c.send(text.encode()))
+    assert ack["MSA"][1] == "AR" and ack["ERR"][2] == location
+    assert ack["ERR"][3].startswith("102^") and "study_instance_uid" in ack["ERR"][8]
+    assert count(hub, Order) == 0
+
+
+def test_study_uid_of_another_order_is_ae_205(hub: Hub, door: DoorThread) -> None:
+    second = OMI.replace("ORD-8001", "ORD-8002").replace("|A8001|", "|A8002|")
+    second = second.replace("PMS000050", "PMS000051")
+    with door.client() as c:
+        assert ack_segments(c.send(OMI.encode()))["MSA"][1] == "AA"
+        ack = ack_segments(c.send(second.encode()))
+    assert ack["MSA"][1] == "AE" and ack["ERR"][2] == "IPC^1^3^1^1"
+    assert ack["ERR"][3].startswith("205^")
+    assert count(hub, Order) == 1
+
+
+def test_xo_may_bring_the_senders_study_uid_later(hub: Hub, door: DoorThread) -> None:
+    without = OMI.replace(IPC_UID, "")
+    change = OMI.replace("ORC|NW|", "ORC|XO|").replace("PMS000050", "PMS000052")
+    with door.client() as c:
+        assert ack_segments(c.send(without.encode()))["MSA"][1] == "AA"
+        assert placer(hub, "VETPMS", "ORD-8001").study_instance_uid.startswith("2.25.")
+        assert ack_segments(c.send(change.encode()))["MSA"][1] == "AA"
+    o = placer(hub, "VETPMS", "ORD-8001")
+    assert o.study_instance_uid == IPC_UID and o.version == 2
 
 
 @pytest.mark.parametrize(
@@ -309,7 +384,8 @@ MUTATIONS = st.lists(
 def test_mutated_messages_are_answered_and_never_half_applied(
     hub: Hub, mutations: list[tuple[int, str, bool]]
 ) -> None:
-    from adapters.hl7.intake import apply_batch, prepare
+    from adapters.hl7.apply import apply_batch
+    from adapters.hl7.prepare import prepare
     from adapters.hl7.profile import load_profiles
     from adapters.hl7.server import profiles_dir
 

@@ -29,6 +29,9 @@ TARGETS: frozenset[str] = frozenset(
     {
         "placer_order_number",
         "accession_number",
+        "study_instance_uid",
+        "requested_procedure_id",
+        "scheduled_step_id",
         "patient.id",
         "patient.name",
         "patient.species",
@@ -60,12 +63,25 @@ _PATH = re.compile(
     r"(?P<seg>[A-Z][A-Z0-9]{2})"
     r"(?:\((?P<cf>\d+)(?:\.(?P<cc>\d+))?=(?P<cv>[^)]*)\))?"
     r"-(?P<f>\d+)(?:\[(?P<rep>\d+)\])?(?:\.(?P<c>\d+))?(?:\.(?P<s>\d+))?"
+    r"(?:\s+(?P<cond>if uid|unless uid))?"
 )
+# What "a UID" means for a position that may hold one or something else (ZDS-1):
+# digits in two or more dotted components. Whether it is a valid UID is checked later.
+_UID_SHAPED = re.compile(r"\d+(\.\d+)+")
+
+
+def looks_like_uid(value: str) -> bool:
+    return bool(_UID_SHAPED.fullmatch(value.strip()))
 
 
 @dataclass(frozen=True)
 class FieldPath:
-    """``SEG[(F.C=VALUE)]-F[[REP]][.C[.S]]``, e.g. ``PID-5.2``, ``NK1(3.1=OWN)-2.1``."""
+    """``SEG[(F.C=VALUE)]-F[[REP]][.C[.S]][ if uid| unless uid]``, e.g. ``PID-5.2``,
+    ``NK1(3.1=OWN)-2.1``, ``ZDS-1.1 if uid``.
+
+    The condition serves fields whose meaning depends on the value: IHE puts the
+    Study Instance UID in ZDS-1, some senders put the accession number there.
+    """
 
     text: str
     segment: str
@@ -76,13 +92,15 @@ class FieldPath:
     when_field: int = 0
     when_component: int = 0
     when_value: str = ""
+    condition: str = ""  # "", "if uid" or "unless uid"
 
     @classmethod
     def parse(cls, text: str) -> FieldPath:
         m = _PATH.fullmatch(text.strip())
         if not m:
             raise ValueError(
-                f"{text!r} is not an HL7 position (e.g. PID-5.2, OBR-4, NK1(3.1=OWN)-2.1)"
+                f"{text!r} is not an HL7 position "
+                "(e.g. PID-5.2, OBR-4, NK1(3.1=OWN)-2.1, ZDS-1.1 if uid)"
             )
         g = m.groupdict()
         return cls(
@@ -95,7 +113,14 @@ class FieldPath:
             when_field=int(g["cf"] or 0),
             when_component=int(g["cc"] or 0),
             when_value=g["cv"] or "",
+            condition=g["cond"] or "",
         )
+
+    def accepts(self, value: str) -> bool:
+        """Whether a value read here counts, given the position's condition."""
+        if not self.condition:
+            return True
+        return looks_like_uid(value) == (self.condition == "if uid")
 
     @property
     def location(self) -> str:

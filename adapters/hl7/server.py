@@ -19,27 +19,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapters.hl7 import ack
 from adapters.hl7.ack import Hl7Error
-from adapters.hl7.intake import Prepared, apply_batch, prepare, prepare_broken
+from adapters.hl7.apply import apply_batch
 from adapters.hl7.mllp import Broken, FrameDecoder, frame
+from adapters.hl7.prepare import Prepared, prepare, prepare_broken
 from adapters.hl7.profile import Profiles, load_profiles
 from hub.context import Hub
 from hub.mappings import default_mappings_dir
 from hub.metrics import HL7_MESSAGES
-from hub.models import Source
+from hub.services import sources
 
 log = logging.getLogger("adapters.hl7.server")
 
 
 def registered_sources(session: Session) -> dict[str, str]:
     """Source name -> HL7 profile name, for sources registered through the API."""
-    return {
-        name: profile for name, profile in session.execute(select(Source.name, Source.hl7_profile))
-    }
+    return {row.name: row.hl7_profile for row in sources.list_all(session)}
 
 
 @dataclass

@@ -7,12 +7,13 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
+from sqlmodel import SQLModel, col
 
 from hub.errors import NotFound
 from hub.models import InboundMessage
-from hub.services.paging import MAX_LIMIT, decode_cursor, encode_cursor
+from hub.services import paging
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class MessageFilter:
 
 
 Key = tuple[str, str, str]  # sender (MSH-3), facility (MSH-4), control id (MSH-10)
-_TABLE = InboundMessage.__table__  # type: ignore[attr-defined]
+_TABLE: Table = SQLModel.metadata.tables["hl7_messages"]  # InboundMessage's table
 _INSERT = insert(_TABLE).returning(_TABLE.c.id)  # built once: compiled once, cached
 
 
@@ -89,20 +90,15 @@ def find(
     tz: ZoneInfo | None = None,
 ) -> tuple[list[InboundMessage], str | None]:
     """Newest first; the cursor continues below the last id seen."""
-    stmt = select(InboundMessage).order_by(InboundMessage.id.desc())  # type: ignore[union-attr]
+    stmt = select(InboundMessage)
     for column in ("sender", "type", "outcome", "patient_id", "source", "control_id", "order_id"):
         value = getattr(flt, column)
         if value is not None:
-            stmt = stmt.where(getattr(InboundMessage, column) == value)
+            stmt = stmt.where(col(getattr(InboundMessage, column)) == value)
     if flt.date is not None:
         start = datetime.combine(flt.date, time.min).replace(tzinfo=tz).astimezone()
-        stmt = stmt.where(
-            InboundMessage.received_at >= start,
-            InboundMessage.received_at < start + timedelta(days=1),
-        )
-    if cursor:
-        stmt = stmt.where(InboundMessage.id < decode_cursor(cursor))
-    limit = max(1, min(limit, MAX_LIMIT))
-    rows = list(session.scalars(stmt.limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None  # type: ignore[arg-type]
-    return rows[:limit], next_cursor
+        received = col(InboundMessage.received_at)
+        stmt = stmt.where(received >= start, received < start + timedelta(days=1))
+    return paging.page(
+        session, stmt, col(InboundMessage.id), limit=limit, cursor=cursor, newest_first=True
+    )
