@@ -6,7 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.context import Hub
+from hub.errors import NotFound
 from hub.schemas import OrderIn
+from hub.services import orders
 from hub.services.orders import request_hash
 from tests.conftest import key_for
 from tests.factories import REX, rex
@@ -279,3 +281,15 @@ def test_request_hash_of_orders_without_sender_ids_is_unchanged() -> None:
     digest = request_hash(OrderIn.model_validate(REX))
     assert digest == "900e79bcc096399c934d451e1b8511ec5308ab7e56803b2952dd22c7f132643a"
     assert request_hash(OrderIn.model_validate(rex(study_instance_uid=RIS_UID))) != digest
+
+
+def test_commands_by_placer_number(hub: Hub) -> None:
+    # What every practice-system adapter uses: the sender names the order by its own number.
+    with hub.db.session() as s:
+        order, _ = orders.place(s, OrderIn.model_validate(REX), hub.orders)
+        changed = orders.update_by_placer(s, "pims-main", "ORD-1001", {"notes": "x"}, hub.orders)
+        assert (changed.id, changed.notes, changed.version) == (order.id, "x", 2)
+        cancelled = orders.cancel_by_placer(s, "pims-main", "ORD-1001", reason="by the PIMS")
+        assert cancelled.id == order.id and cancelled.status == "cancelled"
+        with pytest.raises(NotFound, match="'ORD-1001' from source 'other'"):
+            orders.discontinue_by_placer(s, "other", "ORD-1001")

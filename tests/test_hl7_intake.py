@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from hub.context import Hub
 from hub.models import AuditEvent, InboundMessage, Order, Study
 from hub.services import orders
+from tests.conftest import key_for
 from tests.mllp_client import DoorThread, ack_segments, sample
 from worklist.items import build_item, tag
 
@@ -338,8 +339,6 @@ def test_message_log_api_and_reprocess(hub: Hub, door: DoorThread, client: TestC
 
 
 def test_message_log_roles(hub: Hub, client: TestClient) -> None:
-    from tests.conftest import key_for
-
     for role, status in (("integration", 200), ("vet", 403)):
         key = key_for(hub, role)
         r = client.get("/api/v1/messages", headers={"Authorization": f"Bearer {key}"})
