@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import ModuleType
 
 import hl7apy
 
@@ -385,7 +386,7 @@ def _check_header(msg: Hl7Message) -> None:
 
 
 @lru_cache(maxsize=32)
-def reference(version: str) -> object | None:
+def reference(version: str) -> ModuleType | None:
     """hl7apy's reference library for a version (segment and message definitions)."""
     if version not in hl7apy.SUPPORTED_LIBRARIES or version in ("2.1", "2.2"):
         return None
@@ -395,12 +396,12 @@ def reference(version: str) -> object | None:
 def known_segment(name: str, version: str) -> bool:
     """Whether hl7apy's tables define this segment for the version (Z-segments never)."""
     lib = reference(version)
-    return bool(lib is not None and name in lib.SEGMENTS)  # type: ignore[attr-defined]
+    return bool(lib is not None and name in lib.SEGMENTS)
 
 
 def known_structure(structure: str, version: str) -> bool:
     lib = reference(version)
-    return bool(lib is not None and structure in lib.MESSAGES)  # type: ignore[attr-defined]
+    return bool(lib is not None and structure in lib.MESSAGES)
 
 
 def parse_strict(text: str) -> object:
