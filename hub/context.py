@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hub.archive import rewrite
 from hub.config import Settings
 from hub.db import Database
 from hub.mappings import Mappings, load_mappings
@@ -19,6 +20,7 @@ class Hub:
 
     def __post_init__(self) -> None:
         self.orders = OrderContext(mappings=self.mappings, tz=self.settings.tz)
+        rewrite.follow_orders(self)  # placing an order attaches the studies waiting for it
 
     @classmethod
     def open(cls, settings: Settings, *, upgrade: bool = True) -> Hub:

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
+
+from hub.archive import rewrite
+from hub.services import completion
+
+if TYPE_CHECKING:
+    from hub.context import Hub
 
 log = logging.getLogger("hub.jobs")
 
 
 class Jobs:
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.add("quiet_period_completion", self.complete_quiet_orders, seconds=30)
@@ -45,17 +51,16 @@ class Jobs:
         )
 
     def complete_quiet_orders(self) -> list[int]:
-        from hub.services import studies
-
-        done = studies.complete_quiet_orders(self.hub)
+        with self.hub.db.session() as s:
+            done = completion.complete_quiet_orders(
+                s, quiet_minutes=self.hub.settings.study_quiet_minutes
+            )
         if done:
             log.info("orders completed after the quiet period", extra={"order_ids": done})
         return done
 
     def rematch_waiting_studies(self) -> list[str]:
-        from hub.services import studies
-
-        attached = studies.rematch_waiting(self.hub)
+        attached = rewrite.rematch_waiting(self.hub)
         if attached:
             log.info("waiting studies matched to new orders", extra={"studies": attached})
         return attached

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 
+from hub.archive import ingest
 from hub.context import Hub
+from hub.services import completion, studies
+from tests.factories import REX
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -118,3 +126,85 @@ def send(port: int, datasets: list[Dataset], ae_title: str = "DX_ROOM1") -> list
         return [int(assoc.send_c_store(d).Status) for d in datasets]
     finally:
         assoc.release()
+
+
+def place(client: TestClient, **changes: object) -> dict:
+    """Place the REX order (with ``changes``) through the API; returns its JSON."""
+    body = copy.deepcopy(REX)
+    body.update(changes)
+    r = client.post("/api/v1/orders", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def encode(ds: Dataset) -> bytes:
+    """The data set alone (no preamble or file meta), explicit VR little endian."""
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def store(hub: Hub, ds: Dataset, calling_ae: str = "DX_ROOM1") -> ingest.Stored:
+    """Store one instance through the archive, as the Storage SCP would (no network)."""
+    return ingest.store_instance(
+        hub,
+        ingest.Incoming(
+            data=encode(ds),
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            calling_ae=calling_ae,
+        ),
+    )
+
+
+def paths(hub: Hub, study_uid: str) -> list[str]:
+    """Absolute paths of a study's stored files."""
+    with hub.db.read_session() as s:
+        study = studies.get(s, study_uid)
+        return [str(hub.settings.data_dir / p) for p in studies.instance_paths(s, study)]
+
+
+def mpps_create(
+    status: str = "IN PROGRESS", accession: str = "A1001", study_uid: str = ""
+) -> Dataset:
+    """An MPPS N-CREATE attribute list for the REX order's step."""
+    ds = Dataset()
+    item = Dataset()
+    item.StudyInstanceUID = study_uid
+    item.AccessionNumber = accession
+    item.RequestedProcedureID = accession
+    item.ScheduledProcedureStepID = accession
+    ds.ScheduledStepAttributesSequence = [item]
+    ds.PatientName = "Smith^Rex"
+    ds.PatientID = "P-555"
+    ds.PerformedProcedureStepID = "PPS1"
+    ds.PerformedStationAETitle = "DX_ROOM1"
+    ds.PerformedProcedureStepStartDate = "20261127"
+    ds.PerformedProcedureStepStartTime = "143000"
+    ds.PerformedProcedureStepStatus = status
+    ds.Modality = "DX"
+    ds.PerformedSeriesSequence = []
+    return ds
+
+
+def mpps_set(status: str) -> Dataset:
+    """An MPPS N-SET modification list that finishes the step with ``status``."""
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = status
+    ds.PerformedProcedureStepEndDate = "20261127"
+    ds.PerformedProcedureStepEndTime = "144500"
+    series = Dataset()
+    series.SeriesInstanceUID = generate_uid()
+    series.ReferencedImageSequence = []
+    ds.PerformedSeriesSequence = [series]
+    return ds
+
+
+def complete_quiet(hub: Hub, now: datetime | None = None) -> list[int]:
+    """Run the quiet-period completion as the timed job does (optionally at ``now``)."""
+    with hub.db.session() as s:
+        return completion.complete_quiet_orders(
+            s, quiet_minutes=hub.settings.study_quiet_minutes, now=now
+        )

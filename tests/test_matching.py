@@ -124,10 +124,13 @@ def test_candidates_are_ranked() -> None:
     m = match_study(study(patient_name="Smith^Rexx", study_date="20261127"), orders)
     assert m.order_id is None
     ranked = [c.order_id for c in m.candidates]
-    assert ranked[0] == 1
-    assert 3 not in ranked
-    assert ranked.index(2) < ranked.index(4) or ranked.index(1) < ranked.index(4)
+    # Same patient id today first; the same patient's old visit still outranks a
+    # look-alike record under another id (the id is the stronger identity signal);
+    # an unrelated animal is no candidate at all.
+    assert ranked == [1, 4, 2]
     assert "same patient id" in m.candidates[0].reasons
+    assert "same day" in m.candidates[0].reasons and "same day" not in m.candidates[1].reasons
+    assert "same patient id" not in m.candidates[2].reasons
 
 
 _ids = st.sampled_from(["P-1", "P-2", "P-3", ""])

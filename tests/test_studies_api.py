@@ -9,18 +9,12 @@ from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
+from hub.archive import rewrite
 from hub.context import Hub
 from hub.models import AuditEvent, Instance, OutboxEvent, utcnow
-from hub.services import studies
 from tests import study_factory as sf
 from tests.conftest import key_for
-from tests.test_studies_store import place
-
-
-def _paths(hub: Hub, uid: str) -> list[str]:
-    with hub.db.read_session() as s:
-        study = studies.get(s, uid)
-        return [str(hub.settings.data_dir / p) for p in studies.instance_paths(s, study)]
+from tests.study_factory import paths, place
 
 
 def test_queue_reconcile_and_detach(hub: Hub, client: TestClient) -> None:
@@ -75,7 +69,7 @@ def test_queue_reconcile_and_detach(hub: Hub, client: TestClient) -> None:
     assert out["unmatched_reason"] is None
     assert out["patient_name"] == "Smyth^Rexx"  # what the device sent stays visible
     assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "in_progress"
-    for path in _paths(hub, study_uid):
+    for path in paths(hub, study_uid):
         ds = pydicom.dcmread(path)
         assert str(ds.PatientName) == "Smith^Rex"
         assert ds.PatientID == "P-555"
@@ -99,7 +93,7 @@ def test_queue_reconcile_and_detach(hub: Hub, client: TestClient) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["order_id"] is None and r.json()["match_method"] is None
-    for path in _paths(hub, study_uid):
+    for path in paths(hub, study_uid):
         ds = pydicom.dcmread(path)
         assert str(ds.PatientName) == "Smyth^Rexx"
         assert ds.PatientID == ""
@@ -137,9 +131,9 @@ def test_quiet_period_completes_orders_without_mpps(hub: Hub, client: TestClient
     order = place(client)
     with sf.scp(hub) as scp:
         assert sf.send(scp.port, [sf.instance(accession="A1001")]) == [0]
-    assert studies.complete_quiet_orders(hub) == []  # images just arrived
+    assert sf.complete_quiet(hub) == []  # images just arrived
     later = utcnow() + timedelta(minutes=hub.settings.study_quiet_minutes + 1)
-    assert studies.complete_quiet_orders(hub, now=later) == [order["id"]]
+    assert sf.complete_quiet(hub, now=later) == [order["id"]]
     assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "completed"
     with hub.db.read_session() as s:
         assert s.scalars(select(Instance)).first() is not None
@@ -150,17 +144,17 @@ def test_images_before_the_order_are_matched_when_it_arrives(hub: Hub, client: T
     with sf.scp(hub) as scp:
         assert sf.send(scp.port, [ds]) == [0]
     uid = ds.StudyInstanceUID
-    assert studies.rematch_waiting(hub) == []
+    assert rewrite.rematch_waiting(hub) == []
     assert client.get(f"/api/v1/studies/{uid}").json()["unmatched_reason"] == "no_match"
 
-    order = place(client)  # DX, P-555, Rex, 2026-11-27: rule 3 fits now
-    assert studies.rematch_waiting(hub) == [uid]
+    order = place(client)  # DX, P-555, Rex, 2026-11-27: rule 3 fits now, at once
+    assert rewrite.rematch_waiting(hub) == []  # nothing left for the timed job
     body = client.get(f"/api/v1/studies/{uid}").json()
     assert body["order_id"] == order["id"] and body["match_method"] == "patient_day"
     assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "in_progress"
-    assert str(pydicom.dcmread(_paths(hub, uid)[0]).PatientName) == "Smith^Rex"
+    assert str(pydicom.dcmread(paths(hub, uid)[0]).PatientName) == "Smith^Rex"
 
     # A person says it is wrong: the automatic matcher must not put it back.
     assert client.post(f"/api/v1/studies/{uid}/detach").status_code == 200
-    assert studies.rematch_waiting(hub) == []
+    assert rewrite.rematch_waiting(hub) == []
     assert client.get(f"/api/v1/studies/{uid}").json()["order_id"] is None

@@ -10,11 +10,8 @@ import pydicom
 from fastapi.testclient import TestClient
 
 from hub.context import Hub
-from hub.services import studies
-from hub.services.dicomfile import EXPLICIT_LE
 from tests import study_factory as sf
-from tests.test_studies_api import _paths
-from tests.test_studies_store import _encode, place
+from tests.study_factory import paths, place
 
 
 def _order(client: TestClient, key: str, pid: str, animal: str, owner: str, **kw: str) -> dict:
@@ -30,16 +27,7 @@ def _order(client: TestClient, key: str, pid: str, animal: str, owner: str, **kw
 
 def _ingest(hub: Hub, **kw: str) -> str:
     ds = sf.instance(**kw)  # type: ignore[arg-type]
-    studies.store_instance(
-        hub,
-        studies.Incoming(
-            raw=_encode(ds),
-            sop_class_uid=ds.SOPClassUID,
-            sop_instance_uid=ds.SOPInstanceUID,
-            transfer_syntax_uid=EXPLICIT_LE,
-            calling_ae="DX_ROOM1",
-        ),
-    )
+    sf.store(hub, ds)
     return ds.StudyInstanceUID
 
 
@@ -102,16 +90,24 @@ def test_nothing_is_attached_to_the_wrong_order(hub: Hub, client: TestClient) ->
     for attrs, _, _ in cases:
         results.append(_ingest(hub, **attrs))  # type: ignore[arg-type]
 
+    checked = 0
     for (attrs, want, how), uid in zip(cases, results, strict=True):
         body = client.get(f"/api/v1/studies/{uid}").json()
         expected_id = o[want]["id"] if want else None
         assert body["order_id"] == expected_id, (attrs, body)
         if want:
             assert body["match_method"] == how
-            for path in _paths(hub, uid):  # coerced headers name the right animal
-                assert pydicom.dcmread(path).PatientID == o[want]["patient"]["id"]
+            stored = paths(hub, uid)
+            assert len(stored) == 1 and body["instance_count"] == 1
+            for path in stored:  # coerced headers name the right animal
+                header = pydicom.dcmread(path)
+                assert header.PatientID == o[want]["patient"]["id"]
+                assert header.AccessionNumber == o[want]["accession_number"]
+            checked += 1
         else:
             assert body["unmatched_reason"] == how, (attrs, body)
+
+    assert checked == sum(1 for _, want, _ in cases if want)  # every matched study's files
 
     by_uid = dict(zip(results, cases, strict=True))
     # The waiting studies offer the orders a person would look at first.

@@ -24,10 +24,13 @@ from pydicom.uid import (
 from pynetdicom import AE
 from sqlalchemy import func, select
 
+from hub.archive import coercion, dicomfile
+from hub.archive import files as archive
 from hub.context import Hub
 from hub.jobs import Jobs
 from hub.models import Instance, Series, Study
-from hub.services import archive, coercion, dicomfile
+from hub.services import coercion as decide
+from hub.services import ingest
 from tests import study_factory as sf
 
 
@@ -153,9 +156,8 @@ def test_structure_check() -> None:
     ds = sf.instance()
     ds.ReferencedImageSequence = [pydicom.Dataset()]
     ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = generate_uid()
-    from tests.test_studies_store import _encode
 
-    raw = _encode(ds)
+    raw = sf.encode(ds)
     dicomfile.check_complete(raw, dicomfile.EXPLICIT_LE)
     for bad in (raw[:-1], raw + b"\x00", raw[:7], b""):
         with pytest.raises(dicomfile.Incomplete):
@@ -164,7 +166,8 @@ def test_structure_check() -> None:
 
 def test_header_scan_reads_every_attribute_coercion_keeps() -> None:
     """The originals kept for the audit come from the one-pass header scan."""
-    assert set(coercion.KEYWORDS) <= set(dicomfile.HEADER_KEYWORDS)
+    assert set(decide.KEYWORDS) <= set(dicomfile.HEADER_KEYWORDS)
+    assert set(ingest.HEADER_TEXT) <= set(dicomfile.HEADER_KEYWORDS)
 
 
 def test_coercion_switches_to_utf8_only_when_needed() -> None:

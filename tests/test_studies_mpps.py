@@ -5,49 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from hub.context import Hub
 from hub.models import Modality, Mpps, utcnow
-from hub.services import studies
 from tests import study_factory as sf
-from tests.test_studies_store import place
-
-
-def _create_ds(
-    status: str = "IN PROGRESS", accession: str = "A1001", study_uid: str = ""
-) -> Dataset:
-    ds = Dataset()
-    item = Dataset()
-    item.StudyInstanceUID = study_uid
-    item.AccessionNumber = accession
-    item.RequestedProcedureID = accession
-    item.ScheduledProcedureStepID = accession
-    ds.ScheduledStepAttributesSequence = [item]
-    ds.PatientName = "Smith^Rex"
-    ds.PatientID = "P-555"
-    ds.PerformedProcedureStepID = "PPS1"
-    ds.PerformedStationAETitle = "DX_ROOM1"
-    ds.PerformedProcedureStepStartDate = "20261127"
-    ds.PerformedProcedureStepStartTime = "143000"
-    ds.PerformedProcedureStepStatus = status
-    ds.Modality = "DX"
-    ds.PerformedSeriesSequence = []
-    return ds
-
-
-def _set_ds(status: str) -> Dataset:
-    ds = Dataset()
-    ds.PerformedProcedureStepStatus = status
-    ds.PerformedProcedureStepEndDate = "20261127"
-    ds.PerformedProcedureStepEndTime = "144500"
-    series = Dataset()
-    series.SeriesInstanceUID = generate_uid()
-    series.ReferencedImageSequence = []
-    ds.PerformedSeriesSequence = [series]
-    return ds
+from tests.study_factory import mpps_create, mpps_set, place
 
 
 def test_mpps_moves_the_order_and_refuses_illegal_steps(hub: Hub, client: TestClient) -> None:
@@ -58,26 +22,26 @@ def test_mpps_moves_the_order_and_refuses_illegal_steps(hub: Hub, client: TestCl
         assoc = sf.scu().associate("127.0.0.1", scp.port, ae_title="VETHUB")
         assert assoc.is_established
         uid = generate_uid()
-        status, _ = assoc.send_n_create(_create_ds(), sf.MPPS, uid)
+        status, _ = assoc.send_n_create(mpps_create(), sf.MPPS, uid)
         assert status.Status == 0x0000
         assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "in_progress"
         # The order is still open while the step is: no quiet-period completion.
         with sf.scp(hub) as scp2:
             assert sf.send(scp2.port, [sf.instance(accession="A1001")]) == [0]
         later = utcnow() + timedelta(hours=5)
-        assert studies.complete_quiet_orders(hub, now=later) == []
+        assert sf.complete_quiet(hub, now=later) == []
 
-        status, _ = assoc.send_n_create(_create_ds(), sf.MPPS, uid)
+        status, _ = assoc.send_n_create(mpps_create(), sf.MPPS, uid)
         assert status.Status == 0x0111  # duplicate SOP instance
-        status, _ = assoc.send_n_create(_create_ds("COMPLETED"), sf.MPPS, generate_uid())
+        status, _ = assoc.send_n_create(mpps_create("COMPLETED"), sf.MPPS, generate_uid())
         assert status.Status == 0x0106  # N-CREATE must be IN PROGRESS
-        status, _ = assoc.send_n_set(_set_ds("COMPLETED"), sf.MPPS, generate_uid())
+        status, _ = assoc.send_n_set(mpps_set("COMPLETED"), sf.MPPS, generate_uid())
         assert status.Status == 0x0112  # no such SOP instance
 
-        status, _ = assoc.send_n_set(_set_ds("COMPLETED"), sf.MPPS, uid)
+        status, _ = assoc.send_n_set(mpps_set("COMPLETED"), sf.MPPS, uid)
         assert status.Status == 0x0000
         assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "completed"
-        status, _ = assoc.send_n_set(_set_ds("DISCONTINUED"), sf.MPPS, uid)
+        status, _ = assoc.send_n_set(mpps_set("DISCONTINUED"), sf.MPPS, uid)
         assert status.Status == 0x0110  # final state: no more N-SETs
         assoc.release()
 
@@ -93,11 +57,11 @@ def test_discontinued_and_unscheduled_steps(hub: Hub, client: TestClient) -> Non
     with sf.scp(hub) as scp:
         assoc = sf.scu().associate("127.0.0.1", scp.port, ae_title="VETHUB")
         uid = generate_uid()
-        assert assoc.send_n_create(_create_ds(), sf.MPPS, uid)[0].Status == 0
-        assert assoc.send_n_set(_set_ds("DISCONTINUED"), sf.MPPS, uid)[0].Status == 0
+        assert assoc.send_n_create(mpps_create(), sf.MPPS, uid)[0].Status == 0
+        assert assoc.send_n_set(mpps_set("DISCONTINUED"), sf.MPPS, uid)[0].Status == 0
         # Unscheduled: no accession, a device-made study UID; kept without an order.
         free = generate_uid()
-        ds = _create_ds(accession="", study_uid=generate_uid())
+        ds = mpps_create(accession="", study_uid=generate_uid())
         assert assoc.send_n_create(ds, sf.MPPS, free)[0].Status == 0
         assoc.release()
     assert client.get(f"/api/v1/orders/{order['id']}").json()["status"] == "discontinued"

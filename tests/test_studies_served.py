@@ -106,16 +106,14 @@ def test_sigkill_while_receiving_loses_nothing_acknowledged(db_url: str, tmp_pat
 
 
 def test_mpps_through_served_hub(served_hub: ServedHub) -> None:
-    from tests.test_studies_mpps import _create_ds, _set_ds
-
     with served_hub.api() as api:
         order = api.post("/api/v1/orders", json=REX).json()
         assoc = sf.scu().associate("127.0.0.1", served_hub.dicom, ae_title=served_hub.ae_title)
         assert assoc.is_established
         uid = generate_uid()
-        assert assoc.send_n_create(_create_ds(), sf.MPPS, uid)[0].Status == 0
+        assert assoc.send_n_create(sf.mpps_create(), sf.MPPS, uid)[0].Status == 0
         assert api.get(f"/api/v1/orders/{order['id']}").json()["status"] == "in_progress"
-        assert assoc.send_n_set(_set_ds("COMPLETED"), sf.MPPS, uid)[0].Status == 0
-        assert assoc.send_n_set(_set_ds("COMPLETED"), sf.MPPS, uid)[0].Status == 0x0110
+        assert assoc.send_n_set(sf.mpps_set("COMPLETED"), sf.MPPS, uid)[0].Status == 0
+        assert assoc.send_n_set(sf.mpps_set("COMPLETED"), sf.MPPS, uid)[0].Status == 0x0110
         assoc.release()
         assert api.get(f"/api/v1/orders/{order['id']}").json()["status"] == "completed"

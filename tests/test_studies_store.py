@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import subprocess
 from pathlib import Path
 
 import pydicom
 from fastapi.testclient import TestClient
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import generate_uid
 from pynetdicom import _config
 from sqlalchemy import func, select
 
+from hub.archive import dicomfile
 from hub.context import Hub
 from hub.models import AuditEvent, Instance, Modality, OutboxEvent, Study
-from hub.services import dicomfile
 from tests import study_factory as sf
-from tests.factories import REX
-
-
-def place(client: TestClient, **changes: object) -> dict:
-    body = copy.deepcopy(REX)
-    body.update(changes)
-    r = client.post("/api/v1/orders", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()
+from tests.study_factory import place
 
 
 def test_store_matches_by_accession_and_coerces_header(hub: Hub, client: TestClient) -> None:
@@ -89,9 +78,9 @@ def test_bad_instances_get_failure_status_and_no_index_row(hub: Hub, tmp_path: P
     wrong_class = sf.instance(sop_class=sf.CT)
     raw_files = [
         # the data set says CT while the request (and context) say DX
-        _raw_file(tmp_path / "a.dcm", _encode(wrong_class), sf.DX, wrong_class.SOPInstanceUID),
+        _raw_file(tmp_path / "a.dcm", sf.encode(wrong_class), sf.DX, wrong_class.SOPInstanceUID),
         # truncated in the pixel data
-        _raw_file(tmp_path / "b.dcm", _encode(sf.instance())[:-10], sf.DX, generate_uid()),
+        _raw_file(tmp_path / "b.dcm", sf.encode(sf.instance())[:-10], sf.DX, generate_uid()),
         # not DICOM at all
         _raw_file(tmp_path / "c.dcm", b"garbage" * 9, sf.DX, generate_uid()),
     ]
@@ -118,14 +107,6 @@ def _raw_file(path: Path, payload: bytes, sop_class: str, sop_uid: str) -> Path:
     meta = dicomfile.file_meta(sop_class, sop_uid, "1.2.840.10008.1.2.1")
     path.write_bytes(meta + payload)
     return path
-
-
-def _encode(ds: pydicom.Dataset) -> bytes:
-    """The data set alone (no preamble or file meta), explicit VR little endian."""
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, ds)
-    return fp.getvalue()
 
 
 def test_dcmtk_storescu_sends_a_folder(hub: Hub, client: TestClient, tmp_path: Path) -> None:

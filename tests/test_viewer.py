@@ -1,4 +1,4 @@
-"""viewer_url, share links and staff sign-in (interface.md "Links"), audited."""
+"""viewer_url, share links and staff sign-in (docs/interface.md "Links"), audited."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from sqlalchemy import update
 
 from hub.context import Hub
 from hub.models import Share, utcnow
-from hub.services import studies
-from hub.services.dicomfile import EXPLICIT_LE
 from tests import study_factory as sf
 from tests.conftest import key_for
-from tests.test_studies_store import _encode, place
+from tests.study_factory import place
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -29,16 +27,7 @@ def _store(hub: Hub, order: dict, n: int = 2) -> tuple[str, list[str]]:
             rows=32,
         )
         series = ds.SeriesInstanceUID
-        studies.store_instance(
-            hub,
-            studies.Incoming(
-                raw=_encode(ds),
-                sop_class_uid=ds.SOPClassUID,
-                sop_instance_uid=ds.SOPInstanceUID,
-                transfer_syntax_uid=EXPLICIT_LE,
-                calling_ae="DX_ROOM1",
-            ),
-        )
+        sf.store(hub, ds)
         sops.append(ds.SOPInstanceUID)
     return order["study_instance_uid"], sops
 

@@ -9,25 +9,33 @@ F.7.2.2) for an N-SET after the step was completed or discontinued.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import N_CREATE, N_SET
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
 from hub.errors import Invalid, NotFound
 from hub.services import mpps
+from worklist import status
+
+if TYPE_CHECKING:
+    from hub.context import Hub
 
 log = logging.getLogger("worklist.mpps")
 
-MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
-TRANSFER_SYNTAXES = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
+MPPS_SOP_CLASS = ModalityPerformedProcedureStep
+TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
+# PS3.7 C: the SOP Class of the request is not one this SCP provides.
+NO_SUCH_SOP_CLASS = 0x0118
 
 
 class MppsService:
     """The MPPS part of the hub's DICOM door."""
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def add_contexts(self, ae: AE) -> None:
@@ -37,13 +45,13 @@ class MppsService:
         return [(evt.EVT_N_CREATE, self.on_create), (evt.EVT_N_SET, self.on_set)]
 
     def on_create(self, event: evt.Event) -> tuple[Dataset | int, Dataset | None]:
-        req = event.request
+        req = cast(N_CREATE, event.request)
         if str(req.AffectedSOPClassUID) != MPPS_SOP_CLASS:
-            return _status(0x0118, "only MPPS is supported by N-CREATE"), None
+            return _refuse(NO_SUCH_SOP_CLASS, "only MPPS is supported by N-CREATE"), None
         try:
             ds = event.attribute_list
         except Exception as exc:
-            return _status(0x0107, f"attribute list cannot be decoded: {exc}"), None
+            return _refuse(status.CANNOT_DECODE, f"attribute list cannot be decoded: {exc}"), None
         uid = str(req.AffectedSOPInstanceUID or generate_uid())
         links = [
             mpps.StepLink(
@@ -52,45 +60,47 @@ class MppsService:
             )
             for item in ds.get("ScheduledStepAttributesSequence", []) or []
         ]
-        status = str(ds.get("PerformedProcedureStepStatus", "") or "").strip()
+        step_status = str(ds.get("PerformedProcedureStepStatus", "") or "").strip()
         try:
             with self.hub.db.session() as s:
-                mpps.create(s, uid, status, links, _json(ds), _calling(event))
+                mpps.create(s, uid, step_status, links, _json(ds), _calling(event))
         except mpps.DuplicateStep as exc:
-            return _status(0x0111, str(exc)), None
+            return _refuse(status.DUPLICATE_INSTANCE, str(exc)), None
         except Invalid as exc:
-            return _status(0x0106, str(exc)), None
+            return _refuse(status.INVALID_ATTRIBUTE_VALUE, str(exc)), None
         except Exception:
             log.exception("MPPS N-CREATE failed")
-            return _status(0x0110, "internal error; see the hub's log"), None
+            return _refuse(status.PROCESSING_FAILURE_N, "internal error; see the hub's log"), None
         reply = Dataset()
         if req.AffectedSOPInstanceUID is None:
             reply.AffectedSOPInstanceUID = uid
-        reply.PerformedProcedureStepStatus = status
-        return 0x0000, reply
+        reply.PerformedProcedureStepStatus = step_status
+        return status.SUCCESS, reply
 
     def on_set(self, event: evt.Event) -> tuple[Dataset | int, Dataset | None]:
-        req = event.request
+        req = cast(N_SET, event.request)
         try:
             mods = event.modification_list
         except Exception as exc:
-            return _status(0x0107, f"modification list cannot be decoded: {exc}"), None
+            return _refuse(
+                status.CANNOT_DECODE, f"modification list cannot be decoded: {exc}"
+            ), None
         uid = str(req.RequestedSOPInstanceUID or "")
         raw_status = mods.get("PerformedProcedureStepStatus")
-        status = str(raw_status).strip() if raw_status else None
+        step_status = str(raw_status).strip() if raw_status else None
         try:
             with self.hub.db.session() as s:
-                mpps.update(s, uid, status, _json(mods), _calling(event))
+                mpps.update(s, uid, step_status, _json(mods), _calling(event))
         except NotFound as exc:
-            return _status(0x0112, str(exc)), None
+            return _refuse(status.NO_SUCH_OBJECT_INSTANCE, str(exc)), None
         except mpps.FinalStep as exc:
-            return _status(0x0110, f"A710: {exc}"), None
+            return _refuse(status.PROCESSING_FAILURE_N, f"A710: {exc}"), None
         except Invalid as exc:
-            return _status(0x0106, str(exc)), None
+            return _refuse(status.INVALID_ATTRIBUTE_VALUE, str(exc)), None
         except Exception:
             log.exception("MPPS N-SET failed")
-            return _status(0x0110, "internal error; see the hub's log"), None
-        return 0x0000, mods
+            return _refuse(status.PROCESSING_FAILURE_N, "internal error; see the hub's log"), None
+        return status.SUCCESS, mods
 
 
 def _calling(event: evt.Event) -> str:
@@ -105,9 +115,5 @@ def _json(ds: Dataset) -> dict[str, Any]:
         return {}
 
 
-def _status(code: int, comment: str) -> Dataset:
-    log.warning("MPPS request refused", extra={"status": f"0x{code:04X}", "detail": comment})
-    status = Dataset()
-    status.Status = code
-    status.ErrorComment = comment[:64]
-    return status
+def _refuse(code: int, comment: str) -> Dataset:
+    return status.failure(code, comment, service="MPPS")

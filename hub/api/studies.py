@@ -1,4 +1,4 @@
-"""REST studies: the list, one study, reconcile and detach (interface.md "Studies")."""
+"""REST studies: the list, one study, reconcile and detach (docs/interface.md "Studies")."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.api.auth import Caller, require
+from hub.archive import rewrite
+from hub.context import Hub
 from hub.models import Order, Study, as_utc
 from hub.schemas import Page, ReconcileIn, StudyOut
-from hub.services import paging, studies
+from hub.services import candidates, paging, studies
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -19,12 +24,23 @@ READ = require("integration", "vet", "tech")
 RECONCILE = require("tech")
 
 
+class ReconciledOut(StudyOut):
+    """The study after reconcile/detach, and the files whose headers could not be
+    corrected (empty when all were; the failure is in the audit log too)."""
+
+    files_not_corrected: list[str] = Field(default_factory=list)
+
+
 def study_out(
-    study: Study, counts: tuple[int, int], public_url: str, orders_by_id: dict[int, Order]
+    study: Study,
+    counts: tuple[int, int],
+    public_url: str,
+    orders_by_id: dict[int, Order],
+    ranked: list[dict[str, Any]],
 ) -> dict[str, Any]:
     received = study.received or {}
-    candidates = []
-    for c in study.candidates or []:
+    shown = []
+    for c in ranked:
         o = orders_by_id.get(c["order_id"])
         entry = dict(c)
         if o is not None:
@@ -37,7 +53,7 @@ def study_out(
                 scheduled_start=o.scheduled_start.isoformat(),
                 status=o.status,
             )
-        candidates.append(entry)
+        shown.append(entry)
     return {
         "study_instance_uid": study.study_instance_uid,
         "series_count": counts[0],
@@ -60,21 +76,27 @@ def study_out(
         "study_description": study.study_description or None,
         "calling_ae_title": study.calling_ae or None,
         "received": received,
-        "candidates": candidates,
+        "candidates": shown,
         "viewer_url": f"{public_url.rstrip('/')}/viewer/studies/{study.study_instance_uid}",
         "created_at": as_utc(study.created_at),
         "last_received_at": as_utc(study.last_received_at),
     }
 
 
-def _render(request: Request, s: Any, rows: list[Study]) -> list[dict[str, Any]]:
-    hub = request.app.state.hub
-    by_study = studies.counts(s, [r.id for r in rows])  # type: ignore[misc]
-    ids = {c["order_id"] for r in rows for c in (r.candidates or [])}
-    found = {o.id: o for o in s.scalars(select(Order).where(Order.id.in_(ids)))} if ids else {}  # type: ignore[union-attr]
+def _render(request: Request, s: Session, rows: list[Study]) -> list[dict[str, Any]]:
+    """Studies as the API shows them; a waiting study's candidates are ranked now."""
+    hub: Hub = request.app.state.hub
+    by_study = studies.counts(s, [r.id for r in rows if r.id is not None])
+    ranked = [candidates.current(s, r) for r in rows]
+    ids = {c["order_id"] for cands in ranked for c in cands}
+    found: dict[int, Order] = {}
+    if ids:
+        for o in s.scalars(select(Order).where(col(Order.id).in_(ids))):
+            assert o.id is not None
+            found[o.id] = o
     return [
-        study_out(r, by_study.get(r.id, (0, 0)), hub.settings.public_url, found)  # type: ignore[arg-type]
-        for r in rows
+        study_out(r, by_study.get(r.id or 0, (0, 0)), hub.settings.public_url, found, cands)
+        for r, cands in zip(rows, ranked, strict=True)
     ]
 
 
@@ -108,21 +130,23 @@ def get_study(study_instance_uid: str, request: Request, who: Caller = Depends(R
         return _render(request, s, [studies.get(s, study_instance_uid)])[0]
 
 
-@router.post("/{study_instance_uid}/reconcile", response_model=StudyOut)
+@router.post("/{study_instance_uid}/reconcile", response_model=ReconciledOut)
 def reconcile_study(
     study_instance_uid: str, body: ReconcileIn, request: Request, who: Caller = Depends(RECONCILE)
 ) -> dict:
-    hub = request.app.state.hub
-    studies.reconcile(hub, study_instance_uid, body.order_id, who.actor)
+    hub: Hub = request.app.state.hub
+    not_corrected = rewrite.reconcile_study(hub, study_instance_uid, body.order_id, who.actor)
     with hub.db.read_session() as s:
-        return _render(request, s, [studies.get(s, study_instance_uid)])[0]
+        out = _render(request, s, [studies.get(s, study_instance_uid)])[0]
+    return {**out, "files_not_corrected": not_corrected}
 
 
-@router.post("/{study_instance_uid}/detach", response_model=StudyOut)
+@router.post("/{study_instance_uid}/detach", response_model=ReconciledOut)
 def detach_study(
     study_instance_uid: str, request: Request, who: Caller = Depends(RECONCILE)
 ) -> dict:
-    hub = request.app.state.hub
-    studies.detach(hub, study_instance_uid, who.actor)
+    hub: Hub = request.app.state.hub
+    not_corrected = rewrite.detach_study(hub, study_instance_uid, who.actor)
     with hub.db.read_session() as s:
-        return _render(request, s, [studies.get(s, study_instance_uid)])[0]
+        out = _render(request, s, [studies.get(s, study_instance_uid)])[0]
+    return {**out, "files_not_corrected": not_corrected}

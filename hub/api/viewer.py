@@ -20,12 +20,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.api.auth import lookup_key
+from hub.archive import thumbnails
 from hub.context import Hub
 from hub.errors import NotFound
 from hub.models import Instance, Order, Series, Study
-from hub.services import events, links, studies, thumbnails
+from hub.services import events, links, studies
 
 router = APIRouter(tags=["viewer"], include_in_schema=False)
 COOKIE = "vethub_session"
@@ -114,7 +116,7 @@ def _summary(s: Session, study: Study, preview_base: str, download: str | None) 
             _row("Species", order.species_description),
             _row("Breed", order.breed),
             _row("Sex", order.patient_sex),
-            _row("Neutered", {True: "yes", False: "no"}.get(order.patient_neutered)),
+            _row("Neutered", _yes_no(order.patient_neutered)),
             _row("Birth date", order.patient_birth_date),
             _row("Weight (kg)", order.patient_weight_kg),
             _row("Owner", owner),
@@ -151,9 +153,11 @@ def _summary(s: Session, study: Study, preview_base: str, download: str | None) 
         parts.append(
             f'<p><a href="{html.escape(download, quote=True)}">Download DICOM (zip)</a></p>'
         )
-    for series in s.scalars(select(Series).where(Series.study_id == study.id).order_by(Series.id)):
+    for series in s.scalars(
+        select(Series).where(col(Series.study_id) == study.id).order_by(col(Series.id))
+    ):
         instances = s.scalars(
-            select(Instance).where(Instance.series_id == series.id).order_by(Instance.id)
+            select(Instance).where(col(Instance.series_id) == series.id).order_by(col(Instance.id))
         ).all()
         base = html.escape(preview_base, quote=True)
         figures = "".join(
@@ -176,7 +180,7 @@ def _preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
         study = studies.get(s, study_uid)
         inst = s.scalars(
             select(Instance).where(
-                Instance.sop_instance_uid == sop_uid, Instance.study_id == study.id
+                col(Instance.sop_instance_uid) == sop_uid, col(Instance.study_id) == study.id
             )
         ).first()
         if inst is None:
@@ -326,3 +330,7 @@ def viewer_home(request: Request) -> Response:
         'practice software.</p><form method="post" action="/viewer/sign-out">'
         "<button>Sign out</button></form>",
     )
+
+
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("yes" if value else "no")

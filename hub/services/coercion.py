@@ -3,8 +3,10 @@
 Devices truncate or transliterate names, drop species and breed, and images
 keyed in by hand carry whatever the operator typed. Once a study belongs to
 an order, its headers are corrected from the order (IHE Scheduled Workflow
-practice); what the device sent is returned so the caller can keep it in
-the audit trail, and ``restore`` puts it back when a wrong attachment is undone.
+practice); what the device sent stays on the study, so the audit trail
+keeps it and a detach puts it back when a wrong attachment is undone.
+This module decides, over plain values; ``hub.archive.coercion`` writes the
+decisions into data sets.
 
 On arrival only identity (PatientName, PatientID, AccessionNumber) is
 overwritten and missing veterinary attributes are filled; a reconciliation
@@ -14,10 +16,6 @@ by a person overwrites everything the order knows.
 from __future__ import annotations
 
 from typing import Any
-
-from pydicom.charset import convert_encodings
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 from hub import names
 from hub.models import Order
@@ -72,27 +70,6 @@ def target(order: Order) -> dict[str, Value]:
     }
 
 
-def current(ds: Dataset) -> dict[str, Value]:
-    """The values of ``KEYWORDS`` in a header, JSON-ready (None: absent)."""
-    out: dict[str, Value] = {}
-    for kw in KEYWORDS:
-        if kw not in ds:
-            out[kw] = None
-            continue
-        value = ds[kw].value
-        if kw.endswith("Sequence"):
-            out[kw] = [
-                {
-                    k: str(item.get(k, ""))
-                    for k in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
-                }
-                for item in (value or [])
-            ]
-        else:
-            out[kw] = "" if value is None else str(value)
-    return out
-
-
 def corrections(
     want: dict[str, Value], have: dict[str, Value], *, overwrite: bool
 ) -> dict[str, dict[str, Value]]:
@@ -108,39 +85,6 @@ def corrections(
         elif _empty(old):
             out[kw] = {"from": old, "to": new}
     return out
-
-
-def apply(ds: Dataset, values: dict[str, Value]) -> None:
-    """Set (or, for None, remove) attributes on a full data set, fixing its character set."""
-    texts = [v for v in values.values() if isinstance(v, str)]
-    _make_room_for(ds, texts)
-    for kw, value in values.items():
-        if value is None:
-            if kw in ds:
-                del ds[kw]
-        elif isinstance(value, list):
-            items = []
-            for entry in value:
-                item = Dataset()
-                for k, v in entry.items():
-                    setattr(item, k, v)
-                items.append(item)
-            setattr(ds, kw, Sequence(items))
-        else:
-            setattr(ds, kw, value)
-
-
-def _make_room_for(ds: Dataset, texts: list[str]) -> None:
-    """Switch to UTF-8 when a new value does not fit the data set's character set."""
-    declared = ds.get("SpecificCharacterSet", "") or ""
-    terms = list(declared) if not isinstance(declared, str) else [declared]
-    encodings = convert_encodings(terms)
-    try:
-        for text in texts:
-            text.encode(encodings[0])
-    except (UnicodeEncodeError, LookupError):
-        ds.decode()  # every text element to str, in the old character set
-        ds.SpecificCharacterSet = "ISO_IR 192"
 
 
 def _norm(value: Value) -> Any:

@@ -1,6 +1,6 @@
 """Which order does a received study belong to? Pure functions, no DB.
 
-The rules of interface.md, in order of trust:
+The rules of docs/interface.md, in order of trust:
 
 1. ``accession``: the study's AccessionNumber equals an order's;
 2. ``study_uid``: its StudyInstanceUID equals an order's;

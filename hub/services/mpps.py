@@ -1,7 +1,7 @@
 """Modality Performed Procedure Steps: what a device says it did with an order.
 
 N-CREATE opens a step (only as IN PROGRESS), N-SET may finish it once as
-COMPLETED or DISCONTINUED; a finished step is final (domain.md §3). The step
+COMPLETED or DISCONTINUED; a finished step is final (docs/domain.md §3). The step
 is tied to its order by the ScheduledStepAttributesSequence (accession number
 first, then study UID); the order follows: in_progress, completed,
 discontinued. Unscheduled steps (no linkage) are kept without an order.
@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.errors import Conflict, Invalid, NotFound
 from hub.models import Mpps, Order, OrderStatus, utcnow
@@ -53,7 +54,7 @@ def create(
         raise Invalid.one(
             "PerformedProcedureStepStatus", f"must be IN PROGRESS on N-CREATE, not {status!r}"
         )
-    if s.scalars(select(Mpps).where(Mpps.sop_instance_uid == sop_instance_uid)).first():
+    if s.scalars(select(Mpps).where(col(Mpps.sop_instance_uid) == sop_instance_uid)).first():
         raise DuplicateStep(f"MPPS {sop_instance_uid} already exists", "SOPInstanceUID")
     order = _linked_order(s, links)
     step = Mpps(
@@ -94,7 +95,7 @@ def update(
 ) -> Mpps:
     """Apply an N-SET: ``attributes`` replace the stored ones (sequences are sent whole)."""
     step = s.scalars(
-        select(Mpps).where(Mpps.sop_instance_uid == sop_instance_uid).with_for_update()
+        select(Mpps).where(col(Mpps.sop_instance_uid) == sop_instance_uid).with_for_update()
     ).first()
     if step is None:
         raise NotFound(f"no MPPS {sop_instance_uid}")
@@ -130,14 +131,14 @@ def _linked_order(s: Session, links: list[StepLink]) -> Order | None:
     for link in links:
         if link.accession_number:
             order = s.scalars(
-                select(Order).where(Order.accession_number == link.accession_number)
+                select(Order).where(col(Order.accession_number) == link.accession_number)
             ).first()
             if order is not None:
                 return order
     for link in links:
         if link.study_instance_uid:
             order = s.scalars(
-                select(Order).where(Order.study_instance_uid == link.study_instance_uid)
+                select(Order).where(col(Order.study_instance_uid) == link.study_instance_uid)
             ).first()
             if order is not None:
                 return order

@@ -150,6 +150,9 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
             raise _accession_conflict(accession) from None
     order = session.get_one(Order, new_id)
     events.record(session, "order.scheduled", order_id=order.id)
+    from hub.services.reconcile import rematch_for_order  # studies that came first
+
+    rematch_for_order(session, order)
     return order, True
 
 
@@ -227,6 +230,9 @@ def update(session: Session, order_id: int, patch: dict[str, Any], ctx: OrderCon
     order.updated_at = utcnow()
     session.flush()
     events.record(session, "order.updated", order_id=order.id)
+    from hub.services.reconcile import rematch_for_order  # studies that came first
+
+    rematch_for_order(session, order)
     return order
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.errors import Invalid
 from hub.models import Order, OrderStatus, Study
@@ -22,11 +23,11 @@ from hub.services.orders import OrderContext
 def open_orders(session: Session, patient_id: str, source: str | None = None) -> list[Order]:
     stmt = (
         select(Order)
-        .where(Order.patient_id == patient_id, Order.status.in_(OrderStatus.OPEN))  # type: ignore[attr-defined]
-        .order_by(Order.id)
+        .where(col(Order.patient_id) == patient_id, col(Order.status).in_(OrderStatus.OPEN))
+        .order_by(col(Order.id))
     )
     if source is not None:
-        stmt = stmt.where(Order.source == source)
+        stmt = stmt.where(col(Order.source) == source)
     return list(session.scalars(stmt))
 
 
@@ -99,8 +100,8 @@ def merge(
 
 
 def _studies_of(session: Session, patient_id: str, source: str | None) -> list[Study]:
-    stmt = select(Study).where(Study.patient_id == patient_id)
+    stmt = select(Study).where(col(Study.patient_id) == patient_id)
     if source is not None:
-        mine = select(Order.id).where(Order.source == source)
-        stmt = stmt.where(or_(Study.order_id.is_(None), Study.order_id.in_(mine)))  # type: ignore[union-attr]
+        mine = select(col(Order.id)).where(col(Order.source) == source)
+        stmt = stmt.where(or_(col(Study.order_id).is_(None), col(Study.order_id).in_(mine)))
     return list(session.scalars(stmt))

@@ -6,6 +6,7 @@ few header attributes the hub needs, and rewritten when identity is corrected.
 from __future__ import annotations
 
 import io
+import mmap
 import struct
 import zlib
 from typing import Any
@@ -16,16 +17,26 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 import hub
+
+# What the structure walk reads: the bytes in memory, or a received file mapped
+# into memory so a 2 GB instance costs page cache, not heap.
+Buffer = bytes | mmap.mmap
 
 # A UUID-derived UID (PS3.5 B.2): uuid5(DNS, "implementation.vethub").
 IMPLEMENTATION_CLASS_UID = "2.25.256969932720913279751125693747606157266"
 IMPLEMENTATION_VERSION = f"VETHUB_{hub.__version__}"[:16]
-IMPLICIT_LE = "1.2.840.10008.1.2"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_BE = "1.2.840.10008.1.2.2"
+IMPLICIT_LE = str(ImplicitVRLittleEndian)
+EXPLICIT_LE = str(ExplicitVRLittleEndian)
+DEFLATED_LE = str(DeflatedExplicitVRLittleEndian)
+EXPLICIT_BE = str(ExplicitVRBigEndian)
 
 HEADER_KEYWORDS = (
     "SpecificCharacterSet",
@@ -114,12 +125,12 @@ def _short(element: int, vr: bytes, value: bytes, *, long: bool = False) -> byte
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def check_complete(raw: bytes, transfer_syntax_uid: str) -> None:
+def check_complete(raw: Buffer, transfer_syntax_uid: str) -> None:
     """Raise ``Incomplete`` unless ``raw`` is exactly one whole data set (see ``scan``)."""
     scan(raw, transfer_syntax_uid)
 
 
-def scan(raw: bytes, transfer_syntax_uid: str) -> dict[str, Any]:
+def scan(raw: Buffer, transfer_syntax_uid: str, start: int = 0) -> dict[str, Any]:
     """Walk the element structure without decoding values and return the header.
 
     Raises ``Incomplete`` if an element runs past the end, the structure is
@@ -129,26 +140,28 @@ def scan(raw: bytes, transfer_syntax_uid: str) -> dict[str, Any]:
     ``str`` (multiple values joined by a backslash), the code sequence as a
     list of ``{"CodeValue", "CodingSchemeDesignator", "CodeMeaning"}``. The
     hot path of C-STORE thereby never builds a pydicom Dataset.
+    The data set is ``raw[start:]`` (a received file's, after its meta group).
     """
     if transfer_syntax_uid == DEFLATED_LE:
         try:
-            raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw)
+            raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw[start:])
+            start = 0
         except zlib.error as exc:
             raise Incomplete(f"deflated data set does not inflate: {exc}") from None
         transfer_syntax_uid = EXPLICIT_LE
     if transfer_syntax_uid == EXPLICIT_BE:
         raise Incomplete("Explicit VR Big Endian (retired) is not accepted")
     implicit = transfer_syntax_uid == IMPLICIT_LE
-    if not raw:
+    if len(raw) <= start:
         raise Incomplete("empty data set")
     picked: list[tuple[int, bytes, int, int, int]] = []
-    end = _walk(raw, 0, implicit, nested=False, picked=picked)
+    end = _walk(raw, start, implicit, nested=False, picked=picked)
     if end != len(raw):
         raise Incomplete(f"{len(raw) - end} bytes after the last element")
     return _decode(raw, picked, implicit)
 
 
-def _decode(raw: bytes, picked: list[tuple[int, bytes, int, int, int]], implicit: bool) -> dict:
+def _decode(raw: Buffer, picked: list[tuple[int, bytes, int, int, int]], implicit: bool) -> dict:
     out: dict[str, Any] = {}
     encodings = ["iso8859"]
     for tag, vr_bytes, start, value_at, end in picked:
@@ -194,7 +207,7 @@ def encode(ds: Dataset) -> bytes:
 
 
 def _walk(
-    buf: bytes,
+    buf: Buffer,
     pos: int,
     implicit: bool,
     *,
@@ -250,7 +263,7 @@ def _walk(
     return pos
 
 
-def _walk_items(buf: bytes, pos: int, implicit: bool) -> int:
+def _walk_items(buf: Buffer, pos: int, implicit: bool) -> int:
     n = len(buf)
     while True:
         if pos + 8 > n:

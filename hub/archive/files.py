@@ -12,20 +12,29 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from hub.services.ingest import valid_uid
 
 # Space kept free for the database and logs when storing files.
 MIN_FREE_BYTES = 64 * 1024 * 1024
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+# Copy step when the kernel cannot copy between the two files itself.
+_COPY_CHUNK = 1 << 20
 
 
-def valid_uid(value: str) -> bool:
-    """A DICOM UID: digits and dots, at most 64 characters (and so a safe file name)."""
-    return 0 < len(value) <= 64 and _UID.match(value) is not None
+@dataclass(frozen=True)
+class FileSlice:
+    """``length`` bytes of another file from ``offset``: a received data set
+    that the kernel copies into place without it passing through Python."""
+
+    path: Path
+    offset: int
+    length: int
 
 
 def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
@@ -39,14 +48,15 @@ def absolute(data_dir: Path, rel: str) -> Path:
     return data_dir / rel
 
 
-def write_atomic(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> int:
+def write_atomic(path: Path, chunks: Sequence[bytes | FileSlice]) -> int:
     """Write ``chunks`` to ``path`` durably (see module docstring); returns the size.
 
     Refuses (ENOSPC) up front when the file would leave less than
     ``MIN_FREE_BYTES`` free, rather than finding out half-way through 2 GB.
     """
     created = _makedirs(path.parent)
-    needed = sum(len(c) for c in chunks) + MIN_FREE_BYTES
+    needed = sum(c.length if isinstance(c, FileSlice) else len(c) for c in chunks)
+    needed += MIN_FREE_BYTES
     st = os.statvfs(path.parent)
     if st.f_bavail * st.f_frsize < needed:
         raise OSError(errno.ENOSPC, f"less than {needed} bytes free for {path.name}")
@@ -55,11 +65,10 @@ def write_atomic(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> int:
     try:
         try:
             for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                    size += n
+                if isinstance(chunk, FileSlice):
+                    size += _copy_slice(chunk, fd)
+                    continue
+                size += _write_all(fd, chunk)
             os.fdatasync(fd)  # data and the size it needs; the name is made durable below
         finally:
             os.close(fd)
@@ -72,6 +81,37 @@ def write_atomic(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> int:
     for directory in created:  # new directories must be durable in their parents too
         _fsync_dir(directory.parent)
     return size
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
+
+
+def _copy_slice(part: FileSlice, out_fd: int) -> int:
+    """Append ``part`` to ``out_fd``: sendfile where the kernel can, else in 1 MB steps."""
+    with part.path.open("rb") as src:
+        done = 0
+        try:
+            while done < part.length:
+                n = os.sendfile(out_fd, src.fileno(), part.offset + done, part.length - done)
+                if n == 0:
+                    break
+                done += n
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK) or done:
+                raise
+            src.seek(part.offset)
+            while done < part.length:
+                block = src.read(min(_COPY_CHUNK, part.length - done))
+                if not block:
+                    break
+                done += _write_all(out_fd, block)
+    if done != part.length:
+        raise OSError(errno.EIO, f"{part.path} ended after {done} of {part.length} bytes")
+    return done
 
 
 def remove(path: Path) -> None:
