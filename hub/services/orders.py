@@ -46,6 +46,7 @@ SENDER_IDS = (
     "requested_procedure_id",
     "scheduled_step_id",
 )
+_SINCE_V11 = ("study_instance_uid", "requested_procedure_id", "scheduled_step_id")
 _ACCESSION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I look-alikes
 _ORDERS: Table = SQLModel.metadata.tables["orders"]  # Order's table, for Core statements
 
@@ -83,9 +84,9 @@ class OrderFilter:
 
 
 def request_hash(req: OrderIn) -> str:
-    """What "the same order again" means. The sender's identifiers are left out when
-    absent, so an order stored before they were accepted still matches its resend."""
-    absent = {name for name in SENDER_IDS[1:] if getattr(req, name) is None}
+    """What "the same order again" means. The identifiers a request may carry since
+    v1.1 are left out when absent, so an order stored before still matches its resend."""
+    absent = {name for name in _SINCE_V11 if getattr(req, name) is None}
     return hashlib.sha256(req.model_dump_json(exclude=absent).encode()).hexdigest()
 
 
