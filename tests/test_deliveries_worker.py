@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 from sqlalchemy import update
+from sqlmodel import col
 
 from adapters.webhook import verify
 from hub.context import Hub
@@ -79,7 +80,7 @@ def drain(w: DeliveryWorker, hub: Hub) -> None:
         with hub.db.session() as s:
             s.execute(
                 update(Delivery)
-                .where(Delivery.status == "pending", Delivery.attempts > 0)
+                .where(col(Delivery.status) == "pending", col(Delivery.attempts) > 0)
                 .values(next_attempt_at=utcnow() - timedelta(seconds=1))
             )
         if w.run_once() == 0:
@@ -166,7 +167,13 @@ def test_receiver_fault_then_recovery(
     receiver.mode = "ok"
     drain(w, hub)
     assert statuses(client) == [("order.scheduled", "delivered", 2)]
-    assert receiver.delivery_ids() == [d["delivery_id"]]
+    ids = receiver.delivery_ids()
+    if fault == "slow":
+        # The slow first attempt may still complete after the hub gave up on it
+        # (a busy machine makes that likely): a duplicate under the same id,
+        # which is what the receiver's idempotency key is for.
+        ids = sorted(set(ids))
+    assert ids == [d["delivery_id"]]
 
 
 def test_gives_up_visibly_then_manual_retry(
@@ -240,9 +247,11 @@ def _store_study(hub: Hub, order: dict) -> str:
         )
         s.add(study)
         s.flush()
+        assert study.id is not None
         series = Series(study_id=study.id, series_instance_uid=generate_uid(), modality="DX")
         s.add(series)
         s.flush()
+        assert series.id is not None
         for n in range(2):
             s.add(
                 Instance(
@@ -368,7 +377,7 @@ def test_an_event_that_cannot_be_rendered_does_not_stop_the_others(
     ).json()
     real = dispatch_module.document
 
-    def document(ev, order, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def document(ev, order, *args, **kwargs):
         if order.id == bad["id"]:
             raise ValueError("cannot render")
         return real(ev, order, *args, **kwargs)
