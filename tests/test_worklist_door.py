@@ -89,8 +89,9 @@ def test_registered_device_gets_its_character_set_and_scope(hub: Hub) -> None:
             s,
             "DX_ROOM1",
             {"character_set": "ISO_IR 100", "scope_station": True, "date_window_days": 1},
+            actor="test",
         )
-        modalities.put(s, "OLD_CR", {"character_set": "ASCII"})
+        modalities.put(s, "OLD_CR", {"character_set": "ASCII"}, actor="test")
     q = identifier(AccessionNumber="", PatientName="", ResponsiblePerson="", charset=None)
     with running_door(hub) as port:
         latin, _, _ = find(port, q, aet="DX_ROOM1")
@@ -121,7 +122,7 @@ def test_registered_device_gets_its_character_set_and_scope(hub: Hub) -> None:
 def test_unknown_calling_ae_rejected_when_configured(hub: Hub) -> None:
     hub.settings.dicom_allow_unknown_ae = False
     with hub.db.session() as s:
-        modalities.put(s, "DX_ROOM1", {})
+        modalities.put(s, "DX_ROOM1", {}, actor="test")
     with running_door(hub) as port:
         ae = AE(ae_title="STRANGER")
         ae.add_requested_context(Verification)
@@ -134,7 +135,7 @@ def test_unknown_calling_ae_rejected_when_configured(hub: Hub) -> None:
         assoc.release()
         # registered later: accepted without a restart
         with hub.db.session() as s:
-            modalities.put(s, "STRANGER", {})
+            modalities.put(s, "STRANGER", {}, actor="test")
         ae = AE(ae_title="STRANGER")
         ae.add_requested_context(Verification)
         assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
@@ -231,15 +232,29 @@ def test_graceful_stop_lets_a_query_finish(busy: tuple[Hub, list[dict]]) -> None
 
 
 def test_services_plug_in(hub: Hub) -> None:
-    """Verification and MWL always; Storage / MPPS whenever their modules are installed."""
-    import importlib.util
-
-    from worklist.server import OPTIONAL_SERVICES, default_services
+    """The door runs Verification, MWL, Storage and MPPS."""
+    from worklist.server import default_services
 
     names = [type(s).__name__ for s in default_services(hub)]
-    assert names[:2] == ["VerificationService", "WorklistService"]
-    for module, cls in OPTIONAL_SERVICES:
-        assert (cls in names) == (importlib.util.find_spec(module) is not None)
+    assert names == ["VerificationService", "WorklistService", "StorageService", "MppsService"]
+
+
+def test_largest_pdu_is_set_once_on_the_ae(hub: Hub) -> None:
+    """Every association, whatever service it is for, offers MAXIMUM_PDU_SIZE."""
+    from worklist.server import MAXIMUM_PDU_SIZE
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(MWL)
+    only_mwl = [VerificationService(), WorklistService(hub)]
+    for services in (None, only_mwl):
+        with running_door(hub, services=services) as port:
+            assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
+            assert assoc.is_established
+            try:
+                assert assoc.acceptor.maximum_length == MAXIMUM_PDU_SIZE
+            finally:
+                assoc.release()
 
 
 def test_a_changed_order_changes_in_the_worklist_at_once(hub: Hub) -> None:

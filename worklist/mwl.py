@@ -13,70 +13,26 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
-import pynetdicom.service_class as _service_class
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from hub.context import Hub
+from hub.models import Modality
 from hub.services import modalities
 from worklist import charset as charsets
+from worklist import encoded, status
+from worklist.encoded import EncodedIdentifier
 from worklist.items import EncodingCache, build_item, encode
-from worklist.query import STATUS_UNABLE, QueryError, Scope, parse, statement
+from worklist.query import QueryError, Scope, parse, statement
 
 log = logging.getLogger("worklist.mwl")
 
-PENDING = 0xFF00
-CANCELLED = 0xFE00
 # A device's last_query_at is for "is it alive"; one write per this many
 # seconds spares a disk flush on every query of a device that polls often.
 TOUCH_INTERVAL_S = 5.0
-
-
-class EncodedIdentifier(Dataset):
-    """An answer already encoded by ``items.encode``; pynetdicom sends its bytes as they are."""
-
-    def __init__(self, data: bytes, implicit: bool) -> None:
-        super().__init__()
-        object.__setattr__(self, "_vethub_data", data)
-        object.__setattr__(self, "_vethub_implicit", implicit)
-
-
-def _install_fast_encode() -> None:
-    """Let pynetdicom's C-FIND SCP send pre-encoded answers without pydicom re-encoding them.
-
-    pynetdicom encodes each yielded identifier with ``dsutils.encode``; the
-    wrapper short-cuts only ``EncodedIdentifier`` (whose encoding matches the
-    context's transfer syntax) and passes every other data set through.
-    """
-    original = _service_class.encode
-    if getattr(original, "_vethub_fast", False):
-        return
-
-    def fast_encode(
-        ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False
-    ) -> bytes | None:
-        if (
-            isinstance(ds, EncodedIdentifier)
-            and is_little_endian
-            and not deflated
-            and ds._vethub_implicit == is_implicit_vr
-        ):
-            return ds._vethub_data  # type: ignore[no-any-return]
-        return original(ds, is_implicit_vr, is_little_endian, deflated)
-
-    fast_encode._vethub_fast = True  # type: ignore[attr-defined]
-    _service_class.encode = fast_encode
-
-
-def failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 class WorklistService:
@@ -88,7 +44,9 @@ class WorklistService:
         self.dialect = hub.db.engine.dialect.name
         self._touched: dict[str, float] = {}
         self._touch_lock = threading.Lock()
-        _install_fast_encode()
+        # False when the installed pynetdicom does not pass the shim's checks
+        # (encoded.install logs why): answers then go out as decoded data sets.
+        self.send_encoded = encoded.install()
 
     def add_contexts(self, ae: AE) -> None:
         # Only little-endian syntaxes: those are what items.encode writes.
@@ -101,34 +59,44 @@ class WorklistService:
 
     # -- per query ----------------------------------------------------------
 
-    def on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         calling = str(event.assoc.requestor.ae_title).strip()
         started = time.perf_counter()
         if event.context.abstract_syntax != ModalityWorklistInformationFind:
             # C-FIND has one handler per AE; another model must get its own service here.
-            yield failure(0x0122, "only Modality Worklist queries are answered"), None
+            yield (
+                status.failure(
+                    status.SOP_CLASS_NOT_SUPPORTED,
+                    "only Modality Worklist queries are answered",
+                    calling_ae=calling,
+                ),
+                None,
+            )
             return
         try:
             query = parse(event.identifier, self.dialect)
         except QueryError as exc:
-            log.warning(
-                "worklist query refused",
-                extra={
-                    "calling_ae": calling,
-                    "status": f"0x{exc.status:04X}",
-                    "reason": exc.comment,
-                },
-            )
-            yield failure(exc.status, exc.comment), None
+            yield status.failure(exc.status, exc.comment, calling_ae=calling), None
             return
         except Exception as exc:  # an identifier pydicom cannot even decode
-            log.warning(
-                "worklist identifier undecodable", extra={"calling_ae": calling, "error": str(exc)}
+            yield (
+                status.failure(
+                    status.CANNOT_UNDERSTAND,
+                    f"identifier cannot be decoded: {exc}",
+                    calling_ae=calling,
+                ),
+                None,
             )
-            yield failure(STATUS_UNABLE, f"identifier cannot be decoded: {exc}"), None
             return
         if not query.spec:
-            yield failure(0xA900, "identifier requests no keys"), None
+            yield (
+                status.failure(
+                    status.DOES_NOT_MATCH_SOP_CLASS,
+                    "identifier requests no keys",
+                    calling_ae=calling,
+                ),
+                None,
+            )
             return
 
         settings = self.hub.settings
@@ -152,7 +120,7 @@ class WorklistService:
                 for row in rows:
                     if event.is_cancelled:
                         log.info("worklist query cancelled", extra={"calling_ae": calling})
-                        yield CANCELLED, None
+                        yield status.CANCEL, None
                         return
                     key = (row.id, row.version, charset, implicit, query.spec)
                     data = self.cache.get(key)
@@ -160,10 +128,16 @@ class WorklistService:
                         data = encode(build_item(row), query.spec, charset, implicit)
                         self.cache.put(key, data)
                     sent += 1
-                    yield PENDING, EncodedIdentifier(data, implicit)
+                    answer = EncodedIdentifier(data, implicit)
+                    yield status.PENDING, answer if self.send_encoded else answer.decoded()
         except Exception:
             log.exception("worklist query failed", extra={"calling_ae": calling})
-            yield failure(STATUS_UNABLE, "the worklist could not be read"), None
+            yield (
+                status.failure(
+                    status.CANNOT_UNDERSTAND, "the worklist could not be read", calling_ae=calling
+                ),
+                None,
+            )
             return
         log.info(
             "worklist query",
@@ -194,7 +168,7 @@ class WorklistService:
             log.exception("could not note the device's query", extra={"calling_ae": ae_title})
 
 
-def _scope_of(device: Any) -> Scope | None:
+def _scope_of(device: Modality | None) -> Scope | None:
     if device is None:
         return None
     return Scope(

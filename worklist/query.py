@@ -29,15 +29,14 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, inspect, or_, select
 from sqlalchemy.sql.elements import ColumnClause
+from sqlmodel import col
 
 from hub.models import Order, OrderStatus
 from hub.names import fold
+from worklist import status
 from worklist.items import ALL, SPECIFIC_CHARACTER_SET, Spec, vr_of
-
-STATUS_INVALID = 0xA900  # Identifier does not match SOP Class
-STATUS_UNABLE = 0xC000  # Unable to process
 
 _DA = re.compile(r"\d{8}")
 _DA_OLD = re.compile(r"\d{4}\.\d{2}\.\d{2}")
@@ -49,9 +48,9 @@ _UID = re.compile(r"[0-9.]{1,64}")
 class QueryError(Exception):
     """The identifier cannot be answered; carries the DICOM status and a comment for the SCU."""
 
-    def __init__(self, comment: str, status: int = STATUS_INVALID) -> None:
+    def __init__(self, comment: str, code: int = status.DOES_NOT_MATCH_SOP_CLASS) -> None:
         super().__init__(comment)
-        self.status = status
+        self.status = code
         self.comment = comment[:64]
 
 
@@ -199,7 +198,7 @@ Bound = tuple[str, str]  # (YYYYMMDD, HHMMSS)
 
 def interval_clause(lo: Bound | None, hi: Bound | None) -> ColumnElement[bool] | None:
     """SPS start (date, time) within [lo, hi], written so the date index can be used."""
-    d, t = Order.sps_start_date, Order.sps_start_time
+    d, t = col(Order.sps_start_date), col(Order.sps_start_time)
     parts: list[ColumnElement[bool]] = []
     if lo is not None:
         parts.append(d >= lo[0])
@@ -258,9 +257,9 @@ def sps_datetime_clause(
         if times is not None:
             t_lo, t_hi = times
             if t_lo:
-                clauses.append(Order.sps_start_time >= t_lo)
+                clauses.append(col(Order.sps_start_time) >= t_lo)
             if t_hi:
-                clauses.append(Order.sps_start_time <= t_hi)
+                clauses.append(col(Order.sps_start_time) <= t_hi)
     rng = _split_range(dt_text, "ScheduledProcedureStepStartDateTime") if dt_text else None
     if rng is not None:
         lo_t, hi_t = rng
@@ -382,7 +381,9 @@ def parse(identifier: Dataset, dialect: str) -> WorklistQuery:
     except QueryError:
         raise
     except (UnicodeError, LookupError) as exc:
-        raise QueryError(f"identifier cannot be decoded: {exc}"[:64], STATUS_UNABLE) from None
+        raise QueryError(
+            f"identifier cannot be decoded: {exc}"[:64], status.CANNOT_UNDERSTAND
+        ) from None
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise QueryError(f"identifier not understood: {exc}"[:64]) from None
 
@@ -408,7 +409,7 @@ def _parse(identifier: Dataset, dialect: str) -> WorklistQuery:
     if role and not any(_is_universal(v) for v in role):
         wanted = any(fnmatch.fnmatchcase("OWNER", v) for v in role)
         constrain(
-            "ResponsiblePersonRole", Order.owner_last_name.is_not(None) if wanted else false()
+            "ResponsiblePersonRole", col(Order.owner_last_name).is_not(None) if wanted else false()
         )
     constrain(
         "StudyInstanceUID",
@@ -505,7 +506,7 @@ def _single(values: list[str], keyword: str) -> str:
 
 # Only the columns an answer needs: no ORM objects, no identity map.
 ITEM_COLUMNS: tuple[ColumnClause[Any], ...] = tuple(
-    Order.__table__.c[name]  # type: ignore[attr-defined]
+    inspect(Order).columns[name]
     for name in (
         "id", "version", "status", "source", "placer_order_number", "accession_number",
         "study_instance_uid", "requested_procedure_id", "scheduled_step_id", "patient_id",
@@ -527,18 +528,18 @@ def apply_scope(
         return []
     extra: list[ColumnElement[bool]] = []
     if scope.station and "ScheduledStationAETitle" not in query.constrained:
-        extra.append(Order.station_ae_title == scope.station)
+        extra.append(col(Order.station_ae_title) == scope.station)
     if scope.modality and "Modality" not in query.constrained:
-        extra.append(Order.modality == scope.modality)
+        extra.append(col(Order.modality) == scope.modality)
     if scope.site and "ScheduledProcedureStepLocation" not in query.constrained:
-        extra.append(Order.site == scope.site)
+        extra.append(col(Order.site) == scope.site)
     if (
         scope.date_window_days is not None
         and "ScheduledProcedureStepStartDate" not in query.constrained
     ):
         window = timedelta(days=scope.date_window_days)
-        extra.append(Order.sps_start_date >= (today - window).strftime("%Y%m%d"))
-        extra.append(Order.sps_start_date <= (today + window).strftime("%Y%m%d"))
+        extra.append(col(Order.sps_start_date) >= (today - window).strftime("%Y%m%d"))
+        extra.append(col(Order.sps_start_date) <= (today + window).strftime("%Y%m%d"))
     return extra
 
 
@@ -552,17 +553,17 @@ def statement(
     extra: Iterable[ColumnElement[bool]] = (),
 ) -> Select[Any]:
     """The SELECT answering ``query``: open orders only, minus those past the age cut-off."""
-    stmt = select(*ITEM_COLUMNS).where(Order.status.in_(OrderStatus.OPEN))
+    stmt = select(*ITEM_COLUMNS).where(col(Order.status).in_(OrderStatus.OPEN))
     if max_age_days > 0:
         cutoff = now - timedelta(days=max_age_days)
         stmt = stmt.where(
-            Order.sps_start_date >= cutoff.strftime("%Y%m%d"),
-            Order.scheduled_start >= cutoff,
+            col(Order.sps_start_date) >= cutoff.strftime("%Y%m%d"),
+            col(Order.scheduled_start) >= cutoff,
         )
     clauses = [*query.clauses, *apply_scope(query, scope, now.date()), *extra]
     if clauses:
         stmt = stmt.where(*clauses)
-    stmt = stmt.order_by(Order.sps_start_date, Order.sps_start_time, Order.id)
+    stmt = stmt.order_by(col(Order.sps_start_date), col(Order.sps_start_time), col(Order.id))
     if limit > 0:
         stmt = stmt.limit(limit)
     return stmt

@@ -1,17 +1,17 @@
 """The hub's DICOM door: one pynetdicom AE serving a list of pluggable services.
 
 A service is any object with ``add_contexts(ae)`` (the presentation contexts
-it accepts) and ``handlers()`` (its pynetdicom event handlers); Verification
-and the Modality Worklist are two, Storage and MPPS plug in the same way when
-their modules are installed. pynetdicom runs one thread per association;
-handlers call the synchronous services in ``hub/`` directly.
+it accepts) and ``handlers()`` (its pynetdicom event handlers): Verification,
+the Modality Worklist, Storage and MPPS. pynetdicom runs one thread per
+association; handlers call the synchronous services in ``hub/`` directly.
+Settings that concern every service (the largest PDU we accept, the
+association cap) are made once, on the AE, in ``DicomDoor.make_ae``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import socket
 import threading
@@ -23,15 +23,23 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select
+from sqlmodel import col
 
 from hub.context import Hub
 from hub.models import Modality
+from worklist import status
+from worklist.mpps import MppsService
 from worklist.mwl import WorklistService
+from worklist.storage import StorageService
 
 log = logging.getLogger("worklist.server")
 
-# Services other engineers provide: (module, class), each ``cls(hub)``.
-OPTIONAL_SERVICES = (("worklist.storage", "StorageService"), ("worklist.mpps", "MppsService"))
+# The largest P-DATA PDU we accept (DCMTK's largest send PDU); pynetdicom's
+# default is 16382. At 16 kB a 0.5 MB CT slice is 32 PDUs through pynetdicom's
+# state machine, and that dominates C-STORE (docs/performance.md).
+MAXIMUM_PDU_SIZE = 131072
+# Associations open at once; the next device is refused until one ends.
+MAXIMUM_ASSOCIATIONS = 32
 # How long a stopping hub lets open associations finish before aborting them.
 STOP_GRACE_S = 10.0
 # No AE title is 17 characters long: the "nobody is registered" allow-list.
@@ -66,7 +74,7 @@ class HubAE(AE):
         self._registered = registered
         super().__init__(ae_title=ae_title)
 
-    @property  # type: ignore[override]
+    @property
     def require_calling_aet(self) -> list[str]:
         if self._registered is None:
             return self._require_calling_aet
@@ -74,7 +82,10 @@ class HubAE(AE):
 
     @require_calling_aet.setter
     def require_calling_aet(self, ae_titles: list[str]) -> None:
-        AE.require_calling_aet.fset(self, ae_titles)  # type: ignore[attr-defined]
+        # pynetdicom's own setter, which checks the titles; taken from the class
+        # dict because a type checker sees a property read off a class as a function.
+        plain: property = vars(AE)["require_calling_aet"]
+        plain.__set__(self, ae_titles)
 
 
 class VerificationService:
@@ -88,7 +99,7 @@ class VerificationService:
 
 
 def _on_echo(event: evt.Event) -> int:
-    return 0x0000
+    return status.SUCCESS
 
 
 def _on_rejected(event: evt.Event) -> None:
@@ -99,16 +110,8 @@ def _on_rejected(event: evt.Event) -> None:
 
 
 def default_services(hub: Hub) -> list[DicomService]:
-    """Verification, Modality Worklist, and Storage / MPPS when those modules exist."""
-    services: list[DicomService] = [VerificationService(), WorklistService(hub)]
-    for module_name, class_name in OPTIONAL_SERVICES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            log.info("DICOM service not installed", extra={"service": module_name})
-            continue
-        services.append(getattr(module, class_name)(hub))
-    return services
+    """Verification, Modality Worklist, Storage and MPPS."""
+    return [VerificationService(), WorklistService(hub), StorageService(hub), MppsService(hub)]
 
 
 class DicomDoor:
@@ -123,7 +126,7 @@ class DicomDoor:
     def registered_titles(self) -> list[str]:
         try:
             with self.hub.db.read_session() as s:
-                return list(s.scalars(select(Modality.ae_title)))
+                return list(s.scalars(select(col(Modality.ae_title))))
         except Exception:  # no database, no way to tell who is known: refuse, don't crash
             log.exception("could not read the registered devices")
             return []
@@ -134,7 +137,8 @@ class DicomDoor:
         _config.LOG_RESPONSE_IDENTIFIERS = False
         s = self.hub.settings
         ae = HubAE(s.dicom_ae, None if s.dicom_allow_unknown_ae else self.registered_titles)
-        ae.maximum_associations = 32
+        ae.maximum_associations = MAXIMUM_ASSOCIATIONS
+        ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         for service in self.services:
             service.add_contexts(ae)
         return ae

@@ -9,7 +9,11 @@ from pydicom.dataset import Dataset
 log = logging.getLogger("vethub.dicom")
 
 SUCCESS = 0x0000
+# C-FIND answers that are not the end (PS3.4 C.4.1.1.4)
+PENDING = 0xFF00
+CANCEL = 0xFE00
 # C-STORE / C-FIND (PS3.4 B.2.3, C.4.1.1.4, K.4.1.1.4)
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
