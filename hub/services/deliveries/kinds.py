@@ -91,7 +91,12 @@ class DeliveryKind:
 
 
 class Registry:
-    """The kinds this hub can deliver, by name; built once at start-up."""
+    """The kinds this hub can deliver, by name.
+
+    Built at start-up, before the worker: a worker makes its senders when it
+    is created, so a kind added later would have none (its deliveries fail
+    visibly with "no sender").
+    """
 
     def __init__(self, kinds: Iterable[DeliveryKind] = ()) -> None:
         self._kinds: dict[str, DeliveryKind] = {}
@@ -112,9 +117,6 @@ class Registry:
         if missing:
             raise ValueError(f"delivery kind {kind.name!r}: no source setting {missing}")
         self._kinds[kind.name] = kind
-
-    def get(self, name: str) -> DeliveryKind | None:
-        return self._kinds.get(name)
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._kinds)
@@ -137,7 +139,8 @@ class Registry:
         return out
 
     def check(self, settings: SourceSettings) -> list[FieldError]:
-        """A missing setting that a chosen kind requires, once per field, naming the kinds."""
+        """Why ``settings`` cannot be stored: an unknown kind in ``results``, or a
+        setting a chosen kind requires left empty (once per field, naming the kinds)."""
         errors: list[FieldError] = []
         unknown = [name for name in settings.results if name not in self._kinds]
         for name in unknown:
