@@ -29,7 +29,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -41,8 +41,24 @@ log = logging.getLogger("hub.studies")
 S = OrderStatus
 # Core statements on the tables: the ORM unit of work costs more than the rest
 # of indexing an instance together.
+# Built once and run on the session's connection: constructing and ORM-executing
+# the statements anew for every instance cost more than running them.
 _INSTANCES = Instance.metadata.tables["instances"]
 _STUDIES = Study.metadata.tables["studies"]
+_SERIES = Series.metadata.tables["series"]
+_RESENT = select(_INSTANCES.c.received_sha256, _INSTANCES.c.study_id, _INSTANCES.c.coerced).where(
+    _INSTANCES.c.sop_instance_uid == bindparam("uid")
+)
+_STUDY = select(_STUDIES.c.id, _STUDIES.c.order_id).where(
+    _STUDIES.c.study_instance_uid == bindparam("uid")
+)
+_SERIES_ID = select(_SERIES.c.id).where(_SERIES.c.series_instance_uid == bindparam("uid"))
+_ADD_INSTANCE = insert(_INSTANCES)
+_STUDY_RECEIVED = (
+    update(_STUDIES)
+    .where(_STUDIES.c.id == bindparam("sid"))
+    .values(last_received_at=bindparam("at"))
+)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # What the header scan must find, besides the patient attributes coercion keeps.
 HEADER_TEXT = (
@@ -156,11 +172,7 @@ def place(
     s: Session, memo: Memo, h: Header, arrival: Arrival, *, patient_day: bool
 ) -> Stored | Placement:
     """A resent instance's answer (``Stored``), or where a new one goes and what to correct."""
-    dup = s.execute(
-        select(col(Instance.received_sha256), col(Instance.study_id), col(Instance.coerced)).where(
-            col(Instance.sop_instance_uid) == h.sop_instance_uid
-        )
-    ).first()
+    dup = s.connection().execute(_RESENT, {"uid": h.sop_instance_uid}).first()
     if dup is not None:
         return _duplicate(s, dup, h, arrival)
     study_id, order_id = _study_for(s, h, arrival.calling_ae, patient_day=patient_day)
@@ -184,22 +196,24 @@ def record(
 ) -> Stored:
     """Index the instance whose file is now durable at ``path`` (relative to the data dir)."""
     now = utcnow()
-    s.execute(
-        insert(_INSTANCES).values(
-            study_id=spot.study_id,
-            series_id=spot.series_id,
-            sop_instance_uid=h.sop_instance_uid,
-            sop_class_uid=h.sop_class_uid,
-            transfer_syntax_uid=arrival.transfer_syntax_uid,
-            path=path,
-            size=size,
-            received_sha256=arrival.sha256,
-            coerced=bool(spot.fixes),
-            calling_ae=arrival.calling_ae[:16],
-            received_at=now,
-        )
+    db = s.connection()
+    db.execute(
+        _ADD_INSTANCE,
+        {
+            "study_id": spot.study_id,
+            "series_id": spot.series_id,
+            "sop_instance_uid": h.sop_instance_uid,
+            "sop_class_uid": h.sop_class_uid,
+            "transfer_syntax_uid": arrival.transfer_syntax_uid,
+            "path": path,
+            "size": size,
+            "received_sha256": arrival.sha256,
+            "coerced": bool(spot.fixes),
+            "calling_ae": arrival.calling_ae[:16],
+            "received_at": now,
+        },
     )
-    s.execute(update(_STUDIES).where(_STUDIES.c.id == spot.study_id).values(last_received_at=now))
+    db.execute(_STUDY_RECEIVED, {"sid": spot.study_id, "at": now})
     if spot.order_id is not None:
         order = s.get_one(Order, spot.order_id)
         if order.status == S.SCHEDULED:
@@ -257,11 +271,7 @@ def _study_for(
     s: Session, h: Header, calling_ae: str, *, patient_day: bool
 ) -> tuple[int, int | None]:
     """(study id, order id): the study's row, made and matched on its first instance."""
-    found = s.execute(
-        select(col(Study.id), col(Study.order_id)).where(
-            col(Study.study_instance_uid) == h.study_instance_uid
-        )
-    ).first()
+    found = s.connection().execute(_STUDY, {"uid": h.study_instance_uid}).first()
     if found is not None:
         return found.id, found.order_id
     a = h.attrs
@@ -308,9 +318,7 @@ def _series_for(s: Session, known: dict[str, tuple[int, int]], study_id: int, h:
     cached = known.get(h.series_instance_uid)
     if cached is not None and cached[1] == study_id:
         return cached[0]
-    found = s.scalars(
-        select(col(Series.id)).where(col(Series.series_instance_uid) == h.series_instance_uid)
-    ).first()
+    found = s.connection().execute(_SERIES_ID, {"uid": h.series_instance_uid}).scalar()
     if found is not None:
         return found
     series = Series(
