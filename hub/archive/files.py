@@ -23,14 +23,14 @@ from hub.services.ingest import valid_uid
 
 # Space kept free for the database and logs when storing files.
 MIN_FREE_BYTES = 64 * 1024 * 1024
-# Copy step when the kernel cannot copy between the two files itself.
+# Step of copying a received file into the archive.
 _COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class FileSlice:
-    """``length`` bytes of another file from ``offset``: a received data set
-    that the kernel copies into place without it passing through Python."""
+    """``length`` bytes of another file from ``offset``: a received data set,
+    copied into place in steps rather than held in memory whole."""
 
     path: Path
     offset: int
@@ -91,26 +91,15 @@ def _write_all(fd: int, data: bytes) -> int:
 
 
 def _copy_slice(part: FileSlice, out_fd: int) -> int:
-    """Append ``part`` to ``out_fd``: sendfile where the kernel can, else in 1 MB steps."""
-    with part.path.open("rb") as src:
-        done = 0
-        try:
-            while done < part.length:
-                n = os.sendfile(out_fd, src.fileno(), part.offset + done, part.length - done)
-                if n == 0:
-                    break
-                done += n
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK) or done:
-                raise
-            src.seek(part.offset)
-            while done < part.length:
-                block = src.read(min(_COPY_CHUNK, part.length - done))
-                if not block:
-                    break
-                done += _write_all(out_fd, block)
-    if done != part.length:
-        raise OSError(errno.EIO, f"{part.path} ended after {done} of {part.length} bytes")
+    """Append ``part`` to ``out_fd`` in 1 MB steps: bounded memory, and on Linux
+    faster than ``sendfile``/``copy_file_range`` for files of a few MB."""
+    done = 0
+    with part.path.open("rb", buffering=0) as src:
+        while done < part.length:
+            block = os.pread(src.fileno(), min(_COPY_CHUNK, part.length - done), part.offset + done)
+            if not block:
+                raise OSError(errno.EIO, f"{part.path} ended after {done} of {part.length} bytes")
+            done += _write_all(out_fd, block)
     return done
 
 

@@ -4,8 +4,9 @@ The order of work is the crash-safety promise (see ``hub.services.ingest``):
 check the bytes, decide the match, write the file durably, commit the index,
 then let the caller answer. The data set comes either as bytes or, from the
 Storage SCP, as the file pynetdicom received it into; a file is mapped into
-memory and copied into place by the kernel, so a 2 GB instance does not need
-2 GB of RAM (unless its headers must be corrected, which decodes it).
+memory (page cache, not heap) and copied into place in 1 MB steps, so a 2 GB
+instance does not need 2 GB of RAM (unless its headers must be corrected,
+which decodes it).
 """
 
 from __future__ import annotations
