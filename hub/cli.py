@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
+import tempfile
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from hub.config import Settings
 from hub.context import Hub
+from hub.db import Database, SchemaNotCurrent, head_revision, new_revision
 from hub.errors import HubError
 from hub.services import keys
 
 
 def _keys_create(args: argparse.Namespace, hub: Hub) -> int:
     with hub.db.session() as s:
-        row, plain = keys.create(s, args.name, args.role)
+        row, plain = keys.create(s, args.name, args.role, actor=_actor())
         out = {"id": row.id, "name": row.name, "role": row.role, "key": plain}
     print(json.dumps(out))
     return 0
@@ -40,14 +46,58 @@ def _keys_list(args: argparse.Namespace, hub: Hub) -> int:
 
 def _keys_revoke(args: argparse.Namespace, hub: Hub) -> int:
     with hub.db.session() as s:
-        keys.revoke(s, args.id)
+        keys.revoke(s, args.id, actor=_actor())
     print(json.dumps({"id": args.id, "revoked": True}))
     return 0
 
 
-def _db_upgrade(args: argparse.Namespace, hub: Hub) -> int:
-    print(json.dumps({"database": hub.db.engine.url.render_as_string(hide_password=True)}))
-    return 0  # Hub.open already upgraded
+def _db_upgrade(settings: Settings) -> int:
+    db = Database(settings.db_url)
+    try:
+        before = db.revision()
+        db.upgrade()
+        after = db.revision()
+    finally:
+        db.dispose()
+    print(json.dumps({"database": _where(settings), "from": before, "to": after}))
+    return 0
+
+
+def _db_current(settings: Settings) -> int:
+    db = Database(settings.db_url)
+    try:
+        current = db.revision()
+    finally:
+        db.dispose()
+    head = head_revision()
+    print(json.dumps({"database": _where(settings), "revision": current, "head": head}))
+    return 0 if current == head else 1
+
+
+def _db_revision(message: str) -> int:
+    """For contributors: a migration from head to the models, diffed on a scratch SQLite."""
+    with tempfile.TemporaryDirectory(prefix="vethub-revision-") as scratch:
+        db = Database(f"sqlite:///{Path(scratch) / 'head.db'}")
+        try:
+            db.upgrade()
+            path = new_revision(db.engine, message)
+        finally:
+            db.dispose()
+    print(json.dumps({"written": path}))
+    print("review it: autogenerate misses renames and server defaults", file=sys.stderr)
+    return 0
+
+
+def _actor() -> str:
+    """Who ran the command, for the audit trail: the operating-system account."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _where(settings: Settings) -> str:
+    return make_url(settings.db_url).render_as_string(hide_password=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,23 +118,34 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_keys_revoke)
 
     d = sub.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)
-    d.add_parser("upgrade", help="bring the schema to the newest revision").set_defaults(
-        func=_db_upgrade
-    )
+    d.add_parser("upgrade", help="bring the schema to this version's revision")
+    d.add_parser("current", help="show the schema revision (exit 1 when not current)")
+    rev = d.add_parser("revision", help="contributors: write a migration for changed models")
+    rev.add_argument("-m", "--message", required=True, help="what the migration changes")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
-    if args.command == "serve":
-        from hub.serve import serve
-
-        serve(settings)
-        return 0
-    hub = Hub.open(settings)
     try:
-        return args.func(args, hub)
+        if args.command == "serve":
+            from hub.serve import serve
+
+            serve(settings)
+            return 0
+        if args.command == "db":
+            if args.db == "upgrade":
+                return _db_upgrade(settings)
+            if args.db == "current":
+                return _db_current(settings)
+            return _db_revision(args.message)
+        hub = Hub.open(settings)
+    except SchemaNotCurrent as exc:
+        print(f"vethub: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, hub))
     except HubError as exc:
         print(f"vethub: {exc}", file=sys.stderr)
         return 2

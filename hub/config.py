@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     timezone: str = ""
     log_level: str = "INFO"
     mappings_dir: Path | None = None
+    # `vethub serve` brings the schema to this version's revision at start
+    # (one process at a time on PostgreSQL). Off: serve refuses an old schema
+    # and `vethub db upgrade` is run by hand, e.g. after a backup.
+    auto_migrate: bool = True
 
     # Worklist hygiene: open orders scheduled longer ago than this leave the
     # worklist (their status is unchanged). 0 switches the cut-off off.

@@ -16,13 +16,22 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Key of the PostgreSQL advisory lock that serialises schema upgrades: hub
+# processes starting together against one database migrate one at a time.
+UPGRADE_LOCK_KEY = 0x76657468_7562  # "vethub"
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the revision this vethub needs; ``vethub db upgrade`` fixes it."""
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -97,18 +106,84 @@ class Database:
     def upgrade(self) -> None:
         upgrade_schema(self.engine)
 
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None: no schema yet)."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def check_schema(self) -> None:
+        """Refuse to work on a database older (or newer) than this code's migrations."""
+        current, head = self.revision(), head_revision()
+        if current == head:
+            return
+        where = self.engine.url.render_as_string(hide_password=True)
+        if current is None:
+            raise SchemaNotCurrent(
+                f"the database at {where} has no vethub schema yet: run `vethub db upgrade`"
+            )
+        raise SchemaNotCurrent(
+            f"the database at {where} is at schema revision {current}, this vethub needs "
+            f"{head}: run `vethub db upgrade` (after a backup)"
+        )
+
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def alembic_config(engine: Engine | None = None) -> Config:
+def alembic_config(
+    connection: Connection | None = None, migrations: Path = MIGRATIONS_DIR
+) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    if engine is not None:
-        cfg.attributes["engine"] = engine
+    cfg.set_main_option("script_location", str(migrations))
+    cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
     return cfg
 
 
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest revision; runs at every start."""
-    command.upgrade(alembic_config(engine), "head")
+    """Bring the schema to the newest revision.
+
+    On PostgreSQL the upgrade holds an advisory lock on its own connection, so
+    processes started together queue here and each finds the work done by the
+    first; SQLite's single-writer lock (BEGIN IMMEDIATE) does the same there.
+    """
+    with engine.connect() as conn:
+        locked = conn.dialect.name == "postgresql"
+        if locked:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
+            conn.commit()
+        try:
+            command.upgrade(alembic_config(conn), "head")
+        finally:
+            if locked:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK_KEY})
+                conn.commit()
+
+
+def new_revision(engine: Engine, message: str, migrations: Path = MIGRATIONS_DIR) -> str:
+    """Write a migration that takes the schema from head to the models (autogenerate).
+
+    ``engine`` must be at head; contributors get a throwaway SQLite one from the CLI.
+    """
+    script = ScriptDirectory.from_config(alembic_config(migrations=migrations))
+    number = 1 + max(
+        int(rev.revision[:4]) for rev in script.walk_revisions() if rev.revision[:4].isdigit()
+    )
+    with engine.connect() as conn:
+        made = command.revision(
+            alembic_config(conn, migrations),
+            message=message,
+            autogenerate=True,
+            rev_id=f"{number:04d}",
+        )
+        conn.commit()
+    if isinstance(made, list):
+        made = made[0]
+    assert made is not None
+    return str(made.path)

@@ -123,7 +123,7 @@ def make_settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
 @pytest.fixture
 def hub(db_url: str, tmp_path: Path) -> Iterator[Hub]:
     """A hub on an empty database (SQLite file or the session's PostgreSQL database)."""
-    h = Hub.open(make_settings(tmp_path, db_url))
+    h = Hub.open(make_settings(tmp_path, db_url), upgrade=True)
     if h.db.engine.dialect.name == "postgresql":
         _empty_tables(h.db)
     with h.db.session() as s:
@@ -141,7 +141,7 @@ def client(hub: Hub) -> Iterator[TestClient]:
 
 def key_for(hub: Hub, role: str) -> str:
     with hub.db.session() as s:
-        _, plain = keys.create(s, f"test-{role}", role)
+        _, plain = keys.create(s, f"test-{role}", role, actor="test")
     return plain
 
 

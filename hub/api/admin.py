@@ -7,14 +7,13 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from hub.api.auth import Caller, forget_keys, require
 from hub.errors import NotFound
-from hub.models import AuditEvent, Modality
+from hub.models import Modality
 from hub.schemas import AeTitle, ModalityCode, Page
 from hub.services import events, keys, modalities
-from hub.services.paging import MAX_LIMIT, decode_cursor, encode_cursor
+from hub.services.paging import MAX_LIMIT
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 ADMIN = require()
@@ -46,9 +45,9 @@ class KeyCreated(BaseModel):
 @router.post("/keys", status_code=201, response_model=KeyCreated)
 def create_key(body: KeyIn, request: Request, who: Caller = Depends(ADMIN)) -> KeyCreated:
     with request.app.state.hub.db.session() as s:
-        row, plain = keys.create(s, body.name, body.role)
-        events.audit(s, who.actor, "key.create", "key", row.id, {"role": row.role})
-        out = KeyCreated(id=row.id, name=row.name, role=row.role, key=plain)  # type: ignore[arg-type]
+        row, plain = keys.create(s, body.name, body.role, actor=who.actor)
+        assert row.id is not None
+        out = KeyCreated(id=row.id, name=row.name, role=row.role, key=plain)
     forget_keys()  # a cached "unknown key" answer must not outlive its creation
     return out
 
@@ -62,8 +61,7 @@ def list_keys(request: Request, who: Caller = Depends(ADMIN)) -> list[KeyOut]:
 @router.delete("/keys/{key_id}", status_code=204)
 def revoke_key(key_id: int, request: Request, who: Caller = Depends(ADMIN)) -> Response:
     with request.app.state.hub.db.session() as s:
-        keys.revoke(s, key_id)
-        events.audit(s, who.actor, "key.revoke", "key", key_id)
+        keys.revoke(s, key_id, actor=who.actor)
     forget_keys()
     return Response(status_code=204)
 
@@ -111,8 +109,7 @@ def put_modality(
     who: Caller = Depends(ADMIN),
 ) -> ModalityOut:
     with request.app.state.hub.db.session() as s:
-        row, created = modalities.put(s, ae_title, body.model_dump())
-        events.audit(s, who.actor, "modality.put", "modality", ae_title, body.model_dump())
+        row, created = modalities.put(s, ae_title, body.model_dump(), actor=who.actor)
         out = _modality_out(row)
     response.status_code = 201 if created else 200
     return out
@@ -138,9 +135,8 @@ def get_modality(
 @router.delete("/modalities/{ae_title}", status_code=204)
 def delete_modality(ae_title: str, request: Request, who: Caller = Depends(ADMIN)) -> Response:
     with request.app.state.hub.db.session() as s:
-        if not modalities.delete(s, ae_title):
+        if not modalities.delete(s, ae_title, actor=who.actor):
             raise NotFound(f"modality {ae_title!r} is not registered")
-        events.audit(s, who.actor, "modality.delete", "modality", ae_title)
     return Response(status_code=204)
 
 
@@ -163,17 +159,11 @@ def list_audit(
     cursor: str | None = None,
     who: Caller = Depends(ADMIN),
 ) -> Page[AuditOut]:
-    stmt = select(AuditEvent).order_by(AuditEvent.id.desc())  # type: ignore[union-attr]
-    if action:
-        stmt = stmt.where(AuditEvent.action == action)
-    if target_id:
-        stmt = stmt.where(AuditEvent.target_id == target_id)
-    if cursor:
-        stmt = stmt.where(AuditEvent.id < decode_cursor(cursor))
     with request.app.state.hub.db.read_session() as s:
-        rows = list(s.scalars(stmt.limit(limit + 1)))
-    nxt = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None  # type: ignore[arg-type]
+        rows, nxt = events.audit_trail(
+            s, action=action, target_id=target_id, limit=limit, cursor=cursor
+        )
     return Page[AuditOut](
-        items=[AuditOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
+        items=[AuditOut.model_validate(r, from_attributes=True) for r in rows],
         next_cursor=nxt,
     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.models import AuditEvent, OutboxEvent, utcnow
+from hub.services import paging
 
 
 def record(
@@ -50,4 +52,23 @@ def audit(
             target_id=str(target_id),
             detail=detail,
         )
+    )
+
+
+def audit_trail(
+    session: Session,
+    *,
+    action: str | None = None,
+    target_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[AuditEvent], str | None]:
+    """Newest first, optionally one action or one target."""
+    stmt = select(AuditEvent)
+    if action:
+        stmt = stmt.where(col(AuditEvent.action) == action)
+    if target_id:
+        stmt = stmt.where(col(AuditEvent.target_id) == target_id)
+    return paging.page(
+        session, stmt, col(AuditEvent.id), limit=limit, cursor=cursor, newest_first=True
     )

@@ -12,9 +12,11 @@ import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.errors import Invalid, NotFound
 from hub.models import ApiKey, utcnow
+from hub.services import events
 
 ROLES = ("integration", "frontdesk", "tech", "vet", "admin")
 KEY_PREFIX = "vh_"
@@ -28,8 +30,10 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def create(session: Session, name: str, role: str, key: str | None = None) -> tuple[ApiKey, str]:
-    """Store a key; returns the row and the plain key (the only time it exists)."""
+def create(
+    session: Session, name: str, role: str, *, actor: str, key: str | None = None
+) -> tuple[ApiKey, str]:
+    """Store a key, audited; returns the row and the plain key (the only time it exists)."""
     if role not in ROLES:
         raise Invalid.one("role", f"must be one of {', '.join(ROLES)}")
     if not name.strip():
@@ -38,40 +42,46 @@ def create(session: Session, name: str, role: str, key: str | None = None) -> tu
     row = ApiKey(name=name.strip(), role=role, key_hash=hash_key(key), prefix=key[:8])
     session.add(row)
     session.flush()
+    assert row.id is not None
+    events.audit(session, actor, "key.create", "key", row.id, {"name": row.name, "role": role})
     return row, key
 
 
 def ensure(session: Session, name: str, role: str, key: str) -> ApiKey:
     """Make ``key`` exist with ``role`` (the bootstrap admin key); idempotent."""
-    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+    row = session.scalars(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(key))).first()
     if row is None:
-        row, _ = create(session, name, role, key)
+        row, _ = create(session, name, role, actor="system:bootstrap", key=key)
     elif row.revoked_at is not None or row.role != role:
         row.revoked_at = None
         row.role = role
+        events.audit(session, "system:bootstrap", "key.restore", "key", str(row.id), {"role": role})
     return row
 
 
 def authenticate(session: Session, key: str) -> ApiKey | None:
-    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+    row = session.scalars(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(key))).first()
     if row is None or row.revoked_at is not None:
         return None
     return row
 
 
 def list_all(session: Session) -> list[ApiKey]:
-    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+    return list(session.scalars(select(ApiKey).order_by(col(ApiKey.id))))
 
 
-def revoke(session: Session, key_id: int) -> ApiKey:
+def revoke(session: Session, key_id: int, *, actor: str) -> ApiKey:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFound(f"key {key_id} does not exist")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        events.audit(session, actor, "key.revoke", "key", key_id)
     return row
 
 
 def any_admin(session: Session) -> bool:
-    stmt = select(ApiKey.id).where(ApiKey.role == "admin", ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+    stmt = select(col(ApiKey.id)).where(
+        col(ApiKey.role) == "admin", col(ApiKey.revoked_at).is_(None)
+    )
     return session.scalars(stmt).first() is not None

@@ -7,8 +7,10 @@ from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.models import Modality, utcnow
+from hub.services import events
 
 CHARACTER_SETS = ("ISO_IR 192", "ISO_IR 100", "ASCII")
 Activity = Literal["query", "store", "report"]
@@ -18,7 +20,10 @@ def get(session: Session, ae_title: str) -> Modality | None:
     return session.get(Modality, ae_title)
 
 
-def put(session: Session, ae_title: str, values: dict[str, object]) -> tuple[Modality, bool]:
+def put(
+    session: Session, ae_title: str, values: dict[str, object], *, actor: str
+) -> tuple[Modality, bool]:
+    """Register or change a device, audited."""
     row = session.get(Modality, ae_title)
     created = row is None
     if row is None:
@@ -28,18 +33,20 @@ def put(session: Session, ae_title: str, values: dict[str, object]) -> tuple[Mod
         setattr(row, key, value)
     row.updated_at = utcnow()
     session.flush()
+    events.audit(session, actor, "modality.put", "modality", ae_title, dict(values))
     return row, created
 
 
 def list_all(session: Session) -> list[Modality]:
-    return list(session.scalars(select(Modality).order_by(Modality.ae_title)))
+    return list(session.scalars(select(Modality).order_by(col(Modality.ae_title))))
 
 
-def delete(session: Session, ae_title: str) -> bool:
+def delete(session: Session, ae_title: str, *, actor: str) -> bool:
     row = session.get(Modality, ae_title)
     if row is None:
         return False
     session.delete(row)
+    events.audit(session, actor, "modality.delete", "modality", ae_title)
     return True
 
 
@@ -48,6 +55,6 @@ def touch(session: Session, ae_title: str, activity: Activity, at: datetime | No
     column = {"query": "last_query_at", "store": "last_store_at", "report": "last_report_at"}
     session.execute(
         update(Modality)
-        .where(Modality.ae_title == ae_title)
+        .where(col(Modality.ae_title) == ae_title)
         .values({column[activity]: at or utcnow()})
     )
