@@ -23,13 +23,23 @@ class Hub:
         rewrite.follow_orders(self)  # placing an order attaches the studies waiting for it
 
     @classmethod
-    def open(cls, settings: Settings, *, upgrade: bool = True) -> Hub:
-        """Connect, upgrade the schema and load mappings; fails fast on a bad mapping file."""
+    def open(cls, settings: Settings, *, upgrade: bool = False) -> Hub:
+        """Connect and load mappings; fails fast on a bad mapping file or an old schema.
+
+        Only ``upgrade=True`` (``vethub serve`` with auto-migrate on, ``vethub db
+        upgrade``) changes the schema; every other caller refuses an old one.
+        """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         mappings = load_mappings(settings.mappings_dir)
         db = Database(settings.db_url)
-        if upgrade:
-            db.upgrade()
+        try:
+            if upgrade:
+                db.upgrade()
+            else:
+                db.check_schema()
+        except BaseException:
+            db.dispose()
+            raise
         return cls(settings=settings, db=db, mappings=mappings)
 
     def close(self) -> None:

@@ -21,8 +21,8 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from adapters import webhook
-from adapters.hl7 import sender as hl7_sender
 from adapters.hl7 import rest as hl7_rest
+from adapters.hl7 import sender as hl7_sender
 from adapters.hl7.server import Hl7Door
 from hub.api.app import Lifespan, create_app
 from hub.config import Settings
@@ -93,7 +93,7 @@ def bootstrap_admin(hub: Hub) -> str | None:
             return None
         if keys.any_admin(s):
             return None
-        _, plain = keys.create(s, "first-admin", "admin")
+        _, plain = keys.create(s, "first-admin", "admin", actor="system:first-start")
         return plain
 
 
@@ -151,7 +151,7 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int) -> Lifespan:
 
 def serve(settings: Settings) -> None:
     setup_logging(settings.log_level)
-    hub = Hub.open(settings)
+    hub = Hub.open(settings, upgrade=settings.auto_migrate)
     created = bootstrap_admin(hub)
     if created:
         print(

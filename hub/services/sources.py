@@ -57,7 +57,7 @@ _HOSTNAME = re.compile(
 
 @dataclass(frozen=True)
 class SourceSettings:
-    """What an admin sends for a source (interface.md "Practice systems")."""
+    """What an admin sends for a source (docs/interface.md "Practice systems")."""
 
     hl7_profile: str = "default"
     webhook_url: str | None = None
