@@ -15,6 +15,7 @@ from adapters.hl7.profile import load_profiles
 from adapters.hl7.server import profiles_dir, registered_sources
 from hub.api.auth import Caller, require
 from hub.api.messages import MessageOut, to_out
+from hub.api.params import RowId
 from hub.context import Hub
 from hub.mappings import MappingError
 from hub.services import events, messages
@@ -26,7 +27,7 @@ ADMIN = require()
 
 @router.post("/{message_id}/reprocess", status_code=201, response_model=MessageOut)
 def reprocess_message(
-    message_id: int, request: Request, who: Caller = Depends(ADMIN)
+    message_id: RowId, request: Request, who: Caller = Depends(ADMIN)
 ) -> MessageOut:
     """Run the stored message again through the profiles as they are now; a new row records it.
 

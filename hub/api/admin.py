@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.auth import Caller, forget_keys, require
+from hub.api.params import RowId
 from hub.errors import NotFound
 from hub.models import Modality
 from hub.schemas import AeTitle, ModalityCode, Page
@@ -59,7 +60,7 @@ def list_keys(request: Request, who: Caller = Depends(ADMIN)) -> list[KeyOut]:
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-def revoke_key(key_id: int, request: Request, who: Caller = Depends(ADMIN)) -> Response:
+def revoke_key(key_id: RowId, request: Request, who: Caller = Depends(ADMIN)) -> Response:
     with request.app.state.hub.db.session() as s:
         keys.revoke(s, key_id, actor=who.actor)
     forget_keys()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from hub.api.auth import Caller, require
+from hub.api.params import RowId, RowIdFilter
 from hub.errors import Invalid
 from hub.schemas import Page
 from hub.services.deliveries import review
@@ -49,7 +50,7 @@ def list_deliveries(
     request: Request,
     source: str | None = None,
     status: Literal["pending", "delivered", "failed"] | None = None,
-    order_id: int | None = None,
+    order_id: RowIdFilter = None,
     kind: str | None = Query(None, max_length=16, description="a delivery kind, e.g. webhook"),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     cursor: str | None = None,
@@ -66,13 +67,15 @@ def list_deliveries(
 
 
 @router.get("/{delivery_id}", response_model=DeliveryOut)
-def get_delivery(delivery_id: int, request: Request, who: Caller = Depends(READ)) -> DeliveryOut:
+def get_delivery(delivery_id: RowId, request: Request, who: Caller = Depends(READ)) -> DeliveryOut:
     with request.app.state.hub.db.read_session() as s:
         return DeliveryOut(**review.to_out(review.get(s, delivery_id)))
 
 
 @router.post("/{delivery_id}/retry", response_model=DeliveryOut)
-def retry_delivery(delivery_id: int, request: Request, who: Caller = Depends(RETRY)) -> DeliveryOut:
+def retry_delivery(
+    delivery_id: RowId, request: Request, who: Caller = Depends(RETRY)
+) -> DeliveryOut:
     """Send again now under the same ``X-Vethub-Delivery`` id, with fresh attempts."""
     with request.app.state.hub.db.session() as s:
         return DeliveryOut(**review.to_out(review.retry(s, delivery_id, who.actor)))

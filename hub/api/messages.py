@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from hub.api.auth import Caller, require
+from hub.api.params import RowId, RowIdFilter
 from hub.context import Hub
 from hub.models import InboundMessage
 from hub.schemas import Page
@@ -61,7 +62,7 @@ def list_messages(
     patient_id: str | None = None,
     source: str | None = None,
     control_id: str | None = Query(None, description="MSH-10"),
-    order_id: int | None = None,
+    order_id: RowIdFilter = None,
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     cursor: str | None = None,
     who: Caller = Depends(READ),
@@ -83,7 +84,7 @@ def list_messages(
 
 
 @router.get("/{message_id}", response_model=MessageOut)
-def get_message(message_id: int, request: Request, who: Caller = Depends(READ)) -> MessageOut:
+def get_message(message_id: RowId, request: Request, who: Caller = Depends(READ)) -> MessageOut:
     hub: Hub = request.app.state.hub
     with hub.db.read_session() as s:
         return to_out(messages.get(s, message_id))

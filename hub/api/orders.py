@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from hub.api.auth import Caller, require
+from hub.api.params import RowId
 from hub.context import Hub
 from hub.schemas import OrderIn, OrderOut, Page
 from hub.services import orders, paging
@@ -68,7 +69,7 @@ def list_orders(
 
 
 @router.get("/{order_id}", response_model=OrderOut)
-def get_order(order_id: int, request: Request, who: Caller = Depends(READ)) -> OrderOut:
+def get_order(order_id: RowId, request: Request, who: Caller = Depends(READ)) -> OrderOut:
     hub: Hub = request.app.state.hub
     with hub.db.read_session() as s:
         return orders.to_out(orders.get(s, order_id))
@@ -76,7 +77,7 @@ def get_order(order_id: int, request: Request, who: Caller = Depends(READ)) -> O
 
 @router.patch("/{order_id}", response_model=OrderOut)
 def patch_order(
-    order_id: int,
+    order_id: RowId,
     request: Request,
     patch: dict[str, Any] = Body(..., media_type="application/merge-patch+json"),
     who: Caller = Depends(WRITE),
@@ -87,14 +88,14 @@ def patch_order(
 
 
 @router.post("/{order_id}/cancel", response_model=OrderOut)
-def cancel_order(order_id: int, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
+def cancel_order(order_id: RowId, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
     hub: Hub = request.app.state.hub
     with hub.db.session() as s:
         return orders.to_out(orders.cancel(s, order_id, reason=f"cancelled by {who.actor}"))
 
 
 @router.post("/{order_id}/discontinue", response_model=OrderOut)
-def discontinue_order(order_id: int, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
+def discontinue_order(order_id: RowId, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
     hub: Hub = request.app.state.hub
     with hub.db.session() as s:
         return orders.to_out(orders.discontinue(s, order_id, reason=f"discontinued by {who.actor}"))

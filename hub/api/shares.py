@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.auth import Caller, require
+from hub.api.params import RowId
 from hub.models import Share, as_utc
 from hub.services import events, links, studies
 
@@ -89,7 +90,7 @@ def list_shares(
 
 @router.delete("/{study_instance_uid}/shares/{share_id}", status_code=204)
 def revoke_share(
-    study_instance_uid: str, share_id: int, request: Request, who: Caller = Depends(SHARE)
+    study_instance_uid: str, share_id: RowId, request: Request, who: Caller = Depends(SHARE)
 ) -> Response:
     with request.app.state.hub.db.session() as s:
         links.revoke_share(s, study_instance_uid, share_id)
