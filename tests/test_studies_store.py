@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import _config
 from sqlalchemy import func, select
 
-from hub.archive import dicomfile
+from hub.archive import dicomfile, ingest
 from hub.context import Hub
 from hub.models import AuditEvent, Instance, Modality, OutboxEvent, Study
 from tests import study_factory as sf
@@ -130,3 +130,25 @@ def test_dcmtk_storescu_sends_a_folder(hub: Hub, client: TestClient, tmp_path: P
         row = s.scalars(select(Study)).one()
         assert row.match_method == "study_uid" and row.order_id == order["id"]
         assert s.scalar(select(func.count(Instance.id))) == 5
+
+
+def test_the_storage_scp_receives_into_a_file(hub: Hub, monkeypatch) -> None:
+    """pynetdicom writes the data set to a temp file as it arrives (chunked
+    receiving): the archive gets a path, never the whole instance in memory."""
+    seen: list[object] = []
+    real = ingest.store_instance
+
+    def spy(h: Hub, inc: ingest.Incoming) -> ingest.Stored:
+        seen.append(inc.data)
+        return real(h, inc)
+
+    monkeypatch.setattr(ingest, "store_instance", spy)
+    ds = sf.instance(rows=64)
+    with sf.scp(hub) as scp:
+        assert sf.send(scp.port, [ds]) == [0]
+    assert len(seen) == 1 and isinstance(seen[0], Path)
+    with hub.db.read_session() as s:
+        inst = s.scalars(select(Instance)).one()
+    stored = pydicom.dcmread(hub.settings.data_dir / inst.path)
+    assert stored.PixelData == ds.PixelData
+    assert stored.file_meta.ImplementationVersionName.startswith("VETHUB")  # the hub's meta
