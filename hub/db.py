@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -53,7 +54,7 @@ def make_engine(url: str) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: Any, _record: object) -> None:
         # Let SQLAlchemy, not the driver, issue BEGIN (see module docstring).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -65,7 +66,7 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get("vethub_readonly"):
             conn.exec_driver_sql("BEGIN")
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
@@ -74,7 +75,7 @@ def forget_keys() -> None:
         _cache.clear()
 
 
-def require(*roles: str):  # type: ignore[no-untyped-def]
+def require(*roles: str) -> Callable[[Caller], Awaitable[Caller]]:
     """Dependency allowing the given roles (admin is always allowed).
 
     Both checks are coroutines on purpose: FastAPI runs a plain function

@@ -40,7 +40,7 @@ class ShareOut(BaseModel):
 
 def _out(share: Share) -> ShareOut:
     return ShareOut(
-        id=share.id,  # type: ignore[arg-type]
+        id=share.id,
         created_by=share.created_by,
         note=share.note,
         created_at=as_utc(share.created_at),
@@ -73,7 +73,7 @@ def create_share(
             {"share_id": share.id, "expires_at": share.expires_at.isoformat(), "note": body.note},
         )
         return ShareCreated(
-            id=share.id,  # type: ignore[arg-type]
+            id=share.id,
             url=links.share_url(hub.settings.public_url, token),
             expires_at=as_utc(share.expires_at),
         )

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from hub.errors import Invalid, NotFound
 from hub.models import ApiKey, Share, StaffSession, as_utc, utcnow
@@ -54,7 +55,11 @@ def create_share(
 
 
 def shares_of(s: Session, study_instance_uid: str) -> list[Share]:
-    stmt = select(Share).where(Share.study_instance_uid == study_instance_uid).order_by(Share.id)
+    stmt = (
+        select(Share)
+        .where(col(Share.study_instance_uid) == study_instance_uid)
+        .order_by(col(Share.id))
+    )
     return list(s.scalars(stmt))
 
 
@@ -69,7 +74,7 @@ def revoke_share(s: Session, study_instance_uid: str, share_id: int) -> Share:
 
 def open_share(s: Session, token: str) -> Share | None:
     """The share a token opens, or None once it is unknown, expired or revoked."""
-    share = s.scalars(select(Share).where(Share.token_hash == _digest(token))).first()
+    share = s.scalars(select(Share).where(col(Share.token_hash) == _digest(token))).first()
     if share is None or share.revoked_at is not None:
         return None
     if as_utc(share.expires_at) <= utcnow():
@@ -83,7 +88,7 @@ def is_active(share: Share) -> bool:
 
 def sign_in(s: Session, key_id: int) -> str:
     """A session token for a browser (the cookie value); expired ones are swept."""
-    s.execute(delete(StaffSession).where(StaffSession.expires_at < utcnow()))
+    s.execute(delete(StaffSession).where(col(StaffSession.expires_at) < utcnow()))
     token = secrets.token_urlsafe(32)
     s.add(
         StaffSession(
@@ -97,7 +102,9 @@ def sign_in(s: Session, key_id: int) -> str:
 
 def session_key(s: Session, token: str) -> ApiKey | None:
     """The (unrevoked) key a session was signed in with, while the session lasts."""
-    row = s.scalars(select(StaffSession).where(StaffSession.token_hash == _digest(token))).first()
+    row = s.scalars(
+        select(StaffSession).where(col(StaffSession.token_hash) == _digest(token))
+    ).first()
     if row is None or as_utc(row.expires_at) <= utcnow():
         return None
     key = s.get(ApiKey, row.key_id)
@@ -107,4 +114,4 @@ def session_key(s: Session, token: str) -> ApiKey | None:
 
 
 def sign_out(s: Session, token: str) -> None:
-    s.execute(delete(StaffSession).where(StaffSession.token_hash == _digest(token)))
+    s.execute(delete(StaffSession).where(col(StaffSession.token_hash) == _digest(token)))
