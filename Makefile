@@ -29,11 +29,11 @@ deps-system:
 postgres:
 	@bash scripts/ensure-postgres.sh
 
-test: $(STAMP) deps-system postgres
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint deps-system postgres
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
+# ruff, the import contracts that keep the core free of wire formats
+# (pyproject.toml [tool.importlinter]) and the type check.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
