@@ -53,8 +53,7 @@ def store_instance(hub: Hub, inc: Incoming) -> Stored:
     """Check, match, write durably and index one instance."""
     with _opened(inc.data) as (buf, start):
         header = read(buf, start, inc)
-        with memoryview(buf) as whole, whole[start:] as body:
-            digest = hashlib.sha256(body).hexdigest()
+        digest = _sha256(inc.data, start)
         arrival = ingest.Arrival(inc.transfer_syntax_uid, inc.calling_ae, digest)
         meta = dicomfile.file_meta(
             header.sop_class_uid, header.sop_instance_uid, inc.transfer_syntax_uid, inc.calling_ae
@@ -109,6 +108,19 @@ def _store(
         if written and not _indexed(hub, h.sop_instance_uid):
             files.remove(path)  # never leave a file the index does not know of
         raise
+
+
+def _sha256(data: bytes | Path, start: int) -> str:
+    """Of the data set bytes; a file is read in steps (through the mapping, every
+    page of it would count as the process's resident memory)."""
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with data.open("rb", buffering=0) as f:
+        f.seek(start)
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _bytes(data: bytes | files.FileSlice) -> bytes:
