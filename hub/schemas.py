@@ -125,7 +125,31 @@ class ProcedureIn(_In):
     description: Text64 | None = None
 
 
+# What /docs shows as a ready-to-send order: a thorax X-ray for Rex.
+ORDER_EXAMPLE: dict[str, object] = {
+    "source": "pims-main",
+    "placer_order_number": "ORD-1001",
+    "patient": {
+        "id": "P-555",
+        "name": "Rex",
+        "species": "dog",
+        "breed": "Labrador Retriever",
+        "sex": "male",
+        "neutered": True,
+        "birth_date": "2019-04-02",
+        "weight_kg": 31.5,
+    },
+    "owner": {"id": "C-77", "last_name": "Smith", "first_name": "Anna"},
+    "procedure": {"code": "XR-THORAX"},
+    "station_ae_title": "DX_ROOM1",
+    "scheduled_start": "2026-11-27T14:30:00",
+    "referring_vet": "Jane Doe",
+}
+
+
 class OrderIn(_In):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ORDER_EXAMPLE]})
+
     source: Text64 = "default"
     placer_order_number: Text64
     accession_number: Sh16 | None = None
@@ -207,7 +231,9 @@ class Page(BaseModel, Generic[T]):
 
 
 class ReconcileIn(_In):
-    order_id: int = Field(gt=0)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"order_id": 42}]})
+
+    order_id: int = Field(gt=0, le=2**63 - 1, description="the order the study belongs to")
 
 
 class StudyCandidateOut(BaseModel):
