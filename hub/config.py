@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # Match rule 3 of docs/interface.md (PatientID + animal name + modality + day).
     match_patient_day: bool = True
 
-    # Results deliveries (hub/services/deliveries.py): the worker polls every
+    # Results deliveries (hub/services/deliveries/): the worker polls every
     # poll_seconds, retries with exponential backoff (base, capped, with jitter)
     # and marks a delivery failed after max_attempts.
     delivery_poll_seconds: float = Field(1.0, gt=0)
