@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
 
 from hub.mappings import MODALITIES
 
@@ -126,7 +127,7 @@ class ProcedureIn(_In):
 
 
 # What /docs shows as a ready-to-send order: a thorax X-ray for Rex.
-ORDER_EXAMPLE: dict[str, object] = {
+ORDER_EXAMPLE: JsonDict = {
     "source": "pims-main",
     "placer_order_number": "ORD-1001",
     "patient": {
