@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,14 +51,19 @@ def follow_orders(hub: Hub) -> None:
     """Let placing or changing an order attach the studies waiting for it (see
     ``reconcile.rematch_for_order``), with their files corrected after the commit."""
 
+    # Weakly: the port is kept per engine, and the hub holds that engine.
+    hub_ref = weakref.ref(hub)
+
     def after_order_commit(rewrites: list[Rewrite]) -> None:
         # Runs inside the order's commit, where this process may still hold the
         # database's writer lock: files now, the audit of failures from a thread.
-        failed = [
-            (r, fails) for r in rewrites if (fails := rewrite_files(hub.settings.data_dir, r))
-        ]
+        live = hub_ref()
+        if live is None:
+            return
+        data_dir = live.settings.data_dir
+        failed = [(r, fails) for r in rewrites if (fails := rewrite_files(data_dir, r))]
         if failed:
-            threading.Thread(target=_audit, args=(hub, failed), daemon=True).start()
+            threading.Thread(target=_audit, args=(live, failed), daemon=True).start()
 
     reconcile.files_follow_orders(
         hub.db.engine, patient_day=hub.settings.match_patient_day, rewrite=after_order_commit
