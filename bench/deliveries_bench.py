@@ -30,16 +30,16 @@ from hub.context import Hub  # noqa: E402
 from hub.db import Database  # noqa: E402
 from hub.schemas import OrderIn  # noqa: E402
 from hub.services import orders  # noqa: E402
-from tests.conftest import PG_SERVER, _pg_admin, start_hub  # noqa: E402
 from tests.delivery_receivers import WebhookReceiver  # noqa: E402
 from tests.factories import rex  # noqa: E402
+from tests.harness import PG_SERVER, pg_admin, start_hub  # noqa: E402
 
 SECRET = "bench-secret-0123456789"
 
 
 def run(n: int, procs: int, work: Path) -> dict[str, object]:
     name = f"vethub_bench_{uuid.uuid4().hex[:10]}"
-    with _pg_admin() as conn:
+    with pg_admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     url = f"{base}/{name}"
@@ -89,7 +89,7 @@ def run(n: int, procs: int, work: Path) -> dict[str, object]:
         for h in hubs:
             h.stop()
         receiver.close()
-        with _pg_admin() as conn:
+        with pg_admin() as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                 (name,),

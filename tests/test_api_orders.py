@@ -10,8 +10,8 @@ from hub.errors import NotFound
 from hub.schemas import OrderIn
 from hub.services import orders
 from hub.services.orders import request_hash
-from tests.conftest import key_for
 from tests.factories import REX, rex
+from tests.harness import key_for
 
 
 def test_create_returns_stored_order(client: TestClient) -> None:

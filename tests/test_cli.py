@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hub.db import Database, head_revision
 from hub.services import events
-from tests.conftest import REPO
+from tests.harness import REPO
 
 
 def vethub(data_dir: Path, *args: str, db_url: str | None = None) -> subprocess.CompletedProcess:

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 from hub.context import Hub
 from hub.serve import delivery_kinds
 from hub.services.deliveries.dispatch import dispatch
-from tests.conftest import key_for
 from tests.factories import rex
+from tests.harness import key_for
 
 SECRET = "s3cret-s3cret-s3cret"
 HOOK = {

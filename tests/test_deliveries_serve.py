@@ -17,9 +17,9 @@ from hub.db import Database
 from hub.models import Delivery
 from hub.schemas import OrderIn
 from hub.services import orders
-from tests.conftest import ServedHub, _empty_tables, start_hub
 from tests.delivery_receivers import MllpReceiver, WebhookReceiver
 from tests.factories import rex
+from tests.harness import ServedHub, empty_tables, start_hub
 from tests.study_factory import instance, send
 
 SECRET = "s3cret-s3cret-s3cret"
@@ -35,7 +35,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 def _fresh(db_url: str) -> None:
     if db_url.startswith("postgresql"):
         db = Database(db_url)
-        _empty_tables(db)
+        empty_tables(db)
         db.dispose()
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from hub.context import Hub
 from hub.models import AuditEvent, InboundMessage, Order, Study
 from hub.services import orders
-from tests.conftest import key_for
+from tests.harness import key_for
 from tests.mllp_client import DoorThread, ack_segments, sample
 from worklist.items import build_item, tag
 

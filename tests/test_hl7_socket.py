@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adapters.hl7.mllp import END, START
 from hub.context import Hub
-from tests.conftest import ServedHub
+from tests.harness import ServedHub
 from tests.mllp_client import DoorThread, MllpClient, ack_segments, sample
 from tests.order_corpus import gen_orders, order_to_orm
 from tests.worklist_scu import findscu

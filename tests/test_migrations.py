@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -26,7 +25,7 @@ from hub.db import (
     head_revision,
     new_revision,
 )
-from tests.conftest import PG_SERVER
+from tests.harness import PG_SERVER, pg_admin
 
 
 def test_one_head() -> None:
@@ -115,7 +114,7 @@ def _fresh(db_url: str, tmp_path: Path) -> str:
     if not db_url.startswith("postgresql"):
         return f"sqlite:///{tmp_path / 'fresh.db'}"
     name = f"vethub_fresh_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as conn:
+    with pg_admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     FRESH_DATABASES.append(name)
     base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
@@ -130,7 +129,7 @@ def _drop_fresh_databases() -> Iterator[None]:
     yield
     if not FRESH_DATABASES:
         return
-    with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as conn:
+    with pg_admin() as conn:
         for name in FRESH_DATABASES:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, ServedHub, start_hub
+from tests.harness import REPO, ServedHub, start_hub
 
 
 def vethub(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from hub.archive import rewrite
 from hub.context import Hub
 from hub.models import AuditEvent, Instance, OutboxEvent, utcnow
 from tests import study_factory as sf
-from tests.conftest import key_for
+from tests.harness import key_for
 from tests.study_factory import paths, place
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from hub.archive import rewrite
 from hub.context import Hub
 from hub.models import AuditEvent, OutboxEvent
-from hub.services import reconcile
+from hub.services import patients, reconcile
 from tests import study_factory as sf
 from tests.factories import REX
 from tests.study_factory import paths, place
@@ -138,3 +138,18 @@ def test_a_file_that_cannot_be_rewritten_is_reported_and_audited(
     shutil.copyfile(good, bad)
     r = client.post(f"/api/v1/studies/{study_uid}/reconcile", json={"order_id": order["id"]})
     assert r.json()["files_not_corrected"] == []
+
+
+def test_a_patient_merge_attaches_the_study_waiting_under_the_prior_id(
+    hub: Hub, client: TestClient
+) -> None:
+    order = place(client)  # P-555
+    ds = sf.instance(patient_id="P-OLD", patient_name="SMITH^REX")  # a duplicate record
+    sf.store(hub, ds)
+    assert _study(client, ds.StudyInstanceUID)["order_id"] is None
+
+    with hub.db.session() as s:
+        patients.merge(s, "P-OLD", "P-555", hub.orders, source=REX["source"])
+    body = _study(client, ds.StudyInstanceUID)
+    assert body["order_id"] == order["id"] and body["match_method"] == "patient_day"
+    assert pydicom.dcmread(paths(hub, ds.StudyInstanceUID)[0]).PatientID == "P-555"

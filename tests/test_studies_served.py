@@ -15,8 +15,8 @@ from sqlalchemy import select
 from hub.db import Database
 from hub.models import Instance
 from tests import study_factory as sf
-from tests.conftest import ServedHub, _empty_tables, start_hub
 from tests.factories import REX
+from tests.harness import ServedHub, empty_tables, start_hub
 
 
 def test_storescu_into_served_hub(served_hub: ServedHub, tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_storescu_into_served_hub(served_hub: ServedHub, tmp_path: Path) -> None
 def test_sigkill_while_receiving_loses_nothing_acknowledged(db_url: str, tmp_path: Path) -> None:
     if db_url.startswith("postgresql"):
         db = Database(db_url)
-        _empty_tables(db)
+        empty_tables(db)
         db.dispose()
     data_dir = tmp_path / "served"
     hub = start_hub(data_dir, db_url)

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from hub.context import Hub
 from hub.models import Share, utcnow
 from tests import study_factory as sf
-from tests.conftest import key_for
+from tests.harness import key_for
 from tests.study_factory import place
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub.context import Hub
-from tests.conftest import ServedHub
+from tests.harness import ServedHub
 from tests.order_corpus import gen_orders, write_worklist_file
 from tests.worklist_scu import accessions, find, findscu, identifier, place, running_door
 

@@ -1,0 +1,147 @@
+"""What the tests share besides fixtures: the test servers' addresses, a served hub
+process, keys and settings. Test modules import these from here, never from
+conftest or from one another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from hub.config import Settings
+from hub.context import Hub
+from hub.db import Database
+from hub.services import keys
+
+PG_SERVER = os.environ.get("VETHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN_KEY = "test-admin-key-0123456789"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pg_admin() -> psycopg.Connection:
+    """A connection to the test server's maintenance database, for CREATE/DROP DATABASE."""
+    return psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+
+
+def empty_tables(db: Database) -> None:
+    """Every table emptied: a PostgreSQL database shared by the session starts clean."""
+    tables = [t.name for t in SQLModel.metadata.sorted_tables]
+    with db.engine.begin() as conn:
+        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY"))
+
+
+def make_settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        http_port=0,
+        dicom_port=0,
+        hl7_port=0,
+        dicom_host="127.0.0.1",
+        hl7_host="127.0.0.1",
+        bootstrap_admin_key=ADMIN_KEY,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def key_for(hub: Hub, role: str) -> str:
+    with hub.db.session() as s:
+        _, plain = keys.create(s, f"test-{role}", role, actor="test")
+    return plain
+
+
+@dataclass
+class ServedHub:
+    """A ``vethub serve`` child process with every door on a free port."""
+
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    http: int
+    dicom: int
+    hl7: int | None
+    ae_title: str
+    key: str
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_hub(data_dir: Path, db_url: str, **env: str) -> ServedHub:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports_file = data_dir / "ports.json"
+    ports_file.unlink(missing_ok=True)
+    log_path = data_dir / "vethub.log"
+    environ = {
+        **os.environ,
+        "VETHUB_DATA_DIR": str(data_dir),
+        "VETHUB_DATABASE_URL": db_url,
+        "VETHUB_HTTP_PORT": "0",
+        "VETHUB_DICOM_PORT": "0",
+        "VETHUB_HL7_PORT": "0",
+        "VETHUB_DICOM_HOST": "127.0.0.1",
+        "VETHUB_HL7_HOST": "127.0.0.1",
+        "VETHUB_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        **env,
+    }
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve"],
+            env=environ,
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vethub serve exited: {log_path.read_text(errors='replace')}")
+        if ports_file.exists():
+            ports = json.loads(ports_file.read_text())
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports['http']}/health").status_code == 200:
+                    return ServedHub(
+                        process=proc,
+                        data_dir=data_dir,
+                        http=ports["http"],
+                        dicom=ports["dicom"],
+                        hl7=ports.get("hl7"),
+                        ae_title=env.get("VETHUB_DICOM_AE", "VETHUB"),
+                        key=ADMIN_KEY,
+                        log_path=log_path,
+                    )
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"vethub serve did not become healthy: {log_path.read_text()}")
