@@ -16,7 +16,7 @@ from sqlmodel import col
 
 from hub.errors import Invalid
 from hub.models import Order, OrderStatus, Study
-from hub.services import events, orders
+from hub.services import events, orders, reconcile
 from hub.services.orders import OrderContext
 
 
@@ -67,7 +67,8 @@ def merge(
     received under the prior id (unmatched, or matched to an order of this
     source) take the surviving id, so matching no longer sees them as another
     animal's; the prior id is kept in the audit log. Stored DICOM files are
-    not rewritten here.
+    not rewritten for the merge itself; waiting studies the merge lets the
+    match rules attach get their headers corrected like any re-match.
     """
     if not prior_id or not surviving_id:
         raise Invalid.one("patient.id", "both the prior and the surviving patient id are needed")
@@ -83,6 +84,9 @@ def merge(
     for study in studies:
         study.patient_id = surviving_id
     session.flush()
+    for order in open_orders(session, surviving_id, source):
+        # Studies that waited under the prior id may now be this animal's order's.
+        reconcile.rematch_for_order(session, order)
     events.audit(
         session,
         actor,
