@@ -22,11 +22,9 @@ from typing import Protocol
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy import select
-from sqlmodel import col
 
 from hub.context import Hub
-from hub.models import Modality
+from hub.services import modalities
 from worklist import status
 from worklist.mpps import MppsService
 from worklist.mwl import WorklistService
@@ -126,7 +124,7 @@ class DicomDoor:
     def registered_titles(self) -> list[str]:
         try:
             with self.hub.db.read_session() as s:
-                return list(s.scalars(select(col(Modality.ae_title))))
+                return modalities.ae_titles(s)
         except Exception:  # no database, no way to tell who is known: refuse, don't crash
             log.exception("could not read the registered devices")
             return []

@@ -41,6 +41,11 @@ def list_all(session: Session) -> list[Modality]:
     return list(session.scalars(select(Modality).order_by(col(Modality.ae_title))))
 
 
+def ae_titles(session: Session) -> list[str]:
+    """The calling AE titles of every registered device."""
+    return list(session.scalars(select(col(Modality.ae_title))))
+
+
 def delete(session: Session, ae_title: str, *, actor: str) -> bool:
     row = session.get(Modality, ae_title)
     if row is None:
