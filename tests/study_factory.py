@@ -14,18 +14,25 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    UltrasoundImageStorage,
+    generate_uid,
+)
 from pynetdicom import AE, _config
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
 from hub.archive import ingest
 from hub.context import Hub
 from hub.services import completion, studies
 from tests.factories import REX
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
-DX = "1.2.840.10008.5.1.4.1.1.1.1"
-US = "1.2.840.10008.5.1.4.1.1.6.1"
-MPPS = "1.2.840.10008.3.1.2.3.3"
+CT = CTImageStorage
+DX = DigitalXRayImageStorageForPresentation
+US = UltrasoundImageStorage
+MPPS = ModalityPerformedProcedureStep
 
 
 def instance(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pydicom
 from fastapi.testclient import TestClient
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import _config
 from sqlalchemy import func, select
 
@@ -104,7 +104,7 @@ def test_bad_instances_get_failure_status_and_no_index_row(hub: Hub, tmp_path: P
 
 def _raw_file(path: Path, payload: bytes, sop_class: str, sop_uid: str) -> Path:
     """A Part 10 file whose data set bytes are exactly ``payload`` (sent undecoded)."""
-    meta = dicomfile.file_meta(sop_class, sop_uid, "1.2.840.10008.1.2.1")
+    meta = dicomfile.file_meta(sop_class, sop_uid, ExplicitVRLittleEndian)
     path.write_bytes(meta + payload)
     return path
 
