@@ -9,6 +9,7 @@ the answer and audited, never reported as corrected.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +22,8 @@ from sqlalchemy import select
 from hub.archive import rewrite
 from hub.context import Hub
 from hub.models import AuditEvent, OutboxEvent
-from hub.services import patients, reconcile
+from hub.schemas import OrderIn
+from hub.services import orders, patients, reconcile
 from tests import study_factory as sf
 from tests.factories import REX
 from tests.study_factory import paths, place
@@ -153,3 +155,16 @@ def test_a_patient_merge_attaches_the_study_waiting_under_the_prior_id(
     body = _study(client, ds.StudyInstanceUID)
     assert body["order_id"] == order["id"] and body["match_method"] == "patient_day"
     assert pydicom.dcmread(paths(hub, ds.StudyInstanceUID)[0]).PatientID == "P-555"
+
+
+def test_an_attachment_rolled_back_to_its_savepoint_leaves_the_files_alone(
+    hub: Hub, client: TestClient
+) -> None:
+    """As when one HL7 message of a committed batch fails after placing its order."""
+    ds = sf.instance(patient_id="P-555", patient_name="SMITH^REX")
+    sf.store(hub, ds)
+    with hub.db.session() as s, contextlib.suppress(RuntimeError), s.begin_nested():
+        orders.place(s, OrderIn.model_validate(REX), hub.orders)
+        raise RuntimeError("the message fails after its order was placed")
+    assert _study(client, ds.StudyInstanceUID)["order_id"] is None
+    assert str(pydicom.dcmread(paths(hub, ds.StudyInstanceUID)[0]).PatientName) == "SMITH^REX"

@@ -61,7 +61,12 @@ def follow_orders(hub: Hub) -> None:
         if live is None:
             return
         data_dir = live.settings.data_dir
-        failed = [(r, fails) for r in rewrites if (fails := rewrite_files(data_dir, r))]
+        # The attachment may have been undone after it was made (an HL7 message
+        # rolled back to its savepoint in a batch that committed): files follow
+        # the index as committed, so look again.
+        with live.db.read_session() as s:
+            held = [r for r in rewrites if reconcile.still_attached(s, r)]
+        failed = [(r, fails) for r in held if (fails := rewrite_files(data_dir, r))]
         if failed:
             threading.Thread(target=_audit, args=(live, failed), daemon=True).start()
 

@@ -200,6 +200,16 @@ def files_follow_orders(
     _followers[engine] = _Follower(patient_day, rewrite)
 
 
+def still_attached(s: Session, rewrite: Rewrite) -> bool:
+    """Whether the index (as committed) still ties the study to the rewrite's order."""
+    found = s.scalars(
+        select(col(Study.order_id)).where(
+            col(Study.study_instance_uid) == rewrite.study_instance_uid
+        )
+    ).first()
+    return found is not None and found == rewrite.order_id
+
+
 def record_unwritten(s: Session, rewrite: Rewrite, failed: dict[str, str]) -> None:
     """Audit the files whose headers could not be corrected (``{path: error}``)."""
     events.audit(
