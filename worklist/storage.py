@@ -88,9 +88,6 @@ TRANSFER_SYNTAXES = [
     uid.MPEG4HP41BD,
 ]
 
-# DCMTK's largest send PDU; pynetdicom's own default is 16382.
-MAX_PDU_RECEIVE = 131072
-
 
 class StorageService:
     """The Storage SCP part of the hub's DICOM door."""
@@ -103,9 +100,6 @@ class StorageService:
             log.info("removed unfinished temp files", extra={"count": swept})
 
     def add_contexts(self, ae: AE) -> None:
-        # Let senders use big P-DATA PDUs: at pynetdicom's default (16 kB) a 0.5 MB
-        # CT slice is 32 PDUs through its state machine, and that dominates C-STORE.
-        ae.maximum_pdu_size = max(ae.maximum_pdu_size or 0, MAX_PDU_RECEIVE)
         for abstract in STORAGE_SOP_CLASSES.values():
             ae.add_supported_context(abstract, TRANSFER_SYNTAXES)
         # Process-wide, and set here because this is where the door takes C-STORE:

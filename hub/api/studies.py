@@ -7,16 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from hub.api.auth import Caller, require
 from hub.archive import rewrite
 from hub.context import Hub
 from hub.models import Order, Study, as_utc
 from hub.schemas import Page, ReconcileIn, StudyOut
-from hub.services import candidates, paging, studies
+from hub.services import candidates, orders, paging, studies
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -89,11 +87,7 @@ def _render(request: Request, s: Session, rows: list[Study]) -> list[dict[str, A
     by_study = studies.counts(s, [r.id for r in rows if r.id is not None])
     ranked = [candidates.current(s, r) for r in rows]
     ids = {c["order_id"] for cands in ranked for c in cands}
-    found: dict[int, Order] = {}
-    if ids:
-        for o in s.scalars(select(Order).where(col(Order.id).in_(ids))):
-            assert o.id is not None
-            found[o.id] = o
+    found = orders.by_ids(s, ids)
     return [
         study_out(r, by_study.get(r.id or 0, (0, 0)), hub.settings.public_url, found, cands)
         for r, cands in zip(rows, ranked, strict=True)

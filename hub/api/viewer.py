@@ -18,16 +18,13 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from hub.api.auth import lookup_key
 from hub.archive import thumbnails
 from hub.context import Hub
-from hub.errors import NotFound
-from hub.models import Instance, Order, Series, Study
-from hub.services import events, links, studies
+from hub.models import Study
+from hub.services import events, links, orders, studies
 
 router = APIRouter(tags=["viewer"], include_in_schema=False)
 COOKIE = "vethub_session"
@@ -104,7 +101,7 @@ def _row(label: str, value: object) -> str:
 
 
 def _summary(s: Session, study: Study, preview_base: str, download: str | None) -> str:
-    order = s.get(Order, study.order_id) if study.order_id else None
+    order = orders.get(s, study.order_id) if study.order_id else None
     received = study.received or {}
     if order is not None:
         owner = order.owner_organization or " ".join(
@@ -153,12 +150,7 @@ def _summary(s: Session, study: Study, preview_base: str, download: str | None) 
         parts.append(
             f'<p><a href="{html.escape(download, quote=True)}">Download DICOM (zip)</a></p>'
         )
-    for series in s.scalars(
-        select(Series).where(col(Series.study_id) == study.id).order_by(col(Series.id))
-    ):
-        instances = s.scalars(
-            select(Instance).where(col(Instance.series_id) == series.id).order_by(col(Instance.id))
-        ).all()
+    for series, instances in studies.series_of(s, study):
         base = html.escape(preview_base, quote=True)
         figures = "".join(
             f'<figure><img loading="lazy" alt="image {n}" '
@@ -178,13 +170,7 @@ def _summary(s: Session, study: Study, preview_base: str, download: str | None) 
 def _preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
     with hub.db.read_session() as s:
         study = studies.get(s, study_uid)
-        inst = s.scalars(
-            select(Instance).where(
-                col(Instance.sop_instance_uid) == sop_uid, col(Instance.study_id) == study.id
-            )
-        ).first()
-        if inst is None:
-            raise NotFound(f"instance {sop_uid} is not part of study {study_uid}")
+        inst = studies.instance_of(s, study, sop_uid)
         path = Path(hub.settings.data_dir) / inst.path
     png = thumbnails.thumbnail(Path(hub.settings.data_dir), path, sop_uid)
     if png is None:

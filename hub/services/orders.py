@@ -164,6 +164,14 @@ def get(session: Session, order_id: int) -> Order:
     return order
 
 
+def by_ids(session: Session, order_ids: set[int]) -> dict[int, Order]:
+    """The orders among ``order_ids`` that exist, by id (one query)."""
+    if not order_ids:
+        return {}
+    rows = session.scalars(select(Order).where(col(Order.id).in_(order_ids)))
+    return {o.id: o for o in rows if o.id is not None}
+
+
 def find_by_placer(session: Session, source: str, placer_order_number: str) -> Order:
     order = _by_placer(session, source, placer_order_number)
     if order is None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from hub.errors import NotFound
-from hub.models import Instance, Study
+from hub.models import Instance, Series, Study
 from hub.services import paging
 
 
@@ -85,3 +85,31 @@ def instance_paths(s: Session, study: Study) -> list[str]:
             .order_by(col(Instance.id))
         )
     )
+
+
+def series_of(s: Session, study: Study) -> list[tuple[Series, list[Instance]]]:
+    """The study's series with their instances, each in arrival order."""
+    rows = s.execute(
+        select(Series, Instance)
+        .join(Instance, col(Instance.series_id) == col(Series.id))
+        .where(col(Series.study_id) == study.id)
+        .order_by(col(Series.id), col(Instance.id))
+    )
+    grouped: dict[int, tuple[Series, list[Instance]]] = {}
+    for series, instance in rows.tuples():
+        grouped.setdefault(series.id or 0, (series, []))[1].append(instance)
+    return list(grouped.values())
+
+
+def instance_of(s: Session, study: Study, sop_instance_uid: str) -> Instance:
+    found = s.scalars(
+        select(Instance).where(
+            col(Instance.sop_instance_uid) == sop_instance_uid,
+            col(Instance.study_id) == study.id,
+        )
+    ).first()
+    if found is None:
+        raise NotFound(
+            f"instance {sop_instance_uid} is not part of study {study.study_instance_uid}"
+        )
+    return found
