@@ -25,6 +25,7 @@ from pydicom.uid import (
 )
 
 import hub
+from hub.services import coercion, ingest
 
 # What the structure walk reads: the bytes in memory, or a received file mapped
 # into memory so a 2 GB instance costs page cache, not heap.
@@ -38,33 +39,10 @@ EXPLICIT_LE = str(ExplicitVRLittleEndian)
 DEFLATED_LE = str(DeflatedExplicitVRLittleEndian)
 EXPLICIT_BE = str(ExplicitVRBigEndian)
 
-HEADER_KEYWORDS = (
-    "SpecificCharacterSet",
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "SeriesDate",
-    "ContentDate",
-    "AccessionNumber",
-    "Modality",
-    "StudyDescription",
-    "SeriesDescription",
-    "SeriesNumber",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientSpeciesDescription",
-    "PatientSpeciesCodeSequence",
-    "PatientBreedDescription",
-    "PatientSexNeutered",
-    "ResponsiblePerson",
-    "ResponsiblePersonRole",
-    "ResponsibleOrganization",
+# What the one-pass header scan reads: what indexing needs, what coercion
+# compares and keeps for the audit, and the character set to decode them in.
+HEADER_KEYWORDS = tuple(
+    dict.fromkeys(("SpecificCharacterSet", *ingest.HEADER_TEXT, *coercion.KEYWORDS))
 )
 _HEADER_TAGS = [Tag(k) for k in HEADER_KEYWORDS]
 _HEADER_TAG_INTS = frozenset(int(t) for t in _HEADER_TAGS)

@@ -66,14 +66,9 @@ def reconcile(s: Session, study_instance_uid: str, order_id: int, actor: str) ->
     if order.status in (S.CANCELLED, S.DISCONTINUED):
         raise Conflict(f"order {order.id} is {order.status}", field="order_id")
     previous = {"match_method": study.match_method, "unmatched_reason": study.unmatched_reason}
-    study.order_id = order.id
-    study.match_method = "manual" if study.match_method is None else study.match_method
-    study.unmatched_reason = None
-    study.candidates = None
     study.held = False
-    if order.status == S.SCHEDULED:
-        orders.transition(s, order, S.IN_PROGRESS, reason="study reconciled")
-    fixes = coercion.corrections(coercion.target(order), study.received or {}, overwrite=True)
+    method = "manual" if study.match_method is None else study.match_method
+    fixes = _attach(s, study, order, method=method, overwrite=True, reason="study reconciled")
     events.record(
         s,
         "study.reconciled",
@@ -89,13 +84,7 @@ def reconcile(s: Session, study_instance_uid: str, order_id: int, actor: str) ->
         study_instance_uid,
         {"order_id": order.id, "previous": previous, "original": study.received, "changes": fixes},
     )
-    return Rewrite(
-        study_instance_uid,
-        order.id,
-        actor,
-        instance_paths(s, study),
-        {k: v["to"] for k, v in fixes.items()},
-    )
+    return _rewrite_for(s, study, order, actor, fixes)
 
 
 def detach(s: Session, study_instance_uid: str, actor: str) -> Rewrite:
@@ -240,11 +229,7 @@ def _rematch(s: Session, waiting: list[Study], *, patient_day: bool) -> list[Rew
                 study.unmatched_reason, study.candidates = m.reason, fresh
             continue
         order = orders.get(s, m.order_id)
-        study.order_id, study.match_method = order.id, m.method
-        study.unmatched_reason, study.candidates = None, None
-        if order.status == S.SCHEDULED:
-            orders.transition(s, order, S.IN_PROGRESS, reason="study matched")
-        fixes = coercion.corrections(coercion.target(order), study.received or {}, overwrite=False)
+        fixes = _attach(s, study, order, method=m.method, overwrite=False, reason="study matched")
         events.record(
             s,
             "study.reconciled",
@@ -260,16 +245,26 @@ def _rematch(s: Session, waiting: list[Study], *, patient_day: bool) -> list[Rew
             study.study_instance_uid,
             {"order_id": order.id, "match_method": m.method, "changes": fixes},
         )
-        out.append(
-            Rewrite(
-                study.study_instance_uid,
-                order.id,
-                "hub:rematch",
-                instance_paths(s, study),
-                {k: v["to"] for k, v in fixes.items()},
-            )
-        )
+        out.append(_rewrite_for(s, study, order, "hub:rematch", fixes))
     return out
+
+
+def _attach(
+    s: Session, study: Study, order: Order, *, method: str | None, overwrite: bool, reason: str
+) -> dict[str, dict[str, coercion.Value]]:
+    """Tie the study to the order, start the order, and say what its headers must become."""
+    study.order_id, study.match_method = order.id, method
+    study.unmatched_reason, study.candidates = None, None
+    if order.status == S.SCHEDULED:
+        orders.transition(s, order, S.IN_PROGRESS, reason=reason)
+    return coercion.corrections(coercion.target(order), study.received or {}, overwrite=overwrite)
+
+
+def _rewrite_for(
+    s: Session, study: Study, order: Order, actor: str, fixes: dict[str, dict[str, coercion.Value]]
+) -> Rewrite:
+    values = {k: v["to"] for k, v in fixes.items()}
+    return Rewrite(study.study_instance_uid, order.id, actor, instance_paths(s, study), values)
 
 
 def _after_commit(s: Session, then: Callable[[], None]) -> None:
