@@ -20,34 +20,18 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from hub.context import Hub
 from hub.schemas import OrderIn
 from hub.services import orders
+from tests.factories import REX, rex
 from worklist.server import DicomDoor
 
 MWL = ModalityWorklistInformationFind
 
-BASE_ORDER: dict[str, Any] = {
-    "source": "pims-main",
-    "placer_order_number": "ORD-1",
-    "accession_number": "A1",
-    "patient": {
-        "id": "P-1",
-        "name": "Rex",
-        "species": "canine",
-        "breed": "Labrador Retriever",
-        "sex": "male",
-        "neutered": True,
-        "birth_date": "2019-04-02",
-        "weight_kg": 31.5,
-    },
-    "owner": {"id": "C-1", "last_name": "Müller", "first_name": "Anna", "organization": None},
-    "procedure": {"code": "XR-THORAX", "description": "Thorax, 2 views"},
-    "modality": "DX",
-    "station_ae_title": "DX_ROOM1",
-    "scheduled_start": "2026-11-27T14:30:00",
-    "referring_vet": "Jane Doe",
-    "site": "main",
-    "priority": "routine",
-    "notes": "Coughing 2 weeks",
-}
+# Rex with his own numbers and an owner whose name needs more than ASCII.
+BASE_ORDER: dict[str, Any] = rex(
+    placer_order_number="ORD-1",
+    accession_number="A1",
+    patient={**REX["patient"], "id": "P-1"},
+    owner={**REX["owner"], "id": "C-1", "last_name": "Müller"},
+)
 
 
 def order(n: int | str, **changes: Any) -> dict[str, Any]:
