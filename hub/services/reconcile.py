@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Select, event, or_, select
+from sqlalchemy import Select, Table, bindparam, event, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
-from sqlmodel import col
+from sqlmodel import SQLModel, col
 
 from hub.errors import Conflict
 from hub.models import Order, OrderStatus, Study, utcnow
@@ -149,14 +149,23 @@ def rematch_for_order(s: Session, order: Order) -> list[Rewrite]:
     follow = _followers.get(s.get_bind())
     if follow is None:
         return []
-    keys = [col(Study.study_instance_uid) == order.study_instance_uid]
-    if order.patient_id.strip():
-        keys.append(col(Study.patient_id) == order.patient_id)
-    if order.accession_number.strip():
-        keys.append(col(Study.accession_number) == order.accession_number)
-    waiting = list(s.scalars(_waiting().where(or_(*keys)).order_by(col(Study.id))))
-    if not waiting:
+    # Almost always nothing waits: one cached Core statement answers that,
+    # and only a hit loads the studies (this runs for every order placed).
+    ids = list(
+        s.connection()
+        .execute(
+            _WAITING_FOR_ORDER,
+            {
+                "uid": order.study_instance_uid,
+                "patient_id": order.patient_id.strip() or None,  # NULL matches nothing
+                "accession": order.accession_number.strip() or None,
+            },
+        )
+        .scalars()
+    )
+    if not ids:
         return []
+    waiting = list(s.scalars(select(Study).where(col(Study.id).in_(ids)).order_by(col(Study.id))))
     try:
         with s.begin_nested():
             rewrites = _rematch(s, waiting, patient_day=follow.patient_day)
@@ -209,6 +218,19 @@ def record_unwritten(s: Session, rewrite: Rewrite, failed: dict[str, str]) -> No
         rewrite.study_instance_uid,
         {"order_id": rewrite.order_id, "values": rewrite.values, "failed": failed},
     )
+
+
+_STUDIES: Table = SQLModel.metadata.tables[Study.__tablename__]
+_WAITING_FOR_ORDER = select(_STUDIES.c.id).where(
+    _STUDIES.c.order_id.is_(None),
+    _STUDIES.c.held.is_(False),
+    _STUDIES.c.unmatched_reason.in_(WAITING),
+    or_(
+        _STUDIES.c.study_instance_uid == bindparam("uid"),
+        _STUDIES.c.patient_id == bindparam("patient_id"),
+        _STUDIES.c.accession_number == bindparam("accession"),
+    ),
+)
 
 
 def _waiting() -> Select[Study]:
