@@ -133,3 +133,13 @@ def test_deliveries_list_filters_paginates_and_retries(client: TestClient, hub: 
     assert client.post("/api/v1/deliveries/999999/retry").status_code == 404
     audit = client.get("/api/v1/audit", params={"action": "delivery.retry"}).json()["items"]
     assert audit and audit[0]["target_id"] == str(cancelled["id"])
+
+
+def test_source_changes_are_audited_without_the_secret(client: TestClient) -> None:
+    assert client.put("/api/v1/sources/pims-main", json=HOOK).status_code == 201
+    assert client.delete("/api/v1/sources/pims-main").status_code == 204
+    trail = client.get("/api/v1/audit", params={"target_id": "pims-main"}).json()["items"]
+    assert [e["action"] for e in trail] == ["source.delete", "source.put"]
+    put = trail[1]["detail"]
+    assert put["webhook_url"] == HOOK["webhook_url"]
+    assert "webhook_secret" not in put and HOOK["webhook_secret"] not in str(trail)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.api.auth import Caller, require
 from hub.api.deliveries import delivery_kinds
 from hub.schemas import Page
-from hub.services import events, sources
+from hub.services import sources
 
 router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
 ADMIN = require()
@@ -73,10 +73,8 @@ def put_source(
     hub = request.app.state.hub
     profiles = sources.hl7_profiles(hub.mappings.root)
     with hub.db.session() as s:
-        row, created = sources.put(s, name, new, delivery_kinds(request), profiles)
+        row, created = sources.put(s, name, new, delivery_kinds(request), profiles, actor=who.actor)
         out = SourceOut(**sources.public(row))
-        shown = body.model_dump(exclude={"webhook_secret"})
-        events.audit(s, who.actor, "source.put", "source", name, shown)
     response.status_code = 201 if created else 200
     return out
 
@@ -96,6 +94,5 @@ def get_source(name: str, request: Request, who: Caller = Depends(READ)) -> Sour
 @router.delete("/{name}", status_code=204)
 def delete_source(name: str, request: Request, who: Caller = Depends(ADMIN)) -> Response:
     with request.app.state.hub.db.session() as s:
-        sources.delete(s, name)
-        events.audit(s, who.actor, "source.delete", "source", name)
+        sources.delete(s, name, actor=who.actor)
     return Response(status_code=204)

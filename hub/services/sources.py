@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from hub.errors import FieldError, Invalid, NotFound
 from hub.mappings import default_mappings_dir
 from hub.models import Source, utcnow
+from hub.services import events
 
 if TYPE_CHECKING:
     from hub.services.deliveries.kinds import Registry
@@ -155,8 +156,10 @@ def put(
     new: SourceSettings,
     kinds: Registry,
     profiles: frozenset[str] | None = None,
+    *,
+    actor: str,
 ) -> tuple[Source, bool]:
-    """Create or replace a source. Omitting the secret keeps the stored one."""
+    """Create or replace a source, audited. Omitting the secret keeps the stored one."""
     row = session.get(Source, name)
     validate(name, new, kinds, row.webhook_secret if row else None, profiles)
     created = row is None
@@ -173,6 +176,8 @@ def put(
     row.events = list(dict.fromkeys(new.events))
     row.updated_at = utcnow()
     session.flush()
+    shown = {k: v for k, v in asdict(new).items() if k != "webhook_secret"}
+    events.audit(session, actor, "source.put", "source", name, shown)
     return row, created
 
 
@@ -187,8 +192,9 @@ def list_all(session: Session) -> list[Source]:
     return list(session.scalars(select(Source).order_by(Source.name)))
 
 
-def delete(session: Session, name: str) -> None:
+def delete(session: Session, name: str, *, actor: str) -> None:
     session.delete(get(session, name))
+    events.audit(session, actor, "source.delete", "source", name)
 
 
 def public(row: Source) -> dict[str, Any]:
