@@ -96,7 +96,7 @@ def series_of(s: Session, study: Study) -> list[tuple[Series, list[Instance]]]:
         .order_by(col(Series.id), col(Instance.id))
     )
     grouped: dict[int, tuple[Series, list[Instance]]] = {}
-    for series, instance in rows.tuples():
+    for series, instance in rows:
         grouped.setdefault(series.id or 0, (series, []))[1].append(instance)
     return list(grouped.values())
 
