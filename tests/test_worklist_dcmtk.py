@@ -36,6 +36,13 @@ def test_echoscu_and_findscu_against_vethub_serve(served_hub: ServedHub, tmp_pat
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert echo.returncode == 0, echo.stderr
+    wrong = subprocess.run(
+        ["echoscu", "-aet", "ECHOSCU", "-aec", "WRONG", "127.0.0.1", str(served_hub.dicom)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    # Issue #9: refused with A-ASSOCIATE-RJ, called AE title not recognised.
+    assert wrong.returncode != 0
+    assert "Called AE Title Not Recognized" in wrong.stderr + wrong.stdout, wrong.stderr
 
     station = bodies[0]["station_ae_title"]
     expected = {

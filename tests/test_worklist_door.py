@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from hub.context import Hub
@@ -291,3 +291,22 @@ def test_result_cap_and_parallel_devices(busy: tuple[Hub, list[dict]]) -> None:
         for t in threads:
             t.join(30)
     assert results == [7, 7, 7, 7]
+
+
+def test_an_association_to_another_called_ae_is_rejected(hub: Hub) -> None:
+    """Issue #9: the door answered whatever called AE title a device used."""
+    received: list[object] = []
+    handlers = [(evt.EVT_ACSE_RECV, lambda event: received.append(event.primitive))]
+    ae = AE(ae_title="DX_ROOM1")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = 20
+    with running_door(hub) as port:
+        wrong = ae.associate("127.0.0.1", port, ae_title="WRONG", evt_handlers=handlers)
+        assert wrong.is_rejected and not wrong.is_established
+        right = ae.associate("127.0.0.1", port, ae_title=hub.settings.dicom_ae)
+        assert right.is_established  # the listener is unharmed
+        assert int(right.send_c_echo().Status) == 0
+        right.release()
+    rj = received[0]
+    # A-ASSOCIATE-RJ: rejected-permanent, by the service user, called AE title not recognised
+    assert (rj.result, rj.result_source, rj.diagnostic) == (0x01, 0x01, 0x07)  # type: ignore[attr-defined]

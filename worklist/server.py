@@ -135,6 +135,10 @@ class DicomDoor:
         _config.LOG_RESPONSE_IDENTIFIERS = False
         s = self.hub.settings
         ae = HubAE(s.dicom_ae, None if s.dicom_allow_unknown_ae else self.registered_titles)
+        # An association addressed to another AE title is a misconfigured device
+        # (or someone probing): refused with A-ASSOCIATE-RJ, "called AE title not
+        # recognised", rather than answered as if it had reached its target.
+        ae.require_called_aet = True
         ae.maximum_associations = MAXIMUM_ASSOCIATIONS
         ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         for service in self.services:
