@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -416,3 +417,51 @@ def test_cancel_without_placer_number_is_ar_101(hub: Hub, door: DoorThread) -> N
         ack = ack_segments(c.send(text))
     assert ack["MSA"][1] == "AR" and ack["ERR"][2] == "ORC^1^2^1^1"
     assert ack["ERR"][3].startswith("101^")
+
+
+@pytest.mark.parametrize(
+    ("frame", "location"),
+    [(b"MSH\r^~\\&\rA\r", "MSH^1^1^1"), (b"MSH^~^A^B\r", "MSH^1^2^1")],
+)
+def test_unreadable_header_is_answered_ar_and_logged(
+    hub: Hub, door: DoorThread, client: TestClient, frame: bytes, location: str
+) -> None:
+    with door.client() as c:
+        ack = ack_segments(c.send(frame), "latin-1")
+        assert ack["MSA"][1] == "AR" and ack["ERR"][3].split("^")[0] == "102"
+        assert ack["ERR"][2] == location and ack["ERR"][8]
+        # the connection stays usable
+        assert ack_segments(c.send(REX.encode()))["MSA"][1] == "AA"
+    rows = client.get("/api/v1/messages", params={"outcome": "AR"}).json()["items"]
+    assert [(r["raw"], r["error_code"]) for r in rows] == [(frame.decode(), 102)]
+
+
+def test_reused_control_id_with_another_body_is_a_new_message(hub: Hub, door: DoorThread) -> None:
+    second = REX.replace("ORD-7781", "ORD-9000").replace("|A7781|", "|A9000|")
+    retimed = second.replace("|20261127093000|", "|20261128101500|", 1)  # MSH-7 only
+    with door.client() as c:
+        first_ack = c.send(REX.encode())
+        assert ack_segments(c.send(second.encode()))["MSA"][1:3] == ["AA", "PMS000042"]
+        # the same text again, only MSH-7 changed: a resend, answered as before
+        assert ack_segments(c.send(retimed.encode()))["MSA"][1] == "AA"
+        assert c.send(REX.encode()) == first_ack
+    assert placer(hub, "VETPMS", "ORD-7781").id != placer(hub, "VETPMS", "ORD-9000").id
+    assert count(hub, Order) == 2
+    with hub.db.read_session() as s:
+        rows = list(s.scalars(select(InboundMessage).order_by(InboundMessage.id)))
+    assert [r.duplicate_of for r in rows] == [None, None, rows[1].id, rows[0].id]
+    assert rows[1].order_id != rows[0].order_id and rows[1].error is None
+
+
+def test_frame_ending_in_fs_without_cr_is_answered_at_once(hub: Hub, door: DoorThread) -> None:
+    with door.client() as c:
+        c.sock.settimeout(5)  # the frame timeout is 60 s: an answer within 5 s is "at once"
+        c.send_raw(b"\x0b" + REX.encode() + b"\x1c")
+        assert ack_segments(c.read())["MSA"][1:3] == ["AA", "PMS000042"]
+        time.sleep(0.05)
+        # the late 0x0D is the trailer of that frame, not the start of another message
+        c.send_raw(b"\r")
+        other = REX.replace("PMS000042", "PMS000043").replace("ORD-7781", "ORD-7782")
+        other = other.replace("|A7781|", "|A7782|")
+        assert ack_segments(c.send(other.encode()))["MSA"][1:3] == ["AA", "PMS000043"]
+    assert count(hub, InboundMessage) == 2

@@ -57,10 +57,19 @@ def test_missing_trailer_then_new_frame() -> None:
     assert events[1] == Frame(b"MSH|second")
 
 
-def test_fs_without_cr_still_ends_a_frame_even_across_reads() -> None:
+def test_fs_without_cr_ends_a_frame_at_once_even_across_reads() -> None:
     decoder = FrameDecoder()
-    assert decoder.feed(START + b"MSH|a\x1c") == []
-    assert decoder.feed(START + b"MSH|b\x1c\r") == [Frame(b"MSH|a"), Frame(b"MSH|b")]
+    assert decoder.feed(START + b"MSH|a\x1c") == [Frame(b"MSH|a")]
+    assert decoder.feed(START + b"MSH|b\x1c\r") == [Frame(b"MSH|b")]
+    assert decoder.discarded == 0
+
+
+def test_cr_after_a_chunk_ending_in_fs_is_the_trailer_not_noise() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(START + b"MSH|a\x1c") == [Frame(b"MSH|a")]
+    assert decoder.feed(b"\r") == [] and not decoder.in_frame
+    assert decoder.feed(START + b"MSH|b" + END) == [Frame(b"MSH|b")]
+    assert decoder.close() == [] and decoder.discarded == 0
 
 
 def test_stream_end_inside_a_frame_is_broken() -> None:

@@ -8,8 +8,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.hl7.parse import Encoding, ParseError, decode, escape, parse, parse_strict, unescape
+from adapters.hl7 import ack
+from adapters.hl7.parse import (
+    Encoding,
+    ParseError,
+    decode,
+    escape,
+    parse,
+    parse_strict,
+    peek_header,
+    unescape,
+)
+from adapters.hl7.prepare import prepare
+from adapters.hl7.profile import load_profiles
+from hub.mappings import default_mappings_dir
 from tests.mllp_client import SAMPLES, sample
+
+PROFILES = load_profiles(default_mappings_dir() / "hl7")
+# Few symbols, so that short random headers often hit separators and segment breaks.
+_HEADERISH = st.lists(st.sampled_from(list(b"MSH|^~\\&\r\nA1 \x00\x1c\xc3\xa9")), max_size=40).map(
+    bytes
+)
 
 
 @pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.hl7")), ids=lambda p: p.name)
@@ -106,3 +125,35 @@ def test_escape_roundtrip(value: str) -> None:
     escaped = escape(value, enc)
     assert not any(c in escaped for c in "|^&~")
     assert unescape(escaped, enc) == value
+
+
+@pytest.mark.parametrize(
+    ("data", "location"),
+    [(b"MSH\r^~\\&\rA\r", "MSH-1"), (b"MSH^~^A^B\r", "MSH-2")],
+)
+def test_headers_that_once_raised_index_error_are_parse_errors(data: bytes, location: str) -> None:
+    peek_header(data)
+    text, _ = decode(data)
+    with pytest.raises(ParseError) as err:
+        parse(text)
+    assert err.value.location == location
+
+
+def _assert_answerable(data: bytes) -> None:
+    """Whatever a frame holds: a Prepared (never an exception) that an ACK can be built for."""
+    with contextlib.suppress(ParseError):
+        peek_header(data)
+    prepared = prepare(data, PROFILES)
+    if prepared.msg is None:
+        assert prepared.error is not None and prepared.error.code
+    code = "AA" if prepared.error is None else "AR"
+    text = ack.build(code, prepared.addressing, prepared.error)
+    ack.encode(text, prepared.charset or prepared.addressing.charset)
+    assert text.startswith("MSH|^~\\&|") and f"\rMSA|{code}|" in text
+
+
+@given(st.one_of(st.binary(max_size=400), _HEADERISH, _HEADERISH.map(lambda b: b"MSH" + b)))
+@settings(max_examples=1000)
+def test_any_bytes_in_a_frame_are_answerable(data: bytes) -> None:
+    _assert_answerable(data)
+    _assert_answerable(b"MSH|^~\\&|A|B|C|D|1||ORM^O01|X1|P|2.5|||||" + data)

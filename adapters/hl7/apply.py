@@ -3,8 +3,9 @@
 Each message is applied inside a SAVEPOINT together with its log row, so a
 message is either fully applied and logged AA, or not applied at all and
 logged AE/AR with the reason; a bad message never spoils the others of its
-batch. A resend of an accepted message (same sender, facility and MSH-10) is
-answered with the stored ACK and changes nothing.
+batch. A resend of an accepted message (same sender, facility and MSH-10, and
+the same text but for MSH-7) is answered with the stored ACK and changes
+nothing; the same MSH-10 with another text is a new message (counters reset).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def apply(
     ctx: OrderContext,
     *,
     reprocess_of: int | None = None,
-    accepted: dict[messages.Key, messages.Accepted] | None = None,
+    accepted: dict[messages.Key, list[messages.Accepted]] | None = None,
 ) -> Logged:
     """Apply one message and log it; the log row carries the ACK to send.
 
@@ -81,10 +82,11 @@ def apply(
         order_id=None,
     )
     key = _key(prepared)
+    digest = messages.resend_digest(prepared.raw)
     if prepared.error is None and reprocess_of is None:
         if accepted is None:
             accepted = messages.accepted_among(session, {key})
-        earlier = accepted.get(key)
+        earlier = messages.resend_of(accepted.get(key, []), digest)
         if earlier is not None:
             base.update(
                 outcome="AA",
@@ -113,8 +115,8 @@ def apply(
                 )
                 row_id = messages.record(session, base)
             if accepted is not None and key[2] and reprocess_of is None:
-                accepted[key] = messages.Accepted(
-                    row_id, text, base["patient_id"], touched.order_id
+                accepted.setdefault(key, []).append(
+                    messages.Accepted(row_id, text, base["patient_id"], touched.order_id, digest)
                 )
             return Logged(row_id, "AA", text, prepared.type)
         except Rejection as exc:

@@ -55,6 +55,7 @@ class FrameDecoder:
         self._in_frame = False
         self._overflow = 0  # bytes of the current frame dropped past max_frame
         self._head = b""
+        self._after_fs = False  # the last chunk ended on 0x1C; a leading 0x0D is its trailer
         self.discarded = 0
 
     @property
@@ -65,6 +66,11 @@ class FrameDecoder:
         events: list[Frame | Broken] = []
         view = memoryview(data)
         i, n = 0, len(data)
+        if self._after_fs and n:
+            # the previous chunk ended on 0x1C: its 0x0D may open this one
+            self._after_fs = False
+            if data[0] == _CR:
+                i = 1
         while i < n:
             if not self._in_frame:
                 j = data.find(START, i)
@@ -79,13 +85,6 @@ class FrameDecoder:
                 i = j + 1
                 continue
             # inside a frame: look for the end (0x1C) or a new start (0x0B)
-            if self._buf and self._buf[-1] == _FS:
-                # a 0x1C ended the previous chunk; this byte decides
-                del self._buf[-1]
-                if data[i] == _CR:
-                    i += 1
-                events.append(self._finish())
-                continue
             k_end = data.find(b"\x1c", i)
             k_vt = data.find(START, i)
             if k_vt >= 0 and (k_end < 0 or k_vt < k_end):
@@ -98,22 +97,21 @@ class FrameDecoder:
                 self._append(view[i:])
                 return events
             self._append(view[i:k_end])
-            if k_end + 1 >= n:
-                self._buf.append(_FS)  # decide with the next chunk
-                return events
-            i = k_end + 1
-            if data[i] == _CR:
-                i += 1
+            # 0x1C ends the frame now: waiting for a 0x0D that some senders never
+            # send would hold their ACK until the frame timeout.
             events.append(self._finish())
+            i = k_end + 1
+            if i >= n:
+                self._after_fs = True  # swallow the 0x0D if the next chunk starts with it
+            elif data[i] == _CR:
+                i += 1
         return events
 
     def close(self) -> list[Frame | Broken]:
         """The stream ended: a frame still open is reported broken."""
+        self._after_fs = False
         if not self._in_frame:
             return []
-        if self._buf and self._buf[-1] == _FS:
-            del self._buf[-1]
-            return [self._finish()]
         event = self._broken("connection closed inside a frame")
         self._in_frame = False
         return [event]

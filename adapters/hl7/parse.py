@@ -254,6 +254,8 @@ def peek_header(raw: bytes) -> Header | None:
         if 0 <= k < end:
             end = k
     line = raw[start:end].decode("latin-1")
+    if len(line) < 4:  # "MSH" ended by a segment break: no field separator to split on
+        return None
     sep = line[3]
     if sep.isalnum() or sep in " \x00":
         return None
@@ -370,6 +372,14 @@ def _encoding(text: str) -> Encoding:
             break
         if d not in chars and d != sep:
             chars.append(d)
+    if len(chars) < 4:
+        # a default is taken by the field separator (``MSH^~^...``): nothing sane to guess
+        raise ParseError(
+            f"MSH-2 encoding characters {enc_chars!r} are incomplete and cannot be filled "
+            f"in beside the field separator {sep!r}",
+            "MSH-2",
+            102,
+        )
     return Encoding(sep, chars[0], chars[1], chars[2], chars[3])
 
 

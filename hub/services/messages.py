@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -41,6 +42,26 @@ class Accepted:
     ack: str
     patient_id: str | None
     order_id: int | None
+    digest: str  # ``resend_digest`` of its raw text
+
+
+def resend_digest(raw: str) -> str:
+    """SHA-256 of the message with MSH-7 blanked: what must match for a resend.
+
+    Practice systems reset their MSH-10 counters, so the same control id can
+    come back with a different order; only the same bytes (a resend may carry
+    a fresh message time) are the same message.
+    """
+    start = raw.find("MSH")
+    if 0 <= start <= 8 and len(raw) > start + 3:
+        sep = raw[start + 3]
+        ends = [k for k in (raw.find("\r", start), raw.find("\n", start)) if k >= 0]
+        end = min(ends) if ends else len(raw)
+        fields = raw[start:end].split(sep)
+        if len(fields) > 6:  # fields[6] is MSH-7 (fields[1] is MSH-2)
+            fields[6] = ""
+            raw = raw[:start] + sep.join(fields) + raw[end:]
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def record(session: Session, values: dict[str, Any]) -> int:
@@ -52,26 +73,35 @@ def record(session: Session, values: dict[str, Any]) -> int:
     return int(session.connection().execute(_INSERT, values).scalar_one())
 
 
-def accepted_among(session: Session, keys: set[Key]) -> dict[Key, Accepted]:
-    """The first accepted (AA) message for each (sender, facility, MSH-10), in one query.
+def accepted_among(session: Session, keys: set[Key]) -> dict[Key, list[Accepted]]:
+    """The accepted (AA) messages for each (sender, facility, MSH-10), oldest first, in one query.
 
     Rejected messages changed nothing, so a resend of one is processed again.
+    The raw text comes along (only for rows whose MSH-10 matches, which is
+    rare) so that a reused MSH-10 with another body is told from a resend.
     """
     ids = {k[2] for k in keys if k[2]}
     if not ids:
         return {}
     t = _TABLE.c
     stmt = (
-        select(t.id, t.sender, t.facility, t.control_id, t.ack, t.patient_id, t.order_id)
+        select(t.id, t.sender, t.facility, t.control_id, t.ack, t.patient_id, t.order_id, t.raw)
         .where(t.control_id.in_(ids), t.outcome == "AA", t.duplicate_of.is_(None))
         .order_by(t.id)
     )
-    found: dict[Key, Accepted] = {}
+    found: dict[Key, list[Accepted]] = {}
     for row in session.execute(stmt):
         key = (row.sender, row.facility, row.control_id)
-        if key in keys and key not in found:
-            found[key] = Accepted(row.id, row.ack, row.patient_id, row.order_id)
+        if key in keys:
+            found.setdefault(key, []).append(
+                Accepted(row.id, row.ack, row.patient_id, row.order_id, resend_digest(row.raw))
+            )
     return found
+
+
+def resend_of(accepted: list[Accepted], digest: str) -> Accepted | None:
+    """The first accepted message this one repeats (same digest), if any."""
+    return next((a for a in accepted if a.digest == digest), None)
 
 
 def get(session: Session, message_id: int) -> InboundMessage:
