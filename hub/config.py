@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     dicom_port: int = Field(11112, ge=0, le=65535)
     dicom_host: str = "0.0.0.0"
     dicom_allow_unknown_ae: bool = True
+    # A Deflated Explicit VR Little Endian data set may inflate to at most this
+    # many MB; beyond it the C-STORE is refused (deflate bombs reach 1000:1).
+    dicom_max_inflated_mb: int = Field(1024, ge=1)
     hl7_host: str = "0.0.0.0"
     hl7_port: int = Field(2575, ge=0, le=65535)
     data_dir: Path = Path("./vethub-data")

@@ -85,6 +85,8 @@ def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
 def bootstrap_admin(hub: Hub) -> str | None:
     """Make the bootstrap key exist, or create an admin key on first start.
 
+    Runs at every start, so it only ever adds a key while no admin key exists:
+    a revoked bootstrap key stays revoked (``keys.ensure`` warns about it).
     Returns a newly created key (to print once), else None.
     """
     with hub.db.session() as s:

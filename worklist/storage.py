@@ -122,6 +122,11 @@ class StorageService:
         where = {"calling_ae": calling, "sop_instance_uid": incoming.sop_instance_uid}
         try:
             ingest.store_instance(self.hub, incoming)
+        except ingest.TooLarge as exc:
+            # 0xA700 "out of resources", not 0xC000: the data set may be valid,
+            # it is this hub's memory bound (VETHUB_DICOM_MAX_INFLATED_MB) that
+            # refuses it, and the device should not take the image for garbage.
+            return status.failure(status.OUT_OF_RESOURCES, str(exc), **where)
         except ingest.Unreadable as exc:
             return status.failure(status.CANNOT_UNDERSTAND, str(exc), **where)
         except Invalid as exc:

@@ -29,7 +29,17 @@ from hub.services import coercion, ingest
 
 # What the structure walk reads: the bytes in memory, or a received file mapped
 # into memory so a 2 GB instance costs page cache, not heap.
-Buffer = bytes | mmap.mmap
+# A deflated data set is inflated into a bytearray (never a second copy).
+Buffer = bytes | bytearray | mmap.mmap
+
+# The default bound on an inflated (Deflated Explicit VR Little Endian) data
+# set, VETHUB_DICOM_MAX_INFLATED_MB; deflate reaches about 1000:1, so without
+# a bound a few hundred KB sent would cost the process gigabytes.
+DEFAULT_MAX_INFLATED = 1024 << 20
+# How much deflated input is handed to zlib at once (a copy of this size, so an
+# mmap is never exported as a buffer that would keep it from closing), and the
+# most it may inflate in one step (the step's bytes are copied onto the result).
+_INFLATE_STEP = 1 << 20
 
 # A UUID-derived UID (PS3.5 B.2): uuid5(DNS, "implementation.vethub").
 IMPLEMENTATION_CLASS_UID = "2.25.256969932720913279751125693747606157266"
@@ -61,6 +71,40 @@ _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 class Incomplete(ValueError):
     """The bytes are not one whole data set in the stated transfer syntax."""
+
+
+class TooLarge(ValueError):
+    """A deflated data set inflates beyond the configured bound (a deflate bomb,
+    or an instance larger than this hub is set up to take)."""
+
+
+def inflate(raw: Buffer, limit: int, start: int = 0) -> bytearray:
+    """Inflate the raw deflate stream ``raw[start:]``, never holding more than
+    ``limit`` (+1) inflated bytes: raises ``TooLarge`` as soon as it would.
+
+    zlib's ``max_length`` stops each step at the room left (and at 1 MB), so
+    the output is checked before it grows, not after a bomb has filled memory:
+    the peak is the bound plus about 2 MB of steps.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    try:
+        for at in range(start, len(raw), _INFLATE_STEP):
+            pending = raw[at : at + _INFLATE_STEP]
+            while pending and not inflater.eof:
+                room = min(limit + 1 - len(out), _INFLATE_STEP)
+                out += inflater.decompress(pending, room)
+                if len(out) > limit:
+                    raise TooLarge(f"deflated data set inflates beyond {limit >> 20} MB")
+                pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise Incomplete(f"deflated data set does not inflate: {exc}") from None
+    if len(out) > limit:
+        raise TooLarge(f"deflated data set inflates beyond {limit >> 20} MB")
+    return out
 
 
 def file_meta(
@@ -103,12 +147,20 @@ def _short(element: int, vr: bytes, value: bytes, *, long: bool = False) -> byte
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def check_complete(raw: Buffer, transfer_syntax_uid: str) -> None:
+def check_complete(
+    raw: Buffer, transfer_syntax_uid: str, *, max_inflated: int = DEFAULT_MAX_INFLATED
+) -> None:
     """Raise ``Incomplete`` unless ``raw`` is exactly one whole data set (see ``scan``)."""
-    scan(raw, transfer_syntax_uid)
+    scan(raw, transfer_syntax_uid, max_inflated=max_inflated)
 
 
-def scan(raw: Buffer, transfer_syntax_uid: str, start: int = 0) -> dict[str, Any]:
+def scan(
+    raw: Buffer,
+    transfer_syntax_uid: str,
+    start: int = 0,
+    *,
+    max_inflated: int = DEFAULT_MAX_INFLATED,
+) -> dict[str, Any]:
     """Walk the element structure without decoding values and return the header.
 
     Raises ``Incomplete`` if an element runs past the end, the structure is
@@ -119,13 +171,14 @@ def scan(raw: Buffer, transfer_syntax_uid: str, start: int = 0) -> dict[str, Any
     list of ``{"CodeValue", "CodingSchemeDesignator", "CodeMeaning"}``. The
     hot path of C-STORE thereby never builds a pydicom Dataset.
     The data set is ``raw[start:]`` (a received file's, after its meta group).
+    A deflated data set is inflated within ``max_inflated`` bytes or refused
+    with ``TooLarge``; this scan runs before any other read of a received
+    instance, so the full reads that follow (coercion, thumbnails) only ever
+    see data sets known to inflate within the bound.
     """
     if transfer_syntax_uid == DEFLATED_LE:
-        try:
-            raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw[start:])
-            start = 0
-        except zlib.error as exc:
-            raise Incomplete(f"deflated data set does not inflate: {exc}") from None
+        raw = inflate(raw, max_inflated, start)
+        start = 0
         transfer_syntax_uid = EXPLICIT_LE
     if transfer_syntax_uid == EXPLICIT_BE:
         raise Incomplete("Explicit VR Big Endian (retired) is not accepted")
@@ -151,7 +204,7 @@ def _decode(raw: Buffer, picked: list[tuple[int, bytes, int, int, int]], implici
                 {k: str(item.get(k, "") or "") for k in _CODE_KEYS} for item in elem[tag].value
             ]
             continue
-        value = raw[value_at:end]
+        value = bytes(raw[value_at:end])
         if vr in _TEXT_VRS:
             text = decode_bytes(value, encodings, _PN_DELIMS if vr == "PN" else set())
         else:
@@ -215,7 +268,7 @@ def _walk(
             pos += 8
             vr = b"??"
         else:
-            vr = buf[pos + 4 : pos + 6]
+            vr = bytes(buf[pos + 4 : pos + 6])
             if not (vr.isalpha() and vr.isupper()):
                 raise Incomplete(f"invalid VR {vr!r} at byte {pos}")
             if vr in _LONG_VRS:

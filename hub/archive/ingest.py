@@ -30,7 +30,11 @@ from hub.services.ingest import Header, Stored, Unreadable
 if TYPE_CHECKING:
     from hub.context import Hub
 
-__all__ = ["Incoming", "Stored", "Unreadable", "read", "store_instance"]
+__all__ = ["Incoming", "Stored", "TooLarge", "Unreadable", "read", "store_instance"]
+
+# A deflated data set beyond VETHUB_DICOM_MAX_INFLATED_MB (the door answers
+# "out of resources", not "cannot understand": the bytes may well be valid).
+TooLarge = dicomfile.TooLarge
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Incoming:
 def store_instance(hub: Hub, inc: Incoming) -> Stored:
     """Check, match, write durably and index one instance."""
     with _opened(inc.data) as (buf, start):
-        header = read(buf, start, inc)
+        header = read(buf, start, inc, max_inflated=hub.settings.dicom_max_inflated_mb << 20)
         digest = _sha256(inc.data, start)
         arrival = ingest.Arrival(inc.transfer_syntax_uid, inc.calling_ae, digest)
         meta = dicomfile.file_meta(
@@ -73,10 +77,21 @@ def store_instance(hub: Hub, inc: Incoming) -> Stored:
     raise AssertionError("unreachable")
 
 
-def read(buf: dicomfile.Buffer, start: int, inc: Incoming) -> Header:
-    """Parse and check the header: complete, UIDs present and agreeing with the request."""
+def read(
+    buf: dicomfile.Buffer,
+    start: int,
+    inc: Incoming,
+    *,
+    max_inflated: int = dicomfile.DEFAULT_MAX_INFLATED,
+) -> Header:
+    """Parse and check the header: complete, UIDs present and agreeing with the request.
+
+    Raises ``TooLarge`` when a deflated data set inflates beyond ``max_inflated``.
+    """
     try:
-        found = dicomfile.scan(buf, inc.transfer_syntax_uid, start)
+        found = dicomfile.scan(buf, inc.transfer_syntax_uid, start, max_inflated=max_inflated)
+    except TooLarge:
+        raise
     except Exception as exc:  # pydicom raises many kinds on garbage
         raise Unreadable([FieldError("dataset", f"cannot be decoded: {exc}")]) from None
     return ingest.header_from(found, inc.sop_class_uid, inc.sop_instance_uid)

@@ -8,6 +8,7 @@ indexed lookup.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 
 from sqlalchemy import select
@@ -20,6 +21,8 @@ from hub.services import events
 
 ROLES = ("integration", "frontdesk", "tech", "vet", "admin")
 KEY_PREFIX = "vh_"
+
+log = logging.getLogger("hub.keys")
 
 
 def hash_key(key: str) -> str:
@@ -47,15 +50,28 @@ def create(
     return row, key
 
 
-def ensure(session: Session, name: str, role: str, key: str) -> ApiKey:
-    """Make ``key`` exist with ``role`` (the bootstrap admin key); idempotent."""
+def ensure(session: Session, name: str, role: str, key: str) -> ApiKey | None:
+    """Create the bootstrap key ``key`` with ``role`` only while no admin key exists.
+
+    Called at every start with ``VETHUB_BOOTSTRAP_ADMIN_KEY``, so it must never
+    undo an administrator's decision: a revoked bootstrap key stays revoked (a
+    leaked key would otherwise come back with the next restart) and a key whose
+    row exists is left as it is. Once any admin key exists the value creates
+    nothing. Returns the key's row, or None when there is none.
+    """
     row = session.scalars(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(key))).first()
-    if row is None:
-        row, _ = create(session, name, role, actor="system:bootstrap", key=key)
-    elif row.revoked_at is not None or row.role != role:
-        row.revoked_at = None
-        row.role = role
-        events.audit(session, "system:bootstrap", "key.restore", "key", str(row.id), {"role": role})
+    if row is not None:
+        if row.revoked_at is not None:
+            log.warning(
+                "the bootstrap admin key was revoked and stays revoked; "
+                "remove VETHUB_BOOTSTRAP_ADMIN_KEY or set a new value",
+                extra={"key_id": row.id},
+            )
+        return row
+    if any_admin(session):
+        log.info("an admin key exists; the bootstrap admin key value creates nothing")
+        return None
+    row, _ = create(session, name, role, actor="system:bootstrap", key=key)
     return row
 
 
