@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     # Naive times in orders are in this zone; empty means the machine's zone.
     timezone: str = ""
     log_level: str = "INFO"
+    # HTTP door: a request body larger than this is refused with 413 (hub/api/limits.py).
+    http_max_body_mb: float = Field(16, gt=0)
+    # A request's headers must arrive within this many seconds (slowloris), and at
+    # most this many connections + requests are handled at once (more get 503).
+    http_header_timeout_seconds: float = Field(10, gt=0)
+    http_max_connections: int = Field(1000, ge=1)
     mappings_dir: Path | None = None
     # `vethub serve` brings the schema to this version's revision at start
     # (one process at a time on PostgreSQL). Off: serve refuses an old schema

@@ -25,6 +25,7 @@ from adapters.hl7 import rest as hl7_rest
 from adapters.hl7 import sender as hl7_sender
 from adapters.hl7.server import Hl7Door
 from hub.api.app import Lifespan, create_app
+from hub.api.limits import header_deadline
 from hub.config import Settings
 from hub.context import Hub
 from hub.jobs import Jobs
@@ -170,5 +171,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
         lifespan="on",
+        http=header_deadline(settings.http_header_timeout_seconds),
+        limit_concurrency=settings.http_max_connections,
     )
     uvicorn.Server(config).run(sockets=[sock])

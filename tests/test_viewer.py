@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
@@ -148,3 +150,60 @@ def test_share_links_expire_and_can_be_revoked(hub: Hub, client: TestClient) -> 
     actions = {a["action"] for a in audit}
     assert {"share", "share.revoke", "view"} <= actions
     assert any(a["actor"].startswith("share:") for a in audit)
+
+
+def _inline_style_hash(page: str) -> str:
+    css = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    return "sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+
+
+def test_every_page_refuses_framing_sniffing_and_caching(hub: Hub, client: TestClient) -> None:
+    uid, _ = _store(hub, place(client), n=1)
+    vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
+    pages = [
+        client.get(f"/viewer/studies/{uid}", headers=vet),  # patient data
+        client.get(f"/viewer/studies/{uid}", headers=_anon(client)),  # sign-in form
+        client.get("/viewer/", headers=vet),
+        client.get("/shared/no-such-token"),
+    ]
+    for page in pages:
+        csp = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+        assert f"style-src '{_inline_style_hash(page.text)}'" in csp  # the style still applies
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["cache-control"] == "no-store"
+    zipped = client.get(f"/viewer/studies/{uid}/dicom.zip", headers=vet)
+    assert zipped.status_code == 200 and zipped.headers["cache-control"] == "no-store"
+
+
+def test_sign_in_refuses_another_site(hub: Hub, client: TestClient) -> None:
+    client.headers.pop("Authorization")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    body = f"key={key_for(hub, 'vet')}&next=/viewer/"
+    refused = [
+        {"origin": "https://evil.example"},
+        {"referer": "https://evil.example/page"},
+        {"sec-fetch-site": "cross-site", "origin": "null"},
+        {"sec-fetch-site": "same-site", "origin": "https://other.clinic.example"},
+        {"origin": "http://testserver.evil.example"},
+    ]
+    for headers in refused:
+        r = client.post(
+            "/viewer/sign-in", content=body, headers={**form, **headers}, follow_redirects=False
+        )
+        assert r.status_code == 403, headers
+        assert "another site" in r.text and "set-cookie" not in r.headers
+    accepted = [
+        {},  # not a browser
+        {"origin": "http://testserver"},
+        {"referer": "http://testserver/viewer/studies/1.2"},
+        {"origin": hub.settings.public_url},
+        {"sec-fetch-site": "same-origin", "origin": "null"},  # our page sends no referrer
+    ]
+    for headers in accepted:
+        r = client.post(
+            "/viewer/sign-in", content=body, headers={**form, **headers}, follow_redirects=False
+        )
+        assert r.status_code == 303, headers

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import hub
 from hub.api import admin, deliveries, errors, messages, orders, shares, sources, studies, viewer
+from hub.api.limits import HttpBounds
 from hub.context import Hub
 from hub.metrics import HttpMetrics
 
@@ -36,6 +37,9 @@ def create_app(
     app.state.hub = hub_ctx
     app.state.ready = False
     errors.install(app)
+    # Inside the metrics middleware, so refused requests are counted too.
+    max_body = int(hub_ctx.settings.http_max_body_mb * 1024 * 1024)
+    app.add_middleware(HttpBounds, max_body=max_body)
     app.add_middleware(HttpMetrics)
     app.include_router(orders.router)
     app.include_router(shares.router)

@@ -9,12 +9,14 @@ Every page view and export is audited.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -29,6 +31,34 @@ from hub.services import events, links, orders, studies
 router = APIRouter(tags=["viewer"], include_in_schema=False)
 COOKIE = "vethub_session"
 STAFF_ROLES = frozenset({"vet", "tech", "admin"})
+
+# The pages' only style sheet. It is inline, so the Content-Security-Policy
+# allows exactly this text (by its hash) rather than any inline style.
+CSS = """\
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}
+table{border-collapse:collapse} td,th{padding:.2rem .8rem;text-align:left;vertical-align:top}
+th{color:#555;font-weight:600} .series{margin:1.5rem 0}
+.thumbs{display:flex;flex-wrap:wrap;gap:.5rem}
+.thumbs figure{margin:0;width:256px;text-align:center;font-size:.8rem;color:#666}
+.thumbs img{max-width:256px;max-height:256px;background:#000}
+.noprev{width:256px;height:120px;background:#eee;display:flex;align-items:center;
+justify-content:center}
+"""
+_CSS_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
+
+# Every HTML page: never framed (clickjacking of sign-in or a share), no script
+# at all, images and forms only from the hub itself, no URL leaked onwards
+# (share tokens are in URLs), not cached (they show patient data).
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        f"default-src 'self'; style-src 'sha256-{_CSS_HASH}'; script-src 'none'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 @dataclass(frozen=True)
@@ -70,17 +100,8 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
-<style>
-body{{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}}
-table{{border-collapse:collapse}} td,th{{padding:.2rem .8rem;text-align:left;vertical-align:top}}
-th{{color:#555;font-weight:600}} .series{{margin:1.5rem 0}}
-.thumbs{{display:flex;flex-wrap:wrap;gap:.5rem}}
-.thumbs figure{{margin:0;width:256px;text-align:center;font-size:.8rem;color:#666}}
-.thumbs img{{max-width:256px;max-height:256px;background:#000}}
-.noprev{{width:256px;height:120px;background:#eee;display:flex;align-items:center;
-justify-content:center}}
-</style></head><body>{body}</body></html>"""
-    return HTMLResponse(doc, status_code=status, headers={"Cache-Control": "no-store"})
+<style>{CSS}</style></head><body>{body}</body></html>"""
+    return HTMLResponse(doc, status_code=status, headers=PAGE_HEADERS)
 
 
 def _refused(request: Request, err: Refused) -> HTMLResponse:
@@ -227,7 +248,11 @@ def study_export(study_uid: str, request: Request) -> Response:
     return Response(
         buf.getvalue(),
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 
@@ -266,8 +291,45 @@ def shared_preview(token: str, sop_uid: str, request: Request) -> Response:
     return _preview(hub, study_uid, sop_uid)
 
 
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL, lower-cased; None if it has none."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def cross_site(request: Request) -> bool:
+    """Whether a form post came from another site (login CSRF: signing a victim
+    in as the attacker's key).
+
+    Sec-Fetch-Site is asked first: our pages send no referrer, and then a
+    browser posts ``Origin: null`` even from our own form. Without it, Origin
+    (or Referer) must be the hub's own address, as the request names it or as
+    VETHUB_PUBLIC_URL says. A request with none of them is not from a browser.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site.lower() not in ("same-origin", "none")
+    claimed = request.headers.get("origin") or request.headers.get("referer")
+    if claimed is None:
+        return False
+    own = {
+        _origin(str(request.base_url)),
+        _origin(request.app.state.hub.settings.public_url),
+    }
+    return _origin(claimed) not in own
+
+
 @router.post("/viewer/sign-in")
 async def sign_in(request: Request) -> Response:
+    if cross_site(request):
+        return _page(
+            "Not allowed",
+            "<h1>Not allowed</h1><p>Sign-in is only accepted from the hub's own sign-in "
+            "page (this request came from another site).</p>",
+            403,
+        )
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     nxt = (form.get("next") or ["/"])[0]
