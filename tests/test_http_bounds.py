@@ -170,3 +170,19 @@ def test_docs_and_schema_need_no_key(bounded: ServedHub) -> None:
     assert httpx.get(f"{bounded.url}/openapi.json").status_code == 200
     assert httpx.get(f"{bounded.url}/docs").status_code == 200
     assert httpx.get(f"{bounded.url}/metrics").status_code == 200
+
+
+def test_connections_past_the_limit_get_503(tmp_path: Path) -> None:
+    served = start_hub(
+        tmp_path, f"sqlite:///{tmp_path / 'vethub.db'}", VETHUB_HTTP_MAX_CONNECTIONS="3"
+    )
+    try:
+        held = [_connect(served) for _ in range(3)]
+        time.sleep(0.3)
+        assert httpx.get(f"{served.url}/health").status_code == 503
+        for sock in held:
+            sock.close()
+        time.sleep(0.3)
+        assert httpx.get(f"{served.url}/health").status_code == 200
+    finally:
+        served.stop()
