@@ -219,32 +219,29 @@ class Reader:
         name = " ".join(p for p in (given, family) if p)
         return name or None
 
-    def _date(self, target: str) -> str | None:
+    def _stamp(self, target: str, what: str) -> tuple[re.Match[str], str, str] | None:
+        """The field as an HL7 TS at least to the day (with its text and location), or an AR."""
         value, path = self.text(target)
         if not value:
             return None
+        where = path.location if path else ""
         m = _TS.match(value)
         if not m or not m.group(3):
-            raise Rejection(
-                Hl7Error(
-                    102, f"{value!r} is not an HL7 date (YYYYMMDD)", path.location if path else ""
-                )
-            )
+            raise Rejection(Hl7Error(102, f"{value!r} is not an HL7 {what}", where))
+        return m, value, where
+
+    def _date(self, target: str) -> str | None:
+        found = self._stamp(target, "date (YYYYMMDD)")
+        if found is None:
+            return None
+        m = found[0]
         return f"{m.group(1)}-{m.group(2)}-{m.group(3)}"
 
     def _datetime(self, target: str) -> str | None:
-        value, path = self.text(target)
-        if not value:
+        found = self._stamp(target, "time stamp (YYYYMMDDHHMM[SS])")
+        if found is None:
             return None
-        m = _TS.match(value)
-        if not m or not m.group(3):
-            raise Rejection(
-                Hl7Error(
-                    102,
-                    f"{value!r} is not an HL7 time stamp (YYYYMMDDHHMM[SS])",
-                    path.location if path else "",
-                )
-            )
+        m, value, where = found
         y, mo, d, h, mi, s, tz = m.groups()
         iso = f"{y}-{mo}-{d}T{h or '00'}:{mi or '00'}:{s or '00'}"
         if tz:
@@ -252,9 +249,7 @@ class Reader:
         try:
             datetime.fromisoformat(iso)
         except ValueError:
-            raise Rejection(
-                Hl7Error(102, f"{value!r} is not a valid time stamp", path.location if path else "")
-            ) from None
+            raise Rejection(Hl7Error(102, f"{value!r} is not a valid time stamp", where)) from None
         return iso
 
     def _weight(self) -> float | None:
