@@ -32,7 +32,7 @@ from hub.schemas import OrderIn  # noqa: E402
 from hub.services import orders  # noqa: E402
 from tests.delivery_receivers import WebhookReceiver  # noqa: E402
 from tests.factories import rex  # noqa: E402
-from tests.harness import PG_SERVER, pg_admin, start_hub  # noqa: E402
+from tests.harness import pg_admin, pg_database_url, start_hub  # noqa: E402
 
 SECRET = "bench-secret-0123456789"
 
@@ -41,8 +41,7 @@ def run(n: int, procs: int, work: Path) -> dict[str, object]:
     name = f"vethub_bench_{uuid.uuid4().hex[:10]}"
     with pg_admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    url = f"{base}/{name}"
+    url = pg_database_url(name)
     db = Database(url)
     db.upgrade()
     db.dispose()

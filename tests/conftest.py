@@ -30,6 +30,7 @@ from tests.harness import (
     empty_tables,
     make_settings,
     pg_admin,
+    pg_database_url,
     start_hub,
 )
 
@@ -57,8 +58,7 @@ def pg_url() -> Iterator[str]:
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL at {PG_SERVER} is required (VETHUB_REQUIRE_PG=1): {exc}")
         pytest.skip(f"{PG_SKIPPED}: no PostgreSQL at {PG_SERVER} ({str(exc).splitlines()[0]})")
-    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    url = f"{base}/{name}"
+    url = pg_database_url(name)
     db = Database(url)
     db.upgrade()
     db.dispose()

@@ -34,6 +34,12 @@ def pg_admin() -> psycopg.Connection:
     return psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
 
 
+def pg_database_url(name: str) -> str:
+    """The SQLAlchemy URL of database ``name`` on the test server."""
+    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
 def empty_tables(db: Database) -> None:
     """Every table emptied: a PostgreSQL database shared by the session starts clean."""
     tables = [t.name for t in SQLModel.metadata.sorted_tables]

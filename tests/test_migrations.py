@@ -25,7 +25,7 @@ from hub.db import (
     head_revision,
     new_revision,
 )
-from tests.harness import PG_SERVER, pg_admin
+from tests.harness import pg_admin, pg_database_url
 
 
 def test_one_head() -> None:
@@ -117,8 +117,7 @@ def _fresh(db_url: str, tmp_path: Path) -> str:
     with pg_admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     FRESH_DATABASES.append(name)
-    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{name}"
+    return pg_database_url(name)
 
 
 FRESH_DATABASES: list[str] = []
