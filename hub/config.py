@@ -18,12 +18,46 @@ class Settings(BaseSettings):
     dicom_ae: str = Field("VETHUB", min_length=1, max_length=16)
     dicom_port: int = Field(11112, ge=0, le=65535)
     dicom_host: str = "0.0.0.0"
-    dicom_allow_unknown_ae: bool = True
+    # Calling AE titles not registered under /api/v1/modalities: true lets them
+    # in, false refuses them; unset is the first-run mode: open while no device
+    # is registered, closed once one is. Unknown callers are listed either way.
+    dicom_allow_unknown_ae: bool | None = None
+    # DICOM door limits: associations open at once, and per calling address;
+    # the TCP listen backlog; seconds a new connection may take to send its
+    # A-ASSOCIATE-RQ (ARTIM) and an association may sit silent before it is closed.
+    dicom_max_associations: int = Field(64, ge=1, le=1000)
+    dicom_max_associations_per_peer: int = Field(16, ge=1, le=1000)
+    dicom_listen_backlog: int = Field(128, ge=1, le=4096)
+    dicom_artim_seconds: float = Field(10, gt=0, le=600)
+    dicom_idle_seconds: float = Field(30, gt=0, le=3600)
+    # DICOM over TLS on its own port (2762 is usual); off when unset.
+    dicom_tls_port: int | None = Field(None, ge=0, le=65535)
     # A Deflated Explicit VR Little Endian data set may inflate to at most this
     # many MB; beyond it the C-STORE is refused (deflate bombs reach 1000:1).
     dicom_max_inflated_mb: int = Field(1024, ge=1)
     hl7_host: str = "0.0.0.0"
     hl7_port: int = Field(2575, ge=0, le=65535)
+    # HL7 over TLS (MLLP inside TLS) on its own port; off when unset.
+    hl7_tls_port: int | None = Field(None, ge=0, le=65535)
+    # Senders not allowed by any source's hl7_senders: true lets them in, false
+    # answers AR; unset is the first-run mode (open until a source lists senders).
+    hl7_allow_unknown_senders: bool | None = None
+    # HL7 door limits: connections at once and per sending address; a connection
+    # with no complete message for idle seconds is closed (stray bytes outside a
+    # frame do not count), and a started frame must end within frame seconds.
+    hl7_max_connections: int = Field(200, ge=1, le=10000)
+    hl7_max_connections_per_peer: int = Field(16, ge=1, le=10000)
+    hl7_idle_seconds: float = Field(120, gt=0, le=86400)
+    hl7_frame_seconds: float = Field(60, gt=0, le=3600)
+    # TLS (docs/interface.md "Encryption in transit"): PEM certificate and key
+    # for HTTPS and the TLS doors; a CA whose client certificates the DICOM TLS
+    # door then requires; extra CAs trusted for outgoing connections. The files
+    # are re-read when they change (checked every tls_reload_seconds).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_extra_ca: Path | None = None
+    tls_reload_seconds: float = Field(60, gt=0)
     data_dir: Path = Path("./vethub-data")
     database_url: str | None = None
     bootstrap_admin_key: str | None = None

@@ -9,6 +9,7 @@ from hub.config import Settings
 from hub.db import Database
 from hub.mappings import Mappings, load_mappings
 from hub.services.orders import OrderContext
+from hub.tls import HubTls, server_tls
 
 
 @dataclass
@@ -17,8 +18,11 @@ class Hub:
     db: Database
     mappings: Mappings
     orders: OrderContext = field(init=False)
+    # The server certificate for HTTPS and the TLS doors (None: no TLS configured).
+    tls: HubTls | None = field(init=False)
 
     def __post_init__(self) -> None:
+        self.tls = server_tls(self.settings)
         self.orders = OrderContext(mappings=self.mappings, tz=self.settings.tz)
         rewrite.follow_orders(self)  # placing an order attaches the studies waiting for it
 

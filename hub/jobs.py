@@ -29,6 +29,10 @@ class Jobs:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.add("quiet_period_completion", self.complete_quiet_orders, seconds=30)
         self.add("rematch_waiting_studies", self.rematch_waiting_studies, seconds=60)
+        if hub.tls is not None:  # a renewed certificate is used without a restart
+            self.add(
+                "tls_reload", hub.tls.reload_if_changed, seconds=hub.settings.tls_reload_seconds
+            )
 
     def add(self, name: str, func: Callable[[], object], *, seconds: float) -> None:
         """Run ``func`` every ``seconds`` (one run at a time, missed runs coalesced)."""

@@ -134,7 +134,9 @@ class DicomDoor:
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
         s = self.hub.settings
-        ae = HubAE(s.dicom_ae, None if s.dicom_allow_unknown_ae else self.registered_titles)
+        ae = HubAE(
+            s.dicom_ae, self.registered_titles if s.dicom_allow_unknown_ae is False else None
+        )
         # An association addressed to another AE title is a misconfigured device
         # (or someone probing): refused with A-ASSOCIATE-RJ, "called AE title not
         # recognised", rather than answered as if it had reached its target.

@@ -16,6 +16,7 @@ from hub.models.core import (
 from hub.models.deliveries import Delivery, Source
 from hub.models.links import Share, StaffSession
 from hub.models.messages import InboundMessage
+from hub.models.peers import UnknownPeer
 from hub.models.studies import Instance, Mpps, Series, Study
 
 __all__ = [
@@ -32,3 +33,4 @@ __all__ += ["Instance", "Mpps", "Series", "Study"]
 __all__ += ["InboundMessage"]
 __all__ += ["Delivery", "Source"]
 __all__ += ["Share", "StaffSession"]
+__all__ += ["UnknownPeer"]

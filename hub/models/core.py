@@ -114,6 +114,8 @@ class ApiKey(SQLModel, table=True):
     role: str = Field(max_length=16)
     key_hash: str = Field(max_length=64, unique=True)
     prefix: str = Field(max_length=12)  # shown in listings so a key can be recognised
+    # A key scoped to a source places and changes only that source's orders.
+    source: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts(nullable=False)
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
@@ -129,6 +131,8 @@ class Modality(SQLModel, table=True):
     character_set: str = Field(default="ISO_IR 192", max_length=32)
     host: str | None = Field(default=None, max_length=255)
     port: int | None = None
+    # Outgoing DICOM to this device (C-ECHO, sends) uses TLS.
+    tls: bool = False
     description: str | None = Field(default=None, max_length=255)
     # Scoping applied when this device's query leaves the key empty.
     scope_station: bool = False

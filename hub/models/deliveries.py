@@ -40,6 +40,13 @@ class Source(SQLModel, table=True):
     webhook_secret: str | None = Field(default=None, max_length=256)
     hl7_host: str | None = Field(default=None, max_length=255)
     hl7_port: int | None = None
+    # Outgoing HL7 to this source runs over TLS.
+    tls: bool = False
+    # Who may send HL7 as this source: [{"application", "facility", "address"}],
+    # each part optional (address: an IP or a network such as 10.0.0.0/24).
+    hl7_senders: list[dict[str, str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     results: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts(nullable=False)
