@@ -76,6 +76,7 @@ class ModalityIn(BaseModel):
     character_set: Literal["ISO_IR 192", "ISO_IR 100", "ASCII"] = "ISO_IR 192"
     host: str | None = Field(None, max_length=255)
     port: int | None = Field(None, ge=1, le=65535)
+    tls: bool = Field(False, description="outgoing DICOM to this device uses TLS")
     description: str | None = Field(None, max_length=255)
     scope_station: bool = Field(
         False, description="empty ScheduledStationAETitle means this device's own AE title"
