@@ -20,8 +20,9 @@ from hub.services import keys
 
 def _keys_create(args: argparse.Namespace, hub: Hub) -> int:
     with hub.db.session() as s:
-        row, plain = keys.create(s, args.name, args.role, actor=_actor())
-        out = {"id": row.id, "name": row.name, "role": row.role, "key": plain}
+        row, plain = keys.create(s, args.name, args.role, actor=_actor(), source=args.source)
+        out = {"id": row.id, "name": row.name, "role": row.role, "source": row.source}
+        out["key"] = plain
     print(json.dumps(out))
     return 0
 
@@ -35,6 +36,7 @@ def _keys_list(args: argparse.Namespace, hub: Hub) -> int:
                         "id": k.id,
                         "name": k.name,
                         "role": k.role,
+                        "source": k.source,
                         "prefix": k.prefix,
                         "created_at": k.created_at.isoformat(),
                         "revoked": k.revoked_at is not None,
@@ -111,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     c = k.add_parser("create", help="create a key and print it once")
     c.add_argument("--name", required=True)
     c.add_argument("--role", required=True, choices=keys.ROLES)
+    c.add_argument(
+        "--source", help="scope the key to this source: it places and changes only its orders"
+    )
     c.set_defaults(func=_keys_create)
     k.add_parser("list", help="list keys (never the keys themselves)").set_defaults(func=_keys_list)
     r = k.add_parser("revoke", help="revoke a key by id")

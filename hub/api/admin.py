@@ -25,12 +25,16 @@ class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64)
     role: Literal["integration", "frontdesk", "tech", "vet", "admin"]
+    source: str | None = Field(
+        None, max_length=64, description="only this source's orders may be placed and changed"
+    )
 
 
 class KeyOut(BaseModel):
     id: int
     name: str
     role: str
+    source: str | None
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
@@ -40,15 +44,16 @@ class KeyCreated(BaseModel):
     id: int
     name: str
     role: str
+    source: str | None
     key: str
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated)
 def create_key(body: KeyIn, request: Request, who: Caller = Depends(ADMIN)) -> KeyCreated:
     with request.app.state.hub.db.session() as s:
-        row, plain = keys.create(s, body.name, body.role, actor=who.actor)
+        row, plain = keys.create(s, body.name, body.role, actor=who.actor, source=body.source)
         assert row.id is not None
-        out = KeyCreated(id=row.id, name=row.name, role=row.role, key=plain)
+        out = KeyCreated(id=row.id, name=row.name, role=row.role, source=row.source, key=plain)
     forget_keys()  # a cached "unknown key" answer must not outlive its creation
     return out
 

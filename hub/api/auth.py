@@ -21,6 +21,17 @@ class Caller:
     key_id: int
     name: str
     role: str
+    source: str | None = None  # a key scoped to one source's orders
+
+    def may_change(self, source: str) -> bool:
+        return self.source is None or self.source == source
+
+    def check_source(self, source: str) -> None:
+        """403 when this key is scoped to another source than ``source``."""
+        if not self.may_change(source):
+            raise HTTPException(
+                403, f"this key may only place and change orders of source {self.source!r}"
+            )
 
     @property
     def actor(self) -> str:
@@ -61,7 +72,11 @@ def lookup_key(hub: Hub, key: str) -> Caller | None:
         return hit[1]
     with hub.db.read_session() as s:
         row = keys.authenticate(s, key)
-        found = None if row is None else Caller(key_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+        found = (
+            None
+            if row is None
+            else Caller(key_id=row.id, name=row.name, role=row.role, source=row.source)  # type: ignore[arg-type]
+        )
     with _cache_lock:
         if len(_cache) > 10_000:  # someone is guessing keys; do not grow without bound
             _cache.clear()

@@ -22,6 +22,9 @@ READ = require("integration", "frontdesk", "vet", "tech")
 @router.post("", status_code=201, response_model=OrderOut)
 def create_order(body: OrderIn, request: Request, who: Caller = Depends(WRITE)) -> Response:
     hub: Hub = request.app.state.hub
+    if who.source is not None and "source" not in body.model_fields_set:
+        body = body.model_copy(update={"source": who.source})
+    who.check_source(body.source)
     with hub.db.session() as s:
         order, created = orders.place(s, body, hub.orders)
         out = orders.to_out(order)
@@ -84,6 +87,7 @@ def patch_order(
 ) -> OrderOut:
     hub: Hub = request.app.state.hub
     with hub.db.session() as s:
+        who.check_source(orders.get(s, order_id).source)
         return orders.to_out(orders.update(s, order_id, patch, hub.orders))
 
 
@@ -91,6 +95,7 @@ def patch_order(
 def cancel_order(order_id: RowId, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
     hub: Hub = request.app.state.hub
     with hub.db.session() as s:
+        who.check_source(orders.get(s, order_id).source)
         return orders.to_out(orders.cancel(s, order_id, reason=f"cancelled by {who.actor}"))
 
 
@@ -98,4 +103,5 @@ def cancel_order(order_id: RowId, request: Request, who: Caller = Depends(WRITE)
 def discontinue_order(order_id: RowId, request: Request, who: Caller = Depends(WRITE)) -> OrderOut:
     hub: Hub = request.app.state.hub
     with hub.db.session() as s:
+        who.check_source(orders.get(s, order_id).source)
         return orders.to_out(orders.discontinue(s, order_id, reason=f"discontinued by {who.actor}"))

@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from hub.errors import Invalid, NotFound
 from hub.models import ApiKey, utcnow
-from hub.services import events
+from hub.services import events, sources
 
 ROLES = ("integration", "frontdesk", "tech", "vet", "admin")
 KEY_PREFIX = "vh_"
@@ -33,20 +33,44 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+# Roles a source-scoped key may have: the ones that place and change orders.
+SCOPABLE_ROLES = ("integration", "frontdesk")
+
+
 def create(
-    session: Session, name: str, role: str, *, actor: str, key: str | None = None
+    session: Session,
+    name: str,
+    role: str,
+    *,
+    actor: str,
+    key: str | None = None,
+    source: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """Store a key, audited; returns the row and the plain key (the only time it exists)."""
+    """Store a key, audited; returns the row and the plain key (the only time it exists).
+
+    A key with a ``source`` places and changes only that source's orders: a
+    leaked practice-system key cannot rewrite another system's worklist.
+    """
     if role not in ROLES:
         raise Invalid.one("role", f"must be one of {', '.join(ROLES)}")
     if not name.strip():
         raise Invalid.one("name", "must not be empty")
+    if source is not None:
+        if not sources.valid_name(source):
+            raise Invalid.one("source", "must be a source name (letters, digits, . _ -)")
+        if role not in SCOPABLE_ROLES:
+            raise Invalid.one(
+                "source", f"only {' and '.join(SCOPABLE_ROLES)} keys can be scoped to a source"
+            )
     key = key or new_key()
-    row = ApiKey(name=name.strip(), role=role, key_hash=hash_key(key), prefix=key[:8])
+    row = ApiKey(
+        name=name.strip(), role=role, key_hash=hash_key(key), prefix=key[:8], source=source
+    )
     session.add(row)
     session.flush()
     assert row.id is not None
-    events.audit(session, actor, "key.create", "key", row.id, {"name": row.name, "role": role})
+    detail = {"name": row.name, "role": role} | ({"source": source} if source else {})
+    events.audit(session, actor, "key.create", "key", row.id, detail)
     return row, key
 
 
