@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: float = Field(10, gt=0)
     http_max_connections: int = Field(1000, ge=1)
     mappings_dir: Path | None = None
+    # Staff sign-in (docs/interface.md "Staff accounts and sign-in"): a session
+    # ends after this many minutes without use.
+    session_idle_minutes: float = Field(720, gt=0)
     # `vethub serve` brings the schema to this version's revision at start
     # (one process at a time on PostgreSQL). Off: serve refuses an old schema
     # and `vethub db upgrade` is run by hand, e.g. after a backup.
