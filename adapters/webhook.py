@@ -5,6 +5,10 @@ source's secret, so a receiver verifies before it parses. Any 2xx completes
 the delivery; anything else (an error status, a redirect, a timeout, a
 connection closed mid-answer) raises ``DeliveryError`` and the delivery is
 retried with backoff.
+
+The receiver's certificate is always verified (public CAs plus
+``VETHUB_TLS_EXTRA_CA``): a receiver the hub cannot verify fails the attempt
+with the certificate problem as its error, and is retried like any other.
 """
 
 from __future__ import annotations
@@ -12,13 +16,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import time
 from typing import Any
 
 import httpx
 
 import hub
-from hub.services.deliveries.kinds import Claim, DeliveryError, DeliveryKind, Target
+from hub.services.deliveries.kinds import (
+    Claim,
+    DeliveryError,
+    DeliveryKind,
+    SendOptions,
+    Target,
+)
 from hub.services.sources import EVENTS
 
 SIGNATURE_HEADER = "X-Vethub-Signature"
@@ -43,10 +54,11 @@ def verify(secret: str, raw: bytes, header: str | None) -> bool:
 class WebhookSender:
     """Sends with one pooled ``httpx.Client``; safe to call from several threads."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, tls: ssl.SSLContext | bool = True) -> None:
         self.timeout = timeout
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            verify=tls,
             follow_redirects=False,
             headers={"User-Agent": f"vethub/{hub.__version__}"},
         )
@@ -79,6 +91,10 @@ class WebhookSender:
         if not 200 <= resp.status_code < 300:
             raise DeliveryError(f"{target.webhook_url} answered HTTP {resp.status_code}")
 
+    @classmethod
+    def of(cls, options: SendOptions) -> WebhookSender:
+        return cls(options.timeout, options.tls)
+
     def close(self) -> None:
         self.client.close()
 
@@ -87,6 +103,6 @@ class WebhookSender:
 KIND = DeliveryKind(
     name="webhook",
     events=frozenset(EVENTS),
-    sender=WebhookSender,
+    sender=WebhookSender.of,
     requires=("webhook_url", "webhook_secret"),
 )

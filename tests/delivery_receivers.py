@@ -2,12 +2,14 @@
 
 Both are real servers on port-0 sockets in a background thread. Their
 ``mode`` can be switched while they run to simulate a receiver that is down,
-answers 500, answers slowly, closes mid-response, or answers HL7 AE.
+answers 500, answers slowly, closes mid-response, or answers HL7 AE. Given a
+server ``tls`` context, either speaks its protocol inside TLS.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ class WebhookReceiver:
     received: list[Received] = field(default_factory=list)
     attempts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
 
     def __post_init__(self) -> None:
         receiver = self
@@ -83,12 +86,15 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
+        if self.tls is not None:  # the handshake runs at accept; a failed one is dropped
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def delivery_ids(self) -> list[str]:
         with self.lock:
@@ -116,6 +122,8 @@ class MllpReceiver:
     mode: str = "AA"
     messages: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tls: ssl.SSLContext | None = None  # MLLP inside TLS with this server context
+    handshake_errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -140,8 +148,16 @@ class MllpReceiver:
 
     def _handle(self, conn: socket.socket) -> None:
         decoder = FrameDecoder()
+        conn.settimeout(10)
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError as exc:
+                with self.lock:
+                    self.handshake_errors.append(str(exc))
+                conn.close()
+                return
         with conn:
-            conn.settimeout(10)
             while True:
                 try:
                     data = conn.recv(65536)

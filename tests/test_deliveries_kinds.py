@@ -28,6 +28,7 @@ from hub.services.deliveries.kinds import (
     DeliveryKind,
     Registry,
     Sender,
+    SendOptions,
     Target,
 )
 from hub.services.deliveries.worker import DeliveryWorker
@@ -45,7 +46,7 @@ class ToyReceiver:
     got: list[Claim] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def sender(self, timeout: float) -> Sender:
+    def sender(self, options: SendOptions) -> Sender:
         return self.send
 
     def send(self, target: Target, claim: Claim) -> None:

@@ -4,11 +4,15 @@ MSA-1 ``AA`` (or ``CA``) completes the delivery. ``AE``/``AR``/``CE``/``CR``,
 an ACK for another message, no answer within the timeout, or a connection
 that closes first all raise ``DeliveryError`` so the delivery is retried with
 backoff (and, after the last attempt, shows as failed with the reason).
+
+A source with ``tls`` set is reached with MLLP inside TLS, verifying its
+certificate against its ``hl7_host`` (public CAs plus ``VETHUB_TLS_EXTRA_CA``).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +20,13 @@ from typing import Any
 from adapters.hl7 import results
 from adapters.hl7.mllp import Broken, FrameDecoder, frame
 from adapters.hl7.parse import ParseError, parse
-from hub.services.deliveries.kinds import Claim, DeliveryError, DeliveryKind, Target
+from hub.services.deliveries.kinds import (
+    Claim,
+    DeliveryError,
+    DeliveryKind,
+    SendOptions,
+    Target,
+)
 
 ACCEPTED = ("AA", "CA")
 
@@ -24,12 +34,17 @@ ACCEPTED = ("AA", "CA")
 Render = Callable[[dict[str, Any], str], str]
 
 
-def exchange(host: str, port: int, message: bytes, timeout: float) -> bytes:
-    """Send one framed message and return the first complete frame answered."""
+def exchange(
+    host: str, port: int, message: bytes, timeout: float, tls: ssl.SSLContext | None = None
+) -> bytes:
+    """Send one framed message and return the first complete frame answered.
+
+    With ``tls`` the connection is wrapped (handshake included in ``timeout``)
+    and the receiver's certificate must match ``host``.
+    """
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with _connect(host, port, timeout, tls) as sock:
             sock.sendall(frame(message))
             decoder = FrameDecoder(max_frame=1 << 20)
             while True:
@@ -47,8 +62,22 @@ def exchange(host: str, port: int, message: bytes, timeout: float) -> bytes:
                     raise DeliveryError(f"{host}:{port} closed the connection without an ACK")
     except TimeoutError as exc:
         raise DeliveryError(f"no ACK from {host}:{port} within {timeout:g} s") from exc
+    except ssl.SSLError as exc:  # before OSError, its base: name the TLS problem
+        raise DeliveryError(f"TLS with {host}:{port} failed: {exc}") from exc
     except OSError as exc:
         raise DeliveryError(f"cannot reach {host}:{port}: {exc}") from exc
+
+
+def _connect(host: str, port: int, timeout: float, tls: ssl.SSLContext | None) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is None:
+        return sock
+    try:
+        return tls.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def check_ack(raw: bytes, control_id: str) -> None:
@@ -75,21 +104,26 @@ def check_ack(raw: bytes, control_id: str) -> None:
 class Hl7Sender:
     """Sends the message ``render`` makes of a delivery to the source's HL7 host and port."""
 
-    def __init__(self, render: Render, timeout: float = 10.0) -> None:
+    def __init__(
+        self, render: Render, timeout: float = 10.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.render = render
         self.timeout = timeout
+        # Used for sources with ``tls`` set; the worker passes the hub's client context.
+        self.tls = tls if tls is not None else ssl.create_default_context()
 
     def __call__(self, target: Target, claim: Claim) -> None:
         if not target.hl7_host or not target.hl7_port:
             raise DeliveryError(f"source {target.name!r} has no HL7 host and port")
         text = self.render(claim.payload, target.name)
-        raw = exchange(target.hl7_host, target.hl7_port, text.encode("utf-8"), self.timeout)
+        tls = self.tls if target.tls else None
+        raw = exchange(target.hl7_host, target.hl7_port, text.encode("utf-8"), self.timeout, tls)
         check_ack(raw, results.control_id(claim.uuid))
 
 
-def _sender(render: Render) -> Callable[[float], Hl7Sender]:
-    def make(timeout: float) -> Hl7Sender:
-        return Hl7Sender(render, timeout)
+def _sender(render: Render) -> Callable[[SendOptions], Hl7Sender]:
+    def make(options: SendOptions) -> Hl7Sender:
+        return Hl7Sender(render, options.timeout, options.tls)
 
     return make
 

@@ -14,6 +14,7 @@ its adapter and adding it to the registry in hub/serve.py; nothing here.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -40,6 +41,8 @@ class Target:
     webhook_secret: str | None
     hl7_host: str | None
     hl7_port: int | None
+    # HL7 to this source runs inside TLS (webhooks follow their URL's scheme).
+    tls: bool = False
 
     @classmethod
     def of(cls, src: Source) -> Target:
@@ -50,6 +53,7 @@ class Target:
             webhook_secret=src.webhook_secret,
             hl7_host=src.hl7_host,
             hl7_port=src.hl7_port,
+            tls=src.tls,
         )
 
 
@@ -66,6 +70,16 @@ class Claim:
     target: Target | None
 
 
+@dataclass(frozen=True)
+class SendOptions:
+    """What every sender is built with, once per worker: the send timeout in
+    seconds and the context outgoing TLS verifies receivers with
+    (``hub.tls.client_context``: public CAs plus ``VETHUB_TLS_EXTRA_CA``)."""
+
+    timeout: float
+    tls: ssl.SSLContext
+
+
 # Sends one claimed delivery; returns when the receiver accepted it, raises
 # ``DeliveryError`` (retried with backoff) when it did not. Called from several
 # threads at once.
@@ -76,8 +90,8 @@ Sender = Callable[[Target, Claim], None]
 class DeliveryKind:
     """What a sender tells the core about itself.
 
-    ``sender`` is called once per worker with the send timeout in seconds, so
-    a kind may keep a connection pool for the worker's life. ``requires``
+    ``sender`` is called once per worker with its ``SendOptions``, so a kind
+    may keep a connection pool for the worker's life. ``requires``
     names ``SourceSettings`` fields a source must set before it may subscribe
     to this kind: a missing one is refused at registration, not discovered on
     the first send.
@@ -85,7 +99,7 @@ class DeliveryKind:
 
     name: str
     events: frozenset[str]
-    sender: Callable[[float], Sender]
+    sender: Callable[[SendOptions], Sender]
     needs_study: bool = False
     requires: tuple[str, ...] = ()
 

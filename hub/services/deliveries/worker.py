@@ -11,9 +11,10 @@ from hub.config import Settings
 from hub.db import Database
 from hub.models.deliveries import DeliveryStatus as ST
 from hub.services.deliveries.dispatch import dispatch
-from hub.services.deliveries.kinds import Claim, DeliveryError, Registry, Sender
+from hub.services.deliveries.kinds import Claim, DeliveryError, Registry, Sender, SendOptions
 from hub.services.deliveries.leases import Outcome, claim, has_work, settle_many
 from hub.services.deliveries.policy import Policy
+from hub.tls import client_context
 
 log = logging.getLogger("hub.deliveries")
 
@@ -40,8 +41,10 @@ class DeliveryWorker:
 
     def __post_init__(self) -> None:
         self.policy = Policy.from_settings(self.settings)
-        timeout = self.settings.delivery_timeout_seconds
-        self.senders = {kind.name: kind.sender(timeout) for kind in self.kinds}
+        options = SendOptions(
+            timeout=self.settings.delivery_timeout_seconds, tls=client_context(self.settings)
+        )
+        self.senders = {kind.name: kind.sender(options) for kind in self.kinds}
         self._pool = ThreadPoolExecutor(
             self.settings.delivery_concurrency, thread_name_prefix="delivery-send"
         )
