@@ -2,6 +2,9 @@
 
 uvicorn runs the asyncio loop; the FastAPI lifespan starts the other doors
 and stops them in reverse order, so Ctrl-C / SIGTERM finish in-flight work.
+With ``VETHUB_TLS_CERT``/``VETHUB_TLS_KEY`` the HTTP door speaks HTTPS only,
+on the hub's live context (hub/tls.py), so a renewed certificate is used by
+the next connection without a restart.
 """
 
 from __future__ import annotations
@@ -33,13 +36,19 @@ from hub.logs import setup_logging
 from hub.services import keys
 from hub.services.deliveries.kinds import Registry
 from hub.services.deliveries.worker import DeliveryWorker
+from hub.tls import HubTls, TlsConfigError
 from worklist.server import DicomDoor
 
 log = logging.getLogger("hub.serve")
 
 
 class Door(Protocol):
-    """A listener the hub opens besides HTTP (DICOM, HL7)."""
+    """A listener the hub opens besides HTTP (DICOM, HL7).
+
+    A door that also listens with TLS has ``tls_port``: its bound TLS port
+    once started, None when that listener is off. It is read with ``getattr``
+    (a door without one has no TLS listener), so it is not a required member.
+    """
 
     name: str
 
@@ -75,6 +84,34 @@ def build_app(hub: Hub, lifespan: Lifespan | None = None, kinds: Registry | None
     app = create_app(hub, lifespan=lifespan, edge_routers=edge_routers())
     app.state.delivery_kinds = kinds if kinds is not None else delivery_kinds()
     return app
+
+
+def http_ports(port: int, tls: bool) -> dict[str, int | None]:
+    """``http`` for plain HTTP; ``https`` (and ``http`` null) when HTTPS replaces it."""
+    return {"http": None, "https": port} if tls else {"http": port}
+
+
+def door_ports(door: Door, port: int) -> dict[str, int | None]:
+    """A started door's entries: ``name``, plus ``name_tls`` only when its TLS listener is open."""
+    ports: dict[str, int | None] = {door.name: port}
+    tls_port = getattr(door, "tls_port", None)
+    if tls_port is not None:
+        ports[f"{door.name}_tls"] = tls_port
+    return ports
+
+
+def ready_line(settings: Settings, ports: dict[str, int | None]) -> str:
+    scheme = "https" if ports.get("https") else "http"
+    line = (
+        f"vethub ready: {scheme} {scheme}://{settings.http_host}:{ports[scheme]}  "
+        f"dicom {settings.dicom_ae}@{ports['dicom']}"
+    )
+    if ports.get("dicom_tls"):
+        line += f"  dicom-tls {settings.dicom_ae}@{ports['dicom_tls']}"
+    line += f"  hl7 {ports['hl7']}"
+    if ports.get("hl7_tls"):
+        line += f"  hl7-tls {ports['hl7_tls']}"
+    return line
 
 
 def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
@@ -116,10 +153,10 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int) -> Lifespan:
         started: list[Door] = []
         worker = None  # results deliveries to practice software (hub/services/deliveries/)
         jobs = None  # timed work (hub/jobs.py): quiet-period completion, ...
-        ports: dict[str, int | None] = {"http": http_port, "dicom": None, "hl7": None}
+        ports = {**http_ports(http_port, hub.tls is not None), "dicom": None, "hl7": None}
         try:
             for door in doors:
-                ports[door.name] = await door.start()
+                ports.update(door_ports(door, await door.start()))
                 started.append(door)
             jobs = Jobs(hub)
             jobs.start()
@@ -128,12 +165,7 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int) -> Lifespan:
             write_ports(hub.settings.data_dir, ports)
             app.state.ready = True
             log.info("vethub listening", extra={"ports": ports, "ae_title": hub.settings.dicom_ae})
-            print(
-                f"vethub ready: http http://{hub.settings.http_host}:{ports['http']}  "
-                f"dicom {hub.settings.dicom_ae}@{ports['dicom']}  hl7 {ports['hl7']}",
-                file=sys.stdout,
-                flush=True,
-            )
+            print(ready_line(hub.settings, ports), file=sys.stdout, flush=True)
             yield
         finally:
             app.state.ready = False
@@ -152,9 +184,32 @@ def make_lifespan(hub: Hub, doors: list[Door], http_port: int) -> Lifespan:
     return lifespan
 
 
+def use_tls(config: uvicorn.Config, tls: HubTls | None) -> None:
+    """Make uvicorn serve HTTPS with the hub's own live context.
+
+    uvicorn would build a context of its own from file paths, which a reload
+    of ours could not reach. ``Server`` loads a config only if it is not
+    loaded yet and hands ``config.ssl`` to ``create_server`` for our socket,
+    so loading here and setting ``ssl`` serves every handshake from ``tls``.
+    """
+    if tls is None:
+        return
+    config.load()
+    config.ssl = tls.plain.context
+
+
+def open_hub(settings: Settings) -> Hub:
+    """The hub, or exit 2 with one line when its TLS files cannot be used."""
+    try:
+        return Hub.open(settings, upgrade=settings.auto_migrate)
+    except TlsConfigError as exc:
+        print(f"vethub: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def serve(settings: Settings) -> None:
     setup_logging(settings.log_level)
-    hub = Hub.open(settings, upgrade=settings.auto_migrate)
+    hub = open_hub(settings)
     created = bootstrap_admin(hub)
     if created:
         print(
@@ -174,4 +229,5 @@ def serve(settings: Settings) -> None:
         http=header_deadline(settings.http_header_timeout_seconds),
         limit_concurrency=settings.http_max_connections,
     )
+    use_tls(config, hub.tls)
     uvicorn.Server(config).run(sockets=[sock])

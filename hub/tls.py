@@ -58,6 +58,10 @@ class ServerTls:
         with self._lock:
             stamp = _stamp(self._files())
             try:
+                # The pair is tried on a scratch context first: a key that does not
+                # match fails only after OpenSSL has put the new certificate into
+                # the context, which would leave the live one unable to handshake.
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
                 self.context.load_cert_chain(self.cert, self.key)
             except (OSError, ssl.SSLError) as exc:
                 raise TlsConfigError(

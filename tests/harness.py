@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import trustme
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
@@ -67,9 +69,30 @@ def key_for(hub: Hub, role: str) -> str:
     return plain
 
 
+def write_cert(ca: trustme.CA, directory: Path, name: str = "hub") -> tuple[Path, Path]:
+    """A certificate from ``ca`` for 127.0.0.1 and localhost: ``(cert.pem, key.pem)`` paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts only ``ca`` (and checks host names)."""
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
 @dataclass
 class ServedHub:
-    """A ``vethub serve`` child process with every door on a free port."""
+    """A ``vethub serve`` child process with every door on a free port.
+
+    ``http`` is the HTTP door's port whether it speaks HTTP or, with
+    ``scheme`` "https", TLS (then ``verify`` trusts the test CA).
+    """
 
     process: subprocess.Popen[bytes]
     data_dir: Path
@@ -79,14 +102,21 @@ class ServedHub:
     ae_title: str
     key: str
     log_path: Path
+    scheme: str = "http"
+    verify: ssl.SSLContext | bool = True
+    dicom_tls: int | None = None
+    hl7_tls: int | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
+        return f"{self.scheme}://127.0.0.1:{self.http}"
 
     def api(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.key}"},
+            timeout=30,
+            verify=self.verify,
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
@@ -103,7 +133,14 @@ class ServedHub:
         return self.log_path.read_text(errors="replace")
 
 
-def start_hub(data_dir: Path, db_url: str, **env: str) -> ServedHub:
+def start_hub(
+    data_dir: Path, db_url: str, *, verify: ssl.SSLContext | None = None, **env: str
+) -> ServedHub:
+    """Start ``vethub serve`` with ``env`` on top of test defaults; return once healthy.
+
+    A hub given ``VETHUB_TLS_CERT`` serves HTTPS: pass ``verify`` (e.g.
+    ``trusting(ca)``) so the health check, and ``api()``, trust its certificate.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     ports_file = data_dir / "ports.json"
     ports_file.unlink(missing_ok=True)
@@ -134,17 +171,28 @@ def start_hub(data_dir: Path, db_url: str, **env: str) -> ServedHub:
             raise RuntimeError(f"vethub serve exited: {log_path.read_text(errors='replace')}")
         if ports_file.exists():
             ports = json.loads(ports_file.read_text())
+            scheme = "https" if ports.get("https") else "http"
+            if scheme == "https" and verify is None:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("the hub serves HTTPS: pass verify=trusting(ca) to start_hub")
+            trust: ssl.SSLContext | bool = verify if verify is not None else True
+            url = f"{scheme}://127.0.0.1:{ports[scheme]}"
             try:
-                if httpx.get(f"http://127.0.0.1:{ports['http']}/health").status_code == 200:
+                if httpx.get(f"{url}/health", verify=trust).status_code == 200:
                     return ServedHub(
                         process=proc,
                         data_dir=data_dir,
-                        http=ports["http"],
+                        http=ports[scheme],
                         dicom=ports["dicom"],
                         hl7=ports.get("hl7"),
                         ae_title=env.get("VETHUB_DICOM_AE", "VETHUB"),
                         key=ADMIN_KEY,
                         log_path=log_path,
+                        scheme=scheme,
+                        verify=trust,
+                        dicom_tls=ports.get("dicom_tls"),
+                        hl7_tls=ports.get("hl7_tls"),
                     )
             except httpx.HTTPError:
                 pass
