@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,14 @@ class SourceIn(BaseModel):
     )
     hl7_host: str | None = Field(None, max_length=255)
     hl7_port: int | None = Field(None, ge=1, le=65535)
+    tls: bool = Field(False, description="send HL7 to hl7_host:hl7_port over TLS")
+    hl7_senders: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="who may send HL7 as this source: entries "
+        '{"application": MSH-3, "facility": MSH-4, "address": "10.0.0.7" or "10.0.0.0/24"}, '
+        "each part optional, at least one given",
+    )
     results: list[str] = Field(
         default_factory=list,
         description="delivery kinds this system wants, e.g. webhook, hl7-oru, hl7-orm-status",
@@ -47,6 +56,8 @@ class SourceOut(BaseModel):
     webhook_secret_set: bool
     hl7_host: str | None
     hl7_port: int | None
+    tls: bool
+    hl7_senders: list[dict[str, str]]
     results: list[str]
     events: list[str]
     created_at: datetime
@@ -67,6 +78,8 @@ def put_source(
         webhook_secret=body.webhook_secret,
         hl7_host=body.hl7_host,
         hl7_port=body.hl7_port,
+        hl7_senders=tuple(body.hl7_senders),
+        tls=body.tls,
         results=tuple(body.results),
         events=tuple(body.events),
     )

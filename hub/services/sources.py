@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from hub.errors import FieldError, Invalid, NotFound
 from hub.mappings import default_mappings_dir
 from hub.models import Source, utcnow
-from hub.services import events
+from hub.services import events, peers
 
 if TYPE_CHECKING:
     from hub.services.deliveries.kinds import Registry
@@ -67,6 +67,9 @@ class SourceSettings:
     hl7_port: int | None = None
     results: tuple[str, ...] = ()
     events: tuple[str, ...] = DEFAULT_EVENTS
+    # Who may send HL7 as this source (MSH-3, MSH-4, address); see peers.sender_matches.
+    hl7_senders: tuple[dict[str, Any], ...] = ()
+    tls: bool = False  # outgoing HL7 to this source over TLS
 
 
 def valid_name(name: str) -> bool:
@@ -109,6 +112,30 @@ def check_secret(secret: str) -> str | None:
     return None
 
 
+def sender_errors(entries: tuple[dict[str, Any], ...]) -> list[FieldError]:
+    """Each unusable ``hl7_senders`` entry, named down to the part at fault when one is."""
+    errors: list[FieldError] = []
+    for i, entry in enumerate(entries):
+        why = peers.check_sender_entry(entry) if isinstance(entry, dict) else "must be an object"
+        if why is None:
+            continue
+        where = f"hl7_senders[{i}]"
+        for key in ("application", "facility", "address"):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if value not in (None, "") and peers.check_sender_entry({key: value}):
+                where = f"{where}.{key}"
+                break
+        errors.append(FieldError(where, why))
+    return errors
+
+
+def clean_senders(entries: tuple[dict[str, Any], ...]) -> list[dict[str, str]]:
+    """Entries as stored: the parts given, without surrounding spaces; empty parts left out."""
+    return [
+        {k: v.strip() for k, v in e.items() if isinstance(v, str) and v.strip()} for e in entries
+    ]
+
+
 def validate(
     name: str,
     new: SourceSettings,
@@ -144,6 +171,7 @@ def validate(
         errors.append(FieldError("hl7_host", "is not a valid host name or address"))
     if new.hl7_port is not None and not 1 <= new.hl7_port <= 65535:
         errors.append(FieldError("hl7_port", "must be between 1 and 65535"))
+    errors.extend(sender_errors(new.hl7_senders))
     # The kinds judge the settings as they will be stored: a kept secret counts.
     errors.extend(kinds.check(replace(new, webhook_secret=new.webhook_secret or stored_secret)))
     if errors:
@@ -172,6 +200,8 @@ def put(
         row.webhook_secret = new.webhook_secret
     row.hl7_host = new.hl7_host
     row.hl7_port = new.hl7_port
+    row.hl7_senders = clean_senders(new.hl7_senders)
+    row.tls = new.tls
     row.results = list(dict.fromkeys(new.results))
     row.events = list(dict.fromkeys(new.events))
     row.updated_at = utcnow()
@@ -206,6 +236,8 @@ def public(row: Source) -> dict[str, Any]:
         "webhook_secret_set": bool(row.webhook_secret),
         "hl7_host": row.hl7_host,
         "hl7_port": row.hl7_port,
+        "hl7_senders": list(row.hl7_senders or []),
+        "tls": bool(row.tls),
         "results": list(row.results or []),
         "events": list(row.events or []),
         "created_at": row.created_at,
