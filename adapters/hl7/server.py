@@ -7,30 +7,38 @@ one spoils nothing else) in a worker thread, commits, and only then lets
 the connections send their ACKs. Under load many messages share one commit
 (group commit); alone, a message is committed at once. Messages of one
 connection are handled strictly in order.
+
+On a hostile network the door bounds what one peer can hold: connections in
+all and per source address, an idle deadline that only a complete message
+moves (stray bytes do not), a deadline for a started frame, and the senders'
+allow-list (each source's ``hl7_senders``, docs/interface.md). The same
+handling serves the TLS port when ``VETHUB_HL7_TLS_PORT`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from adapters.hl7 import ack
 from adapters.hl7.ack import Hl7Error
 from adapters.hl7.apply import apply_batch
-from adapters.hl7.mllp import Broken, FrameDecoder, frame
-from adapters.hl7.prepare import Prepared, prepare, prepare_broken
+from adapters.hl7.mllp import Broken, Frame, FrameDecoder, frame
+from adapters.hl7.prepare import Prepared, Senders, prepare, prepare_broken
 from adapters.hl7.profile import Profiles, load_profiles
 from hub.context import Hub
 from hub.mappings import default_mappings_dir
 from hub.metrics import HL7_MESSAGES
-from hub.services import sources
+from hub.services import peers, sources
 
 log = logging.getLogger("adapters.hl7.server")
 
@@ -38,6 +46,50 @@ log = logging.getLogger("adapters.hl7.server")
 def registered_sources(session: Session) -> dict[str, str]:
     """Source name -> HL7 profile name, for sources registered through the API."""
     return {row.name: row.hl7_profile for row in sources.list_all(session)}
+
+
+def peer_address(peername: Any) -> str:
+    """The peer's IP address as text; an IPv4-mapped IPv6 address as plain IPv4."""
+    if not isinstance(peername, tuple) or not peername:
+        return ""
+    host = str(peername[0])
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return host
+
+
+@dataclass
+class _Deadlines:
+    """When a connection is closed for want of messages.
+
+    Only a complete message (or the connection opening) moves the idle
+    deadline, so bytes trickled outside a frame cannot hold a connection. A
+    started frame must end within ``frame`` seconds, and no later than
+    ``frame`` seconds after the idle deadline: frames begun again and again
+    (a trickle of 0x0B) do not hold it either.
+    """
+
+    idle: float
+    frame: float
+    idle_at: float = 0.0
+    frame_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.message()
+
+    def message(self) -> None:
+        self.idle_at = time.monotonic() + self.idle
+
+    def frame_started(self) -> None:
+        now = time.monotonic()
+        self.frame_at = min(now, self.idle_at) + self.frame
+
+    def remaining(self, in_frame: bool) -> float:
+        return max(0.0, (self.frame_at if in_frame else self.idle_at) - time.monotonic())
 
 
 @dataclass
@@ -61,19 +113,30 @@ class Hl7Door:
         self,
         hub: Hub,
         *,
-        idle_timeout: float = 120.0,
-        frame_timeout: float = 60.0,
+        idle_timeout: float | None = None,
+        frame_timeout: float | None = None,
         max_frame: int = 4 * 1024 * 1024,
-        max_connections: int = 200,
+        max_connections: int | None = None,
+        max_connections_per_peer: int | None = None,
         batch_max: int = 64,
         linger: float = 0.002,
         registered_ttl: float = 5.0,
     ) -> None:
+        """Limits default to the settings (``VETHUB_HL7_*``); tests pass their own."""
+        s = hub.settings
         self.hub = hub
-        self.idle_timeout = idle_timeout  # no bytes at all for this long: close
-        self.frame_timeout = frame_timeout  # a started frame must end within this
+        # no complete message for this long: close (stray bytes do not count)
+        self.idle_timeout = s.hl7_idle_seconds if idle_timeout is None else idle_timeout
+        # a started frame must end within this
+        self.frame_timeout = s.hl7_frame_seconds if frame_timeout is None else frame_timeout
         self.max_frame = max_frame
-        self.max_connections = max_connections
+        self.max_connections = s.hl7_max_connections if max_connections is None else max_connections
+        self.max_connections_per_peer = (
+            s.hl7_max_connections_per_peer
+            if max_connections_per_peer is None
+            else max_connections_per_peer
+        )
+        self._per_peer: dict[str, int] = {}
         self.batch_max = batch_max
         # How long the writer may wait for other busy connections' messages to share a
         # commit. Only used while more than one connection is sending.
@@ -81,11 +144,17 @@ class Hl7Door:
         self._last_submit: dict[int, float] = {}
         # Sources registered through the API (name -> hl7_profile), re-read every few seconds.
         self.registered: dict[str, str] = {}
+        # ... and their hl7_senders (the allow-list), read with them.
+        self.senders = Senders(open=peers.admits(s.hl7_allow_unknown_senders, False, False))
         self.registered_ttl = registered_ttl
         self._registered_at = -1e9
+        # Senders no entry names, noted (throttled) for the admin to register.
+        self.sightings = peers.Sightings(hub.db.session)
         self._arrived = asyncio.Event()
         self.profiles: Profiles = load_profiles(profiles_dir(hub))
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self.tls_port: int | None = None  # the bound TLS port once started, None when off
         self._queue: asyncio.Queue[_Work] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -101,16 +170,40 @@ class Hl7Door:
             self._on_connect, s.hl7_host, s.hl7_port, reuse_address=True, backlog=256
         )
         port = self._server.sockets[0].getsockname()[1]
+        if s.hl7_tls_port is not None:
+            await self._start_tls(s.hl7_host, s.hl7_tls_port)
         log.info(
-            "HL7 MLLP listening", extra={"port": port, "profiles": sorted(self.profiles.by_name)}
+            "HL7 MLLP listening",
+            extra={
+                "port": port,
+                "tls_port": self.tls_port,
+                "profiles": sorted(self.profiles.by_name),
+            },
         )
         return port
+
+    async def _start_tls(self, host: str, port: int) -> None:
+        """The same door behind TLS, with the hub's certificate (reloaded in place)."""
+        if self.hub.tls is None:  # hub.tls refuses a TLS port without a certificate already
+            raise RuntimeError("VETHUB_HL7_TLS_PORT needs VETHUB_TLS_CERT and VETHUB_TLS_KEY")
+        self._tls_server = await asyncio.start_server(
+            self._on_connect,
+            host,
+            port,
+            ssl=self.hub.tls.plain.context,
+            # a handshake is bounded like a frame: a silent client cannot hold it open
+            ssl_handshake_timeout=min(self.frame_timeout, 10.0),
+            reuse_address=True,
+            backlog=256,
+        )
+        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting; let each connection finish the message it is on; then stop."""
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        servers = [x for x in (self._server, self._tls_server) if x is not None]
+        for server in servers:
+            server.close()
         for task in list(self._reading):  # idle between messages: nothing to finish
             task.cancel()
         if self._connections:
@@ -123,47 +216,68 @@ class Hl7Door:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-        if self._server is not None:
+        for server in servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                await asyncio.wait_for(server.wait_closed(), 2)
 
     # --- connections ----------------------------------------------------------
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._closing or len(self._connections) >= self.max_connections:
-            log.warning("HL7 connection refused: too many connections or shutting down")
+        address = peer_address(writer.get_extra_info("peername"))
+        if not self._admit_connection(address):
             writer.close()
             return
         self._connections.add(task)
+        self._per_peer[address] = self._per_peer.get(address, 0) + 1
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername")
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, address)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             pass
         except Exception:
-            log.exception("HL7 connection failed", extra={"peer": str(peer)})
+            log.exception("HL7 connection failed", extra={"peer": address})
         finally:
             self._connections.discard(task)
+            left = self._per_peer.get(address, 1) - 1
+            if left > 0:
+                self._per_peer[address] = left
+            else:
+                self._per_peer.pop(address, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _admit_connection(self, address: str) -> bool:
+        """Room for one more connection, in all and from this address (logged when not)."""
+        if self._closing:
+            return False
+        if len(self._connections) >= self.max_connections:
+            log.warning(
+                "HL7 connection refused: too many connections",
+                extra={"peer": address, "limit": self.max_connections},
+            )
+            return False
+        if self._per_peer.get(address, 0) >= self.max_connections_per_peer:
+            log.warning(
+                "HL7 connection refused: too many connections from this address",
+                extra={"peer": address, "limit": self.max_connections_per_peer},
+            )
+            return False
+        return True
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+    ) -> None:
         decoder = FrameDecoder(self.max_frame)
-        frame_started = 0.0
+        deadlines = _Deadlines(self.idle_timeout, self.frame_timeout)
         while not self._closing:
-            timeout = self.idle_timeout
-            if decoder.in_frame:
-                timeout = min(
-                    timeout, max(0.0, frame_started + self.frame_timeout - time.monotonic())
-                )
+            timeout = deadlines.remaining(decoder.in_frame)
             try:
                 task = asyncio.current_task()
                 assert task is not None
@@ -175,28 +289,52 @@ class Hl7Door:
                     self._reading.discard(task)
             except TimeoutError:
                 if decoder.in_frame:
-                    await self._answer_all(decoder.close(), writer)
-                log.info("HL7 connection closed after inactivity")
+                    await self._answer_all(decoder.close(), writer, address)
+                log.info("HL7 connection closed after inactivity", extra={"peer": address})
                 return
             if not data:
-                await self._answer_all(decoder.close(), writer)
+                await self._answer_all(decoder.close(), writer, address)
                 return
             was_in_frame = decoder.in_frame
             events = decoder.feed(data)
+            await self._answer_all(events, writer, address)
+            if any(isinstance(e, Frame) for e in events):
+                deadlines.message()  # a whole message, answered: the connection is in use
             if decoder.in_frame and (events or not was_in_frame):
-                frame_started = time.monotonic()
-            await self._answer_all(events, writer)
+                deadlines.frame_started()
 
-    async def _answer_all(self, events: list, writer: asyncio.StreamWriter) -> None:
+    async def _answer_all(
+        self, events: list[Frame | Broken], writer: asyncio.StreamWriter, address: str
+    ) -> None:
         for event in events:
             if time.monotonic() - self._registered_at >= self.registered_ttl:
-                # which profile a registered source wants (PUT /api/v1/sources) may change
+                # profiles and allowed senders of the sources (PUT /api/v1/sources) may change
                 await asyncio.to_thread(self._refresh_registered)
             if isinstance(event, Broken):
-                prepared = prepare_broken(event, self.profiles, self.registered)
-                log.warning("HL7 broken frame", extra={"reason": event.reason, "bytes": event.size})
+                prepared = prepare_broken(
+                    event, self.profiles, self.registered, address=address, senders=self.senders
+                )
+                log.warning(
+                    "HL7 broken frame",
+                    extra={"reason": event.reason, "bytes": event.size, "peer": address},
+                )
             else:
-                prepared = prepare(event.payload, self.profiles, self.registered)
+                prepared = prepare(
+                    event.payload,
+                    self.profiles,
+                    self.registered,
+                    address=address,
+                    senders=self.senders,
+                )
+            if prepared.refused:
+                log.warning(
+                    "HL7 message from a sender not allowed",
+                    extra={
+                        "sender": prepared.sender,
+                        "facility": prepared.facility,
+                        "peer": address,
+                    },
+                )
             reply = await self.submit(prepared)
             writer.write(frame(reply))
             await writer.drain()
@@ -227,7 +365,7 @@ class Hl7Door:
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                replies = await asyncio.to_thread(self._commit, [w.prepared for w in batch])
+                replies = await asyncio.to_thread(self._apply, [w.prepared for w in batch])
             except Exception:  # never let the writer die
                 log.exception("HL7 writer failed")
                 replies = [self._unstored(w.prepared) for w in batch]
@@ -253,12 +391,26 @@ class Hl7Door:
                 return
 
     def _refresh_registered(self) -> None:
+        """Re-read the sources: their profiles and allowed senders, one query."""
         self._registered_at = time.monotonic()
         try:
             with self.hub.db.read_session() as s:
-                self.registered = registered_sources(s)
+                rows = [(r.name, r.hl7_profile, r.hl7_senders) for r in sources.list_all(s)]
         except Exception:
             log.warning("could not read the registered sources", exc_info=True)
+            return
+        self.registered = {name: profile for name, profile, _ in rows}
+        self.senders = Senders.build(rows, self.hub.settings.hl7_allow_unknown_senders)
+
+    def _apply(self, batch: list[Prepared]) -> list[bytes]:
+        """In the writer's thread: commit the batch, then note the senders no entry names."""
+        replies = self._commit(batch)
+        for p in batch:
+            if p.allowed_by is None:
+                self.sightings.see(
+                    "hl7", p.sender, p.address, facility=p.facility, refused=p.refused
+                )
+        return replies
 
     def _commit(self, batch: list[Prepared]) -> list[bytes]:
         """Apply a batch in one transaction; on failure, each message on its own."""
