@@ -36,7 +36,7 @@ from hub.logs import setup_logging
 from hub.services import keys
 from hub.services.deliveries.kinds import Registry
 from hub.services.deliveries.worker import DeliveryWorker
-from hub.tls import HubTls, TlsConfigError
+from hub.tls import HubTls, TlsConfigError, client_context
 from worklist.server import DicomDoor
 
 log = logging.getLogger("hub.serve")
@@ -199,8 +199,13 @@ def use_tls(config: uvicorn.Config, tls: HubTls | None) -> None:
 
 
 def open_hub(settings: Settings) -> Hub:
-    """The hub, or exit 2 with one line when its TLS files cannot be used."""
+    """The hub, or exit 2 with one line when its TLS files cannot be used.
+
+    The extra CA is checked here too: unreadable, it would otherwise surface
+    only when the delivery worker starts, after the doors are open.
+    """
     try:
+        client_context(settings)
         return Hub.open(settings, upgrade=settings.auto_migrate)
     except TlsConfigError as exc:
         print(f"vethub: {exc}", file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlmodel import col
 
 from hub.context import Hub
-from hub.models import Delivery, Instance, Series, Source, Study, utcnow
+from hub.models import Delivery, Instance, Series, Study, utcnow
 from hub.serve import delivery_kinds
 from hub.services import events
 from hub.services.deliveries.worker import DeliveryWorker
@@ -168,11 +168,7 @@ def test_hl7_oru_goes_inside_tls_when_the_source_asks(
     ca_file: Path,
 ) -> None:
     with MllpReceiver(tls=server_tls) as mllp:
-        register(client, hl7_host="127.0.0.1", hl7_port=mllp.port, results=["hl7-oru"])
-        with hub.db.session() as s:  # the flag as stored (the sources API sets it too)
-            src = s.get(Source, "pims-main")
-            assert src is not None
-            src.tls = True
+        register(client, hl7_host="127.0.0.1", hl7_port=mllp.port, tls=True, results=["hl7-oru"])
         order = client.post("/api/v1/orders", json=rex()).json()
         _store_study(hub, order)
 

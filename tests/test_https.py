@@ -21,6 +21,7 @@ import httpx
 import pytest
 import trustme
 
+from hub.serve import door_ports, http_ports
 from tests.harness import ADMIN_KEY, REPO, ServedHub, start_hub, trusting, write_cert
 
 
@@ -40,6 +41,7 @@ def https_hub(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Itera
         VETHUB_TLS_CERT=str(cert),
         VETHUB_TLS_KEY=str(key),
         VETHUB_HTTP_MAX_BODY_MB="1",
+        VETHUB_HL7_TLS_PORT="0",
     )
     yield served
     served.stop()
@@ -65,11 +67,16 @@ def test_serves_https_and_ports_json_says_so(https_hub: ServedHub) -> None:
     assert https_hub.url.startswith("https://")
     ports = json.loads((https_hub.data_dir / "ports.json").read_text())
     assert ports["https"] == https_hub.http and ports["http"] is None
-    assert "dicom_tls" not in ports and "hl7_tls" not in ports  # those doors are off
+    assert isinstance(ports["hl7_tls"], int) and ports["hl7_tls"] == https_hub.hl7_tls
+    assert "dicom_tls" not in ports  # that door is off
     with https_hub.api() as api:
         assert api.get("/health").json() == {"status": "ok"}
         assert api.get("/api/v1/orders").status_code == 200
-    assert f"https://127.0.0.1:{https_hub.http}" in https_hub.log()  # the ready line
+    ready = [ln for ln in https_hub.log().splitlines() if ln.startswith("vethub ready:")]
+    assert ready == [
+        f"vethub ready: https https://127.0.0.1:{https_hub.http}  dicom VETHUB@{https_hub.dicom}"
+        f"  hl7 {https_hub.hl7}  hl7-tls {https_hub.hl7_tls}"
+    ]
 
 
 def test_anonymous_api_call_gets_401_inside_tls(https_hub: ServedHub) -> None:
@@ -167,3 +174,34 @@ def test_missing_key_file_stops_serve_with_one_line(tmp_path: Path, ca: trustme.
     assert done.returncode == 2
     line = _error_line(done.stderr)
     assert line.startswith("vethub: cannot use certificate") and "No such file" in line
+
+
+def test_unreadable_extra_ca_stops_serve_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "clinic-ca.pem"
+    bad.write_text("not a certificate")
+    done = _serve(tmp_path, VETHUB_TLS_EXTRA_CA=str(bad))
+    assert done.returncode == 2
+    assert _error_line(done.stderr).startswith(f"vethub: cannot use VETHUB_TLS_EXTRA_CA {bad}")
+
+
+class _Door:
+    """The two attributes ``door_ports`` reads, as a started door has them."""
+
+    def __init__(self, name: str, **tls: int | None) -> None:
+        self.name = name
+        if "tls_port" in tls:
+            self.tls_port = tls["tls_port"]
+
+    async def start(self) -> int:
+        return 0
+
+    async def stop(self) -> None:
+        pass
+
+
+def test_ports_entries_for_http_and_tls_doors() -> None:
+    assert http_ports(8080, tls=False) == {"http": 8080}
+    assert http_ports(8443, tls=True) == {"http": None, "https": 8443}
+    assert door_ports(_Door("dicom", tls_port=2762), 11112) == {"dicom": 11112, "dicom_tls": 2762}
+    assert door_ports(_Door("hl7", tls_port=None), 2575) == {"hl7": 2575}  # TLS port off
+    assert door_ports(_Door("hl7"), 2575) == {"hl7": 2575}  # a door without TLS at all
