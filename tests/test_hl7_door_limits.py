@@ -69,8 +69,9 @@ def test_one_address_gets_its_share_and_others_are_still_served(
         for s in flood:
             s.close()
         door.stop()
+    # 16 refusals, one warning naming the address: a flood does not flood the log
     refusals = [r for r in caplog.records if "from this address" in r.getMessage()]
-    assert len(refusals) == 16 and {getattr(r, "peer", None) for r in refusals} == {"127.0.0.1"}
+    assert [getattr(r, "peer", None) for r in refusals] == ["127.0.0.1"]
 
 
 def test_limits_default_to_the_settings(hub: Hub) -> None:

@@ -62,6 +62,26 @@ def peer_address(peername: Any) -> str:
     return host
 
 
+class _QuietWarnings:
+    """A warning per message and address at most every ``every`` seconds, with the
+    count of those left out: a flood of connections must not flood the log too."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def warn(self, message: str, address: str) -> None:
+        key, now = (message, address), time.monotonic()
+        last, left_out = self._last.get(key, (-1e18, 0))
+        if now - last < self.every:
+            self._last[key] = (last, left_out + 1)
+            return
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        log.warning(message, extra={"peer": address, "left_out": left_out})
+
+
 @dataclass
 class _Deadlines:
     """When a connection is closed for want of messages.
@@ -137,6 +157,7 @@ class Hl7Door:
             else max_connections_per_peer
         )
         self._per_peer: dict[str, int] = {}
+        self._refused = _QuietWarnings()
         self.batch_max = batch_max
         # How long the writer may wait for other busy connections' messages to share a
         # commit. Only used while more than one connection is sending.
@@ -171,7 +192,11 @@ class Hl7Door:
         )
         port = self._server.sockets[0].getsockname()[1]
         if s.hl7_tls_port is not None:
-            await self._start_tls(s.hl7_host, s.hl7_tls_port)
+            try:
+                await self._start_tls(s.hl7_host, s.hl7_tls_port)
+            except BaseException:
+                await self.stop(timeout=0)  # no half-open door: the plain port goes too
+                raise
         log.info(
             "HL7 MLLP listening",
             extra={
@@ -258,15 +283,11 @@ class Hl7Door:
         if self._closing:
             return False
         if len(self._connections) >= self.max_connections:
-            log.warning(
-                "HL7 connection refused: too many connections",
-                extra={"peer": address, "limit": self.max_connections},
-            )
+            self._refused.warn("HL7 connection refused: too many connections", address)
             return False
         if self._per_peer.get(address, 0) >= self.max_connections_per_peer:
-            log.warning(
-                "HL7 connection refused: too many connections from this address",
-                extra={"peer": address, "limit": self.max_connections_per_peer},
+            self._refused.warn(
+                "HL7 connection refused: too many connections from this address", address
             )
             return False
         return True
