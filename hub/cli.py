@@ -1,4 +1,4 @@
-"""``vethub`` command line: serve, keys, db."""
+"""``vethub`` command line: serve, keys, users, db."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from hub.config import Settings
 from hub.context import Hub
 from hub.db import Database, SchemaNotCurrent, head_revision, new_revision
 from hub.errors import HubError
-from hub.services import keys
+from hub.models import User
+from hub.services import keys, users
 
 
 def _keys_create(args: argparse.Namespace, hub: Hub) -> int:
@@ -50,6 +51,57 @@ def _keys_revoke(args: argparse.Namespace, hub: Hub) -> int:
     with hub.db.session() as s:
         keys.revoke(s, args.id, actor=_actor())
     print(json.dumps({"id": args.id, "revoked": True}))
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    """The new password: one line of stdin (scripts), else asked twice without echo."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise HubError("the two passwords differ; nothing was changed")
+    return first
+
+
+def _user_out(user: User) -> dict[str, object]:
+    return {"id": user.id, "username": user.username, "role": user.role}
+
+
+def _users_create(args: argparse.Namespace, hub: Hub) -> int:
+    password = _password(args)
+    with hub.db.session() as s:
+        user = users.create(s, args.username, args.role, password, actor=_actor())
+        out = _user_out(user)
+    print(json.dumps(out))
+    return 0
+
+
+def _users_list(args: argparse.Namespace, hub: Hub) -> int:
+    with hub.db.read_session() as s:
+        for u in users.list_all(s):
+            print(
+                json.dumps(
+                    _user_out(u) | {"disabled": u.disabled, "created_at": u.created_at.isoformat()}
+                )
+            )
+    return 0
+
+
+def _users_disable(args: argparse.Namespace, hub: Hub) -> int:
+    with hub.db.session() as s:
+        user = users.change(s, users.by_name(s, args.username), actor=_actor(), disabled=True)
+        out = _user_out(user) | {"disabled": True}
+    print(json.dumps(out))
+    return 0
+
+
+def _users_set_password(args: argparse.Namespace, hub: Hub) -> int:
+    password = _password(args)
+    with hub.db.session() as s:
+        user = users.set_password(s, users.by_name(s, args.username), password, actor=_actor())
+        out = _user_out(user) | {"password_changed": True}
+    print(json.dumps(out))
     return 0
 
 
@@ -121,6 +173,22 @@ def parser() -> argparse.ArgumentParser:
     r = k.add_parser("revoke", help="revoke a key by id")
     r.add_argument("id", type=int)
     r.set_defaults(func=_keys_revoke)
+
+    u = sub.add_parser("users", help="manage staff accounts (people who sign in)")
+    us = u.add_subparsers(dest="users", required=True)
+    uc = us.add_parser("create", help="create an account; prints its id, username and role")
+    uc.add_argument("--username", required=True)
+    uc.add_argument("--role", required=True, choices=users.ROLES)
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    uc.set_defaults(func=_users_create)
+    us.add_parser("list", help="list accounts (never passwords)").set_defaults(func=_users_list)
+    ud = us.add_parser("disable", help="disable an account; its sessions end")
+    ud.add_argument("username")
+    ud.set_defaults(func=_users_disable)
+    up = us.add_parser("set-password", help="set a new password; the account's sessions end")
+    up.add_argument("username")
+    up.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    up.set_defaults(func=_users_set_password)
 
     d = sub.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)
     d.add_parser("upgrade", help="bring the schema to this version's revision")

@@ -1,4 +1,4 @@
-"""viewer_url, share links and staff sign-in (docs/interface.md "Links"), audited."""
+"""viewer_url, share links and the viewer's sign-in (docs/interface.md "Links"), audited."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import hashlib
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from hub.context import Hub
-from hub.models import Share, utcnow
+from hub.models import AuditEvent, Share, utcnow
+from hub.services import users
 from tests import study_factory as sf
 from tests.harness import key_for
 from tests.study_factory import place
@@ -69,35 +70,45 @@ def test_viewer_needs_staff_and_shows_the_study(hub: Hub, client: TestClient) ->
     assert client.get("/viewer/studies/1.2.3.4", headers=vet).status_code == 404
 
 
-def test_browser_signs_in_with_a_staff_key(hub: Hub, client: TestClient) -> None:
+def test_viewer_sends_a_browser_to_sign_in_and_opens_for_its_session(
+    hub: Hub, client: TestClient
+) -> None:
     uid, _ = _store(hub, place(client), n=1)
     client.headers.pop("Authorization")
-    vet_key = key_for(hub, "tech")
-    bad = client.post(
-        "/viewer/sign-in",
-        content=f"key={key_for(hub, 'integration')}&next=/viewer/studies/{uid}",
-        headers={"content-type": "application/x-www-form-urlencoded"},
-    )
-    assert bad.status_code == 401
-    ok = client.post(
-        "/viewer/sign-in",
-        content=f"key={vet_key}&next=/viewer/studies/{uid}",
-        headers={"content-type": "application/x-www-form-urlencoded"},
-        follow_redirects=False,
-    )
-    assert ok.status_code == 303 and ok.headers["location"] == f"/viewer/studies/{uid}"
-    assert "httponly" in ok.headers["set-cookie"].lower()
-    assert client.get(f"/viewer/studies/{uid}").status_code == 200  # the cookie carries it
-    off_site = client.post(
-        "/viewer/sign-in",
-        content=f"key={vet_key}&next=https://evil.example/",
-        headers={"content-type": "application/x-www-form-urlencoded"},
-        follow_redirects=False,
-    )
-    assert off_site.headers["location"] == "/viewer/"
-    client.post("/viewer/sign-out")
+    page = f"/viewer/studies/{uid}"
+    html = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    sent = client.get(page, headers=html, follow_redirects=False)
+    assert sent.status_code == 303
+    assert sent.headers["location"] == f"/sign-in?next={page}"
+    api = client.get(page, headers={"accept": "application/json"})
+    assert api.status_code == 401 and "Rex" not in api.text
+
+    with hub.db.session() as s:
+        users.create(s, "desk", "frontdesk", "front desk password", actor="test")
+        users.create(s, "tina", "tech", "tech password 1", actor="test")
+    form = {"username": "desk", "password": "front desk password", "next": page}
+    assert client.post("/sign-in", data=form, follow_redirects=False).status_code == 303
+    assert client.get(page, headers=html).status_code == 403  # frontdesk may not open studies
+
     client.cookies.clear()
-    assert client.get(f"/viewer/studies/{uid}").status_code == 401
+    form = {"username": "tina", "password": "tech password 1", "next": page}
+    ok = client.post("/sign-in", data=form, follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == page
+    opened = client.get(page, headers=html)
+    assert opened.status_code == 200 and "Rex" in opened.text
+    assert client.get(f"{page}/dicom.zip").status_code == 200
+    audit = [e for e in _audit(hub) if e.action == "view"]
+    assert audit[-1].actor.startswith("user:") and audit[-1].actor.endswith(":tina")
+
+    client.post(
+        "/sign-out", data={"csrf_token": users.csrf_token(client.cookies["vethub_session"])}
+    )
+    assert client.get(page, headers=html, follow_redirects=False).status_code == 303
+
+
+def _audit(hub: Hub) -> list[AuditEvent]:
+    with hub.db.read_session() as s:
+        return list(s.scalars(select(AuditEvent).order_by(AuditEvent.id)))
 
 
 def test_share_links_expire_and_can_be_revoked(hub: Hub, client: TestClient) -> None:
@@ -162,8 +173,8 @@ def test_every_page_refuses_framing_sniffing_and_caching(hub: Hub, client: TestC
     vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
     pages = [
         client.get(f"/viewer/studies/{uid}", headers=vet),  # patient data
-        client.get(f"/viewer/studies/{uid}", headers=_anon(client)),  # sign-in form
-        client.get("/viewer/", headers=vet),
+        client.get(f"/viewer/studies/{uid}", headers=_anon(client)),  # 401, a sign-in link
+        client.get("/sign-in", headers=_anon(client)),
         client.get("/shared/no-such-token"),
     ]
     for page in pages:
@@ -176,34 +187,3 @@ def test_every_page_refuses_framing_sniffing_and_caching(hub: Hub, client: TestC
         assert page.headers["cache-control"] == "no-store"
     zipped = client.get(f"/viewer/studies/{uid}/dicom.zip", headers=vet)
     assert zipped.status_code == 200 and zipped.headers["cache-control"] == "no-store"
-
-
-def test_sign_in_refuses_another_site(hub: Hub, client: TestClient) -> None:
-    client.headers.pop("Authorization")
-    form = {"content-type": "application/x-www-form-urlencoded"}
-    body = f"key={key_for(hub, 'vet')}&next=/viewer/"
-    refused = [
-        {"origin": "https://evil.example"},
-        {"referer": "https://evil.example/page"},
-        {"sec-fetch-site": "cross-site", "origin": "null"},
-        {"sec-fetch-site": "same-site", "origin": "https://other.clinic.example"},
-        {"origin": "http://testserver.evil.example"},
-    ]
-    for headers in refused:
-        r = client.post(
-            "/viewer/sign-in", content=body, headers={**form, **headers}, follow_redirects=False
-        )
-        assert r.status_code == 403, headers
-        assert "another site" in r.text and "set-cookie" not in r.headers
-    accepted = [
-        {},  # not a browser
-        {"origin": "http://testserver"},
-        {"referer": "http://testserver/viewer/studies/1.2"},
-        {"origin": hub.settings.public_url},
-        {"sec-fetch-site": "same-origin", "origin": "null"},  # our page sends no referrer
-    ]
-    for headers in accepted:
-        r = client.post(
-            "/viewer/sign-in", content=body, headers={**form, **headers}, follow_redirects=False
-        )
-        assert r.status_code == 303, headers

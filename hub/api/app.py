@@ -10,7 +10,19 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import hub
-from hub.api import admin, deliveries, errors, messages, orders, shares, sources, studies, viewer
+from hub.api import (
+    admin,
+    deliveries,
+    errors,
+    messages,
+    orders,
+    shares,
+    signin,
+    sources,
+    studies,
+    users,
+    viewer,
+)
 from hub.api.limits import HttpBounds
 from hub.context import Hub
 from hub.metrics import HttpMetrics
@@ -44,6 +56,8 @@ def create_app(
     app.include_router(orders.router)
     app.include_router(shares.router)
     app.include_router(viewer.router)
+    app.include_router(signin.router)
+    app.include_router(users.router)
     app.include_router(admin.router)
     app.include_router(messages.router)
     app.include_router(sources.router)

@@ -1,27 +1,43 @@
-"""Bearer-key authentication and role checks (docs/interface.md "Authentication")."""
+"""Who is calling: a Bearer key (machines) or a signed-in session cookie (people),
+and role checks (docs/interface.md "Authentication", "Staff accounts and sign-in").
+
+A cookie is sent by the browser on its own, also for a request another site
+makes it send; so a state-changing request authenticated by the cookie must
+also carry the session's CSRF token (``X-CSRF-Token``), which another site
+cannot read. A Bearer key is never sent on its own, so it needs none.
+"""
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hub.context import Hub
-from hub.services import keys
+from hub.services import keys, users
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made with `vethub keys create`")
+SESSION_COOKIE = "vethub_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
 class Caller:
-    key_id: int
+    """A key (``key_id``) or a signed-in person (``user_id``); ``name`` is the key's
+    name or the username."""
+
+    key_id: int | None
     name: str
     role: str
     source: str | None = None  # a key scoped to one source's orders
+    user_id: int | None = None
 
     def may_change(self, source: str) -> bool:
         return self.source is None or self.source == source
@@ -35,25 +51,55 @@ class Caller:
 
     @property
     def actor(self) -> str:
+        if self.user_id is not None:
+            return f"user:{self.user_id}:{self.name}"
         return f"key:{self.key_id}:{self.name}"
 
 
 async def caller(
     request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Caller:
-    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+    """The Bearer key if there is one, else the session cookie (with its CSRF
+    token on a state-changing request); 401 when neither is valid."""
+    if creds is not None and creds.scheme.lower() == "bearer" and creds.credentials:
+        found = lookup_key(request.app.state.hub, creds.credentials)
+        if found is None:
+            raise HTTPException(
+                401, "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"}
+            )
+    elif token := request.cookies.get(SESSION_COOKIE):
+        found = await run_in_threadpool(session_caller, request.app.state.hub, token)
+        if found is None:
+            raise HTTPException(
+                401, "the session has ended; sign in again", {"WWW-Authenticate": "Bearer"}
+            )
+        if request.method not in SAFE_METHODS and not csrf_ok(request, token):
+            raise HTTPException(
+                403, f"a request signed in by cookie needs the session's {CSRF_HEADER} header"
+            )
+    else:
         raise HTTPException(
             401,
             "an API key is required: Authorization: Bearer <key>",
             {"WWW-Authenticate": "Bearer"},
         )
-    found = lookup_key(request.app.state.hub, creds.credentials)
-    if found is None:
-        raise HTTPException(
-            401, "the API key is unknown or revoked", {"WWW-Authenticate": "Bearer"}
-        )
     request.state.caller = found
     return found
+
+
+def session_caller(hub: Hub, token: str) -> Caller | None:
+    """The signed-in person a session cookie stands for, while the session lasts."""
+    user = users.session_user(hub.db, token, hub.settings.session_idle_minutes)
+    if user is None:
+        return None
+    return Caller(key_id=None, name=user.username, role=user.role, user_id=user.id)
+
+
+def csrf_ok(request: Request, token: str, sent: str | None = None) -> bool:
+    """Whether the request carries the CSRF token of session ``token`` (in the
+    header, or ``sent`` from a form field)."""
+    given = sent if sent is not None else request.headers.get(CSRF_HEADER, "")
+    return hmac.compare_digest(given.encode(), users.csrf_token(token).encode())
 
 
 # A key's row is looked up once per CACHE_SECONDS, not on every request: the
@@ -75,7 +121,7 @@ def lookup_key(hub: Hub, key: str) -> Caller | None:
         found = (
             None
             if row is None
-            else Caller(key_id=row.id, name=row.name, role=row.role, source=row.source)  # type: ignore[arg-type]
+            else Caller(key_id=row.id, name=row.name, role=row.role, source=row.source)
         )
     with _cache_lock:
         if len(_cache) > 10_000:  # someone is guessing keys; do not grow without bound

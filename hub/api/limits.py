@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hub.api.auth import SESSION_COOKIE
+
 AUTH_REQUIRED = "an API key is required: Authorization: Bearer <key>"
 
 
@@ -41,6 +43,16 @@ def has_bearer(scope: Scope) -> bool:
     return scheme.lower() == "bearer" and bool(credentials.strip())
 
 
+def has_session_cookie(scope: Scope) -> bool:
+    """Whether the request carries a (non-empty) staff session cookie; hub.api.auth
+    checks the session itself, and its CSRF token."""
+    for part in (_header(scope, b"cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE and value.strip():
+            return True
+    return False
+
+
 def declared_length(scope: Scope) -> int | None:
     """The Content-Length the client announced (None if absent or not a number;
     the HTTP parser already refuses a malformed one)."""
@@ -63,7 +75,8 @@ async def _answer(send: Send, status: int, detail: str, extra: list[tuple[bytes,
 
 
 class HttpBounds:
-    """Refuse anonymous ``/api/`` requests (401) and bodies over ``max_body`` bytes (413)."""
+    """Refuse anonymous ``/api/`` requests (401: neither a Bearer key nor a session
+    cookie) and bodies over ``max_body`` bytes (413)."""
 
     def __init__(self, app: ASGIApp, max_body: int) -> None:
         self.app = app
@@ -74,7 +87,7 @@ class HttpBounds:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        if path.startswith("/api/") and not has_bearer(scope):
+        if path.startswith("/api/") and not (has_bearer(scope) or has_session_cookie(scope)):
             await _answer(send, 401, AUTH_REQUIRED, [(b"www-authenticate", b"Bearer")])
             return
         length = declared_length(scope)

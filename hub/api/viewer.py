@@ -1,10 +1,9 @@
-"""The study page a vet opens from the patient record (``viewer_url``), share links,
-and staff sign-in for browsers.
+"""The study page a vet opens from the patient record (``viewer_url``) and share links.
 
-A browser cannot send a Bearer header from a link in the PIMS, so a staff
-member signs in once with their API key and gets a session cookie. Share
-links open the same summary, read-only, for someone outside the clinic.
-Every page view and export is audited.
+A browser cannot send a Bearer header from a link in the PIMS, so a person
+signs in once with their own account (hub/api/signin.py) and the session
+cookie opens studies. Share links open the same summary, read-only, for
+someone outside the clinic. Every page view and export is audited.
 """
 
 from __future__ import annotations
@@ -14,22 +13,20 @@ import hashlib
 import html
 import io
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from hub.api.auth import lookup_key
+from hub.api.auth import SESSION_COOKIE, Caller, lookup_key, session_caller
 from hub.archive import thumbnails
 from hub.context import Hub
 from hub.models import Study
 from hub.services import events, links, orders, studies
 
 router = APIRouter(tags=["viewer"], include_in_schema=False)
-COOKIE = "vethub_session"
 STAFF_ROLES = frozenset({"vet", "tech", "admin"})
 
 # The pages' only style sheet. It is inline, so the Content-Security-Policy
@@ -61,41 +58,43 @@ PAGE_HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class Viewer:
-    actor: str
-    role: str
-
-
 class Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         self.message = message
 
 
-def staff(request: Request) -> Viewer:
-    """A vet/tech/admin by Bearer key or session cookie; anonymous callers are refused."""
+def signed_in(request: Request) -> Caller | None:
+    """The caller by Bearer key or, failing that, by session cookie; None if neither.
+
+    Raises Refused(401) for a Bearer key that is unknown or revoked: a client
+    that sent a key wants to hear that it is wrong, not a sign-in page.
+    """
     hub: Hub = request.app.state.hub
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        caller = lookup_key(hub, auth[7:].strip())
-        if caller is None:
+        found = lookup_key(hub, auth[7:].strip())
+        if found is None:
             raise Refused(401, "The API key is unknown or revoked.")
-        who = Viewer(caller.actor, caller.role)
-    elif token := request.cookies.get(COOKIE):
-        with hub.db.read_session() as s:
-            key = links.session_key(s, token)
-            if key is None:
-                raise Refused(401, "Your session has ended; please sign in again.")
-            who = Viewer(f"session:key:{key.id}:{key.name}", key.role)
-    else:
+        return found
+    if token := request.cookies.get(SESSION_COOKIE):
+        return session_caller(hub, token)
+    return None
+
+
+def staff(request: Request) -> Caller:
+    """A vet/tech/admin by Bearer key or session; anyone else is refused."""
+    who = signed_in(request)
+    if who is None:
         raise Refused(401, "Please sign in to see this study.")
     if who.role not in STAFF_ROLES:
-        raise Refused(403, f"A {who.role} key may not open studies.")
+        kind = "account" if who.user_id is not None else "key"
+        raise Refused(403, f"A {who.role} {kind} may not open studies.")
     return who
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    """An HTML page of the hub: inline style only, no script, the PAGE_HEADERS."""
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -104,16 +103,31 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(doc, status_code=status, headers=PAGE_HEADERS)
 
 
-def _refused(request: Request, err: Refused) -> HTMLResponse:
+def wants_html(request: Request) -> bool:
+    """A browser navigating (it asks for HTML) rather than an API client."""
+    return "text/html" in request.headers.get("accept", "").lower()
+
+
+def sign_in_url(request: Request) -> str:
+    """``/sign-in?next=`` back to this page (path and query: always local)."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return "/sign-in?next=" + quote(here, safe="/")
+
+
+def refused(request: Request, err: Refused) -> Response:
+    """403 page; for 401 a browser is sent to sign in, an API client gets 401."""
     if err.status != 401:
-        return _page("Not allowed", f"<h1>Not allowed</h1><p>{html.escape(err.message)}</p>", 403)
-    nxt = html.escape(request.url.path, quote=True)
-    form = f"""<h1>Sign in</h1><p>{html.escape(err.message)}</p>
-<form method="post" action="/viewer/sign-in">
-<input type="hidden" name="next" value="{nxt}">
-<label>Staff API key <input type="password" name="key" autocomplete="off" required></label>
-<button type="submit">Sign in</button></form>"""
-    return _page("Sign in", form, 401)
+        return page("Not allowed", f"<h1>Not allowed</h1><p>{html.escape(err.message)}</p>", 403)
+    target = sign_in_url(request)
+    if wants_html(request) and not request.headers.get("authorization"):
+        return RedirectResponse(target, status_code=303)
+    body = (
+        f"<h1>Sign in</h1><p>{html.escape(err.message)}</p>"
+        f'<p><a href="{html.escape(target, quote=True)}">Sign in</a></p>'
+    )
+    response = page("Sign in", body, 401)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def _row(label: str, value: object) -> str:
@@ -204,7 +218,7 @@ def study_page(study_uid: str, request: Request) -> Response:
     try:
         who = staff(request)
     except Refused as err:
-        return _refused(request, err)
+        return refused(request, err)
     hub: Hub = request.app.state.hub
     with hub.db.session() as s:
         study = studies.get(s, study_uid)
@@ -215,7 +229,7 @@ def study_page(study_uid: str, request: Request) -> Response:
             f"/viewer/studies/{study_uid}/dicom.zip",
         )
         events.audit(s, who.actor, "view", "study", study_uid, {"via": "viewer"})
-    return _page("Study", body)
+    return page("Study", body)
 
 
 @router.get("/viewer/studies/{study_uid}/instances/{sop_uid}/preview.png")
@@ -233,7 +247,7 @@ def study_export(study_uid: str, request: Request) -> Response:
     try:
         who = staff(request)
     except Refused as err:
-        return _refused(request, err)
+        return refused(request, err)
     hub: Hub = request.app.state.hub
     data_dir = Path(hub.settings.data_dir)
     with hub.db.session() as s:
@@ -268,7 +282,7 @@ def shared_page(token: str, request: Request) -> Response:
     with hub.db.session() as s:
         share = links.open_share(s, token)
         if share is None:
-            return _page(
+            return page(
                 "Link not valid",
                 "<h1>This link is not valid</h1><p>It has expired or was withdrawn. "
                 "Please ask the clinic for a new one.</p>",
@@ -279,7 +293,7 @@ def shared_page(token: str, request: Request) -> Response:
         events.audit(
             s, f"share:{share.id}", "view", "study", study.study_instance_uid, {"via": "share"}
         )
-    return _page("Shared study", body)
+    return page("Shared study", body)
 
 
 @router.get("/shared/{token}/instances/{sop_uid}/preview.png")
@@ -291,93 +305,10 @@ def shared_preview(token: str, sop_uid: str, request: Request) -> Response:
     return _preview(hub, study_uid, sop_uid)
 
 
-def _origin(url: str) -> str | None:
-    """``scheme://host[:port]`` of a URL, lower-cased; None if it has none."""
-    parts = urlsplit(url.strip())
-    if not parts.scheme or not parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def cross_site(request: Request) -> bool:
-    """Whether a form post came from another site (login CSRF: signing a victim
-    in as the attacker's key).
-
-    Sec-Fetch-Site is asked first: our pages send no referrer, and then a
-    browser posts ``Origin: null`` even from our own form. Without it, Origin
-    (or Referer) must be the hub's own address, as the request names it or as
-    VETHUB_PUBLIC_URL says. A request with none of them is not from a browser.
-    """
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site.lower() not in ("same-origin", "none")
-    claimed = request.headers.get("origin") or request.headers.get("referer")
-    if claimed is None:
-        return False
-    own = {
-        _origin(str(request.base_url)),
-        _origin(request.app.state.hub.settings.public_url),
-    }
-    return _origin(claimed) not in own
-
-
-@router.post("/viewer/sign-in")
-async def sign_in(request: Request) -> Response:
-    if cross_site(request):
-        return _page(
-            "Not allowed",
-            "<h1>Not allowed</h1><p>Sign-in is only accepted from the hub's own sign-in "
-            "page (this request came from another site).</p>",
-            403,
-        )
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    key = (form.get("key") or [""])[0].strip()
-    nxt = (form.get("next") or ["/"])[0]
-    if not nxt.startswith("/viewer/") or "//" in nxt:  # never redirect off-site
-        nxt = "/viewer/"
-    hub: Hub = request.app.state.hub
-    caller = lookup_key(hub, key) if key else None
-    if caller is None or caller.role not in STAFF_ROLES:
-        return _refused(request, Refused(401, "That key is not a vet, tech or admin key."))
-    with hub.db.session() as s:
-        token = links.sign_in(s, caller.key_id)
-        events.audit(s, caller.actor, "sign-in", "key", caller.key_id)
-    response = RedirectResponse(nxt, status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token,
-        max_age=links.SESSION_HOURS * 3600,
-        httponly=True,
-        samesite="lax",
-        secure=hub.settings.public_url.startswith("https://"),
-        path="/",
-    )
-    return response
-
-
-@router.post("/viewer/sign-out")
-def sign_out(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    if token := request.cookies.get(COOKIE):
-        with hub.db.session() as s:
-            links.sign_out(s, token)
-    response = RedirectResponse("/viewer/", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
-    return response
-
-
 @router.get("/viewer/")
-def viewer_home(request: Request) -> Response:
-    try:
-        who = staff(request)
-    except Refused as err:
-        return _refused(request, err)
-    return _page(
-        "vethub",
-        f"<h1>vethub</h1><p>Signed in ({html.escape(who.role)}). Open a study from the "
-        'practice software.</p><form method="post" action="/viewer/sign-out">'
-        "<button>Sign out</button></form>",
-    )
+def viewer_home() -> Response:
+    """The old landing page of key sign-in: people now land on the console."""
+    return RedirectResponse("/console", status_code=303)
 
 
 def _yes_no(value: bool | None) -> str | None:

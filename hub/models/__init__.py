@@ -18,6 +18,7 @@ from hub.models.links import Share, StaffSession
 from hub.models.messages import InboundMessage
 from hub.models.peers import UnknownPeer
 from hub.models.studies import Instance, Mpps, Series, Study
+from hub.models.users import SignInFailure, User
 
 __all__ = [
     "ApiKey",
@@ -34,3 +35,4 @@ __all__ += ["InboundMessage"]
 __all__ += ["Delivery", "Source"]
 __all__ += ["Share", "StaffSession"]
 __all__ += ["UnknownPeer"]
+__all__ += ["SignInFailure", "User"]

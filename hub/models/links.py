@@ -1,4 +1,4 @@
-"""Ways into a study for a person: share links and signed-in staff sessions.
+"""Ways in for a person: share links and signed-in staff sessions.
 
 Only SHA-256 hashes of the tokens are stored: a copy of the database does not
 open any study.
@@ -30,12 +30,13 @@ class Share(SQLModel, table=True):
 
 
 class StaffSession(SQLModel, table=True):
-    """A browser signed in with a staff API key, so study links open from the PIMS."""
+    """A signed-in person's browser; it ends after ``session_idle_minutes`` unused."""
 
     __tablename__ = "staff_sessions"
 
     id: int | None = Field(default=None, primary_key=True)
     token_hash: str = Field(max_length=64, unique=True)
-    key_id: int = Field(index=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
     created_at: datetime = _ts(nullable=False)
-    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Written at most once a minute (not on every request): idle expiry needs no more.
+    last_used_at: datetime = _ts(nullable=False, index=True)

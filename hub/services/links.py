@@ -1,9 +1,7 @@
-"""Links a person opens: the study viewer URL, share links and staff sign-in.
+"""Links a person opens: the study viewer URL and share links.
 
 A share token is 32 random bytes (256 bits) in URL-safe base64: unguessable,
-and only its hash is stored. Staff sessions work the same way, so a browser
-opened from the practice software can see studies without pasting a key into
-every request.
+and only its hash is stored. (Staff sessions work the same way: hub/services/users.py.)
 """
 
 from __future__ import annotations
@@ -12,15 +10,14 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from hub.errors import Invalid, NotFound
-from hub.models import ApiKey, Share, StaffSession, as_utc, utcnow
+from hub.models import Share, as_utc, utcnow
 
 MAX_SHARE_HOURS = 24 * 90
-SESSION_HOURS = 12
 
 
 def viewer_url(public_url: str, study_instance_uid: str) -> str:
@@ -84,34 +81,3 @@ def open_share(s: Session, token: str) -> Share | None:
 
 def is_active(share: Share) -> bool:
     return share.revoked_at is None and as_utc(share.expires_at) > utcnow()
-
-
-def sign_in(s: Session, key_id: int) -> str:
-    """A session token for a browser (the cookie value); expired ones are swept."""
-    s.execute(delete(StaffSession).where(col(StaffSession.expires_at) < utcnow()))
-    token = secrets.token_urlsafe(32)
-    s.add(
-        StaffSession(
-            token_hash=_digest(token),
-            key_id=key_id,
-            expires_at=utcnow() + timedelta(hours=SESSION_HOURS),
-        )
-    )
-    return token
-
-
-def session_key(s: Session, token: str) -> ApiKey | None:
-    """The (unrevoked) key a session was signed in with, while the session lasts."""
-    row = s.scalars(
-        select(StaffSession).where(col(StaffSession.token_hash) == _digest(token))
-    ).first()
-    if row is None or as_utc(row.expires_at) <= utcnow():
-        return None
-    key = s.get(ApiKey, row.key_id)
-    if key is None or key.revoked_at is not None:
-        return None
-    return key
-
-
-def sign_out(s: Session, token: str) -> None:
-    s.execute(delete(StaffSession).where(col(StaffSession.token_hash) == _digest(token)))
