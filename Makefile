@@ -19,11 +19,16 @@ run: $(STAMP)
 
 # DCMTK (findscu, echoscu, storescu, wlmscpfs) is a test dependency: the DICOM
 # doors are exercised with a third-party client, so install it when missing.
+# Debian's Chromium is the real browser Playwright drives (tests/test_browser_signin.py).
 deps-system:
 	@command -v findscu >/dev/null && command -v wlmscpfs >/dev/null || { \
 		echo "installing dcmtk"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dcmtk >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # The PostgreSQL on 127.0.0.1:5432 the tests also run against; start it if down.
 postgres:
