@@ -190,7 +190,8 @@ def use_tls(config: uvicorn.Config, tls: HubTls | None) -> None:
     uvicorn would build a context of its own from file paths, which a reload
     of ours could not reach. ``Server`` loads a config only if it is not
     loaded yet and hands ``config.ssl`` to ``create_server`` for our socket,
-    so loading here and setting ``ssl`` serves every handshake from ``tls``.
+    so loading here and setting ``ssl`` serves every handshake from ``tls``
+    (works on every uvicorn we allow; ``ssl_context_factory`` needs 0.47).
     """
     if tls is None:
         return
