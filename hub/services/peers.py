@@ -158,7 +158,8 @@ class Sightings:
         self._session = session
         self.every = every
         self._lock = threading.Lock()
-        self._last: dict[tuple[str, str, str, str], tuple[float, int]] = {}
+        # caller -> (last write, calls since, what the door did then)
+        self._last: dict[tuple[str, str, str, str], tuple[float, int, bool]] = {}
 
     def see(
         self, door: Door, name: str, address: str, *, facility: str = "", refused: bool
@@ -166,13 +167,14 @@ class Sightings:
         key = (door, name, facility, address)
         now = time.monotonic()
         with self._lock:
-            last, pending = self._last.get(key, (-1e18, 0))
-            if now - last < self.every:
-                self._last[key] = (last, pending + 1)
+            last, pending, was_refused = self._last.get(key, (-1e18, 0, refused))
+            # A changed decision (first run closing, a setting changed) is written at once.
+            if now - last < self.every and was_refused == refused:
+                self._last[key] = (last, pending + 1, refused)
                 return
             if len(self._last) > 4 * MAX_ROWS:
                 self._last.clear()
-            self._last[key] = (now, 0)
+            self._last[key] = (now, 0, refused)
         try:
             with self._session() as s:
                 record(
