@@ -19,22 +19,24 @@ class Hub:
     mappings: Mappings
     orders: OrderContext = field(init=False)
     # The server certificate for HTTPS and the TLS doors (None: no TLS configured).
-    tls: HubTls | None = field(init=False)
+    tls: HubTls | None = None
 
     def __post_init__(self) -> None:
-        self.tls = server_tls(self.settings)
+        if self.tls is None:
+            self.tls = server_tls(self.settings)
         self.orders = OrderContext(mappings=self.mappings, tz=self.settings.tz)
         rewrite.follow_orders(self)  # placing an order attaches the studies waiting for it
 
     @classmethod
     def open(cls, settings: Settings, *, upgrade: bool = False) -> Hub:
-        """Connect and load mappings; fails fast on a bad mapping file or an old schema.
+        """Connect and load mappings; fails fast on a bad mapping file, TLS file or old schema.
 
         Only ``upgrade=True`` (``vethub serve`` with auto-migrate on, ``vethub db
         upgrade``) changes the schema; every other caller refuses an old one.
         """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         mappings = load_mappings(settings.mappings_dir)
+        tls = server_tls(settings)  # a bad certificate stops us before the schema is touched
         db = Database(settings.db_url)
         try:
             if upgrade:
@@ -44,7 +46,7 @@ class Hub:
         except BaseException:
             db.dispose()
             raise
-        return cls(settings=settings, db=db, mappings=mappings)
+        return cls(settings=settings, db=db, mappings=mappings, tls=tls)
 
     def close(self) -> None:
         self.db.dispose()

@@ -18,11 +18,12 @@ from pathlib import Path
 import certifi
 
 from hub.config import Settings
+from hub.errors import HubError
 
 log = logging.getLogger("hub.tls")
 
 
-class TlsConfigError(Exception):
+class TlsConfigError(HubError):
     """The TLS settings name files that cannot be used (the message says which and why)."""
 
 
