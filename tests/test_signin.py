@@ -239,6 +239,17 @@ def test_a_forged_cookie_opens_nothing(hub: Hub, browser: TestClient) -> None:
     browser.cookies.set("vethub_session", "forged-" + "x" * 40)
     assert browser.get("/api/v1/orders").status_code == 401
     assert browser.get("/console").status_code == 401
+    # It passes the door's anonymous check, but still learns nothing of the schemas.
+    r = browser.post("/api/v1/orders", json={"nonsense": 1})
+    assert r.status_code == 401 and "errors" not in r.json()
+
+
+def test_an_over_long_username_is_not_cut_to_a_real_one(hub: Hub, browser: TestClient) -> None:
+    name = "a" * 64
+    make_user(hub, name, "vet")
+    assert sign_in(browser, name).status_code == 303
+    browser.cookies.clear()
+    assert sign_in(browser, name + "zz").status_code == 401
 
 
 def _waiting_study(hub: Hub) -> str:

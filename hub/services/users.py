@@ -162,10 +162,11 @@ def sign_in(db: Database, username: str, password: str, idle_minutes: float) -> 
     Raises LockedOut while the username is locked (the password is not even
     checked), BadCredentials otherwise when anything is wrong.
     """
-    name = normalize(username)[:64]
+    typed = normalize(username)
+    name = typed[:64]  # failures of an over-long name are counted under its first 64
     with db.read_session() as s:
         until = locked_until(s, name)
-        user = s.scalars(select(User).where(col(User.username) == name)).first()
+        user = s.scalars(select(User).where(col(User.username) == typed)).first()
     if until is not None:
         log.warning("sign-in refused: username locked", extra={"username": name})
         raise LockedOut(until)
