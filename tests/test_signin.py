@@ -7,12 +7,13 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 
 from hub.context import Hub
-from hub.models import AuditEvent, SignInFailure, StaffSession, utcnow
+from hub.models import AuditEvent, SignInFailure, StaffSession, User, utcnow
 from hub.services import users
 from tests import study_factory as sf
 from tests.study_factory import place
@@ -119,13 +120,10 @@ def test_five_failures_lock_the_username_for_fifteen_minutes(hub: Hub, browser: 
     make_user(hub, "ben", "tech")
     assert sign_in(browser, "ben").status_code == 303
 
-    # 15 minutes later (the failures' times moved back): anna signs in again.
-    with hub.db.session() as s:
-        s.execute(
-            update(SignInFailure)
-            .where(SignInFailure.username == "anna")
-            .values(at=SignInFailure.at - timedelta(minutes=15, seconds=1))
-        )
+    # The failures' times moved back: 14 minutes on, still locked; 15, anna signs in.
+    _failures_ago(hub, "anna", timedelta(minutes=14))
+    assert sign_in(browser, "anna").status_code == 429
+    _failures_ago(hub, "anna", timedelta(minutes=15, seconds=1))
     assert sign_in(browser, "anna").status_code == 303
     with hub.db.read_session() as s:
         left = s.scalars(select(SignInFailure).where(SignInFailure.username == "anna")).all()
@@ -134,14 +132,35 @@ def test_five_failures_lock_the_username_for_fifteen_minutes(hub: Hub, browser: 
         assert {e.target_id for e in locks} == {"anna", "ghost"}
 
 
+def _failures_ago(hub: Hub, username: str, ago: timedelta) -> None:
+    with hub.db.session() as s:
+        s.execute(
+            update(SignInFailure)
+            .where(SignInFailure.username == username)
+            .values(at=utcnow() - ago)
+        )
+
+
+def test_an_old_hash_is_upgraded_at_sign_in(hub: Hub, browser: TestClient) -> None:
+    user_id = make_user(hub, "anna", "vet")
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    with hub.db.session() as s:
+        s.execute(update(User).where(User.id == user_id).values(password_hash=weak))
+    assert sign_in(browser, "anna").status_code == 303
+    with hub.db.read_session() as s:
+        upgraded = s.get(User, user_id)
+    assert upgraded is not None and upgraded.password_hash != weak
+    assert upgraded.password_hash.startswith("$argon2id$")
+    assert not PasswordHasher().check_needs_rehash(upgraded.password_hash)
+
+
 def test_failures_spread_over_more_than_fifteen_minutes_do_not_lock(
     hub: Hub, browser: TestClient
 ) -> None:
     make_user(hub, "anna", "vet")
     for _ in range(4):
         sign_in(browser, "anna", "not the password")
-    with hub.db.session() as s:
-        s.execute(update(SignInFailure).values(at=utcnow() - timedelta(minutes=16)))
+    _failures_ago(hub, "anna", timedelta(minutes=16))
     assert sign_in(browser, "anna", "not the password").status_code == 401
     assert sign_in(browser, "anna").status_code == 303
 
@@ -170,6 +189,10 @@ def test_idle_sessions_end(hub: Hub, browser: TestClient) -> None:
         ]
         == "/sign-in?next=/console"
     )
+    # The next sign-in forgets sessions that have ended.
+    sign_in(browser, "anna")
+    with hub.db.read_session() as s:
+        assert len(s.scalars(select(StaffSession)).all()) == 1
 
 
 def test_next_must_be_a_local_path(hub: Hub, browser: TestClient) -> None:
