@@ -29,6 +29,9 @@ def test_echoscu_and_findscu_against_vethub_serve(served_hub: ServedHub, tmp_pat
             assert api.post("/api/v1/orders", json=body).status_code == 201
         r = api.put("/api/v1/modalities/OLDDX", json={"character_set": "ISO_IR 100"})
         assert r.status_code in (200, 201), r.text
+        # Once a device is registered, unregistered calling AEs are refused (first-run mode over).
+        for ae in ("ECHOSCU", "FINDSCU"):
+            assert api.put(f"/api/v1/modalities/{ae}", json={}).status_code in (200, 201)
 
     echo = subprocess.run(
         ["echoscu", "-aet", "ECHOSCU", "-aec", served_hub.ae_title, "127.0.0.1",

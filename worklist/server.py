@@ -5,7 +5,16 @@ it accepts) and ``handlers()`` (its pynetdicom event handlers): Verification,
 the Modality Worklist, Storage and MPPS. pynetdicom runs one thread per
 association; handlers call the synchronous services in ``hub/`` directly.
 Settings that concern every service (the largest PDU we accept, the
-association cap) are made once, on the AE, in ``DicomDoor.make_ae``.
+association limits, who may call) are made once, on the AE, in
+``DicomDoor.make_ae``; the same AE serves the plain port and, when
+``VETHUB_DICOM_TLS_PORT`` is set, the TLS port.
+
+Hostile networks (issue #9): a connection must send its A-ASSOCIATE-RQ within
+``dicom_artim_seconds`` (pynetdicom's ACSE timeout and ARTIM timer, plus a
+socket timeout for a request that stalls half-sent, and the TLS handshake);
+one address holds at most ``dicom_max_associations_per_peer`` connections;
+only connections that have asked for an association count against
+``dicom_max_associations``, so silent sockets cannot crowd out real devices.
 """
 
 from __future__ import annotations
@@ -14,17 +23,21 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from hub.context import Hub
-from hub.services import modalities
+from hub.services import modalities, peers
 from worklist import status
 from worklist.mpps import MppsService
 from worklist.mwl import WorklistService
@@ -36,12 +49,14 @@ log = logging.getLogger("worklist.server")
 # default is 16382. At 16 kB a 0.5 MB CT slice is 32 PDUs through pynetdicom's
 # state machine, and that dominates C-STORE (docs/performance.md).
 MAXIMUM_PDU_SIZE = 131072
-# Associations open at once; the next device is refused until one ends.
-MAXIMUM_ASSOCIATIONS = 32
 # How long a stopping hub lets open associations finish before aborting them.
 STOP_GRACE_S = 10.0
-# No AE title is 17 characters long: the "nobody is registered" allow-list.
-_NOBODY = "-" * 17
+# The registered AE titles are re-read at most this often (not per association).
+TITLES_TTL_S = 2.0
+# One log line per caller per this many seconds for repeated refusals/sightings.
+LOG_EVERY_S = 30.0
+# A-ASSOCIATE-RJ: rejected-permanent, service user, calling AE title not recognised.
+_CALLING_AE_UNKNOWN = (0x01, 0x01, 0x03)
 
 
 class DicomService(Protocol):
@@ -50,40 +65,237 @@ class DicomService(Protocol):
     def handlers(self) -> list[tuple]: ...
 
 
-class NoDelayServer(ThreadedAssociationServer):
-    """Sets TCP_NODELAY on every accepted socket: pynetdicom leaves Nagle on,
-    and a DIMSE message written in pieces then waits ~40 ms for a delayed ACK."""
+class _Throttle:
+    """``due(key)`` is true at most once per ``every`` s per key: bounded logs under a flood."""
+
+    def __init__(self, every: float = LOG_EVERY_S) -> None:
+        self.every = every
+        self._last: dict[object, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: object) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -1e18) < self.every:
+                return False
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key] = now
+            return True
+
+
+class PeerSlots:
+    """Open connections per peer address, shared by the plain and TLS listeners."""
+
+    def __init__(self, per_peer: int) -> None:
+        self.per_peer = per_peer
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._logs = _Throttle()
+
+    def take(self, address: str) -> bool:
+        with self._lock:
+            if self._open[address] >= self.per_peer:
+                refused = True
+            else:
+                self._open[address] += 1
+                refused = False
+        if refused and self._logs.due(address):
+            log.warning(
+                "connection refused: too many from one address",
+                extra={"address": address, "limit": self.per_peer},
+            )
+        return not refused
+
+    def give_back(self, address: str) -> None:
+        with self._lock:
+            self._open[address] -= 1
+            if self._open[address] <= 0:
+                del self._open[address]
+
+    def open_from(self, address: str) -> int:
+        with self._lock:
+            return self._open[address]
+
+
+@dataclass(frozen=True)
+class DoorLimits:
+    """What every listener of the door enforces before an association exists."""
+
+    slots: PeerSlots
+    backlog: int
+    artim_s: float
+
+
+class AssociationHandler(RequestHandler):
+    """pynetdicom's handler, except that it waits for the association to end,
+    so the server knows when the peer's connection slot is free again."""
+
+    def handle(self) -> None:
+        assoc = self._create_association()
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        assoc.start()
+        assoc.join()
+
+
+class DoorServer(ThreadedAssociationServer):
+    """An association server with the door's limits.
+
+    Sets TCP_NODELAY on every accepted socket (pynetdicom leaves Nagle on, and
+    a DIMSE message written in pieces then waits ~40 ms for a delayed ACK);
+    listens with ``backlog``; refuses a peer address beyond its connection
+    cap at once; and does the TLS handshake in the connection's own thread
+    under the ARTIM bound (pynetdicom does it in the accepting thread, where
+    one silent client stops every other from being accepted).
+    """
+
+    # The per-connection threads live as long as their association; a stopping
+    # door aborts those itself (DicomDoor.stop_blocking) rather than joining them.
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args: Any, limits: DoorLimits, **kwargs: Any) -> None:
+        self.limits = limits
+        self.request_queue_size = limits.backlog  # read by listen() in super().__init__
+        kwargs.setdefault("request_handler", AssociationHandler)
+        super().__init__(*args, **kwargs)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        sock, addr = super().get_request()
+        assert self.socket is not None
+        sock, addr = self.socket.accept()
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Until the A-ASSOCIATE-RQ is in, no read or write may wait longer than
+        # ARTIM (a request stalled half-way would otherwise hold its thread).
+        sock.settimeout(self.limits.artim_s)
+        if self.ssl_context:
+            sock = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
         return sock, addr
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.limits.slots.take(client_address[0])
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            if self._handshake(request, client_address):
+                self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        finally:
+            self.limits.slots.give_back(client_address[0])
+
+    def _handshake(self, request: Any, client_address: Any) -> bool:
+        if not isinstance(request, ssl.SSLSocket):
+            return True
+        try:
+            request.do_handshake()
+        except (OSError, ssl.SSLError) as exc:
+            log.warning(
+                "TLS handshake failed",
+                extra={"address": client_address[0], "error": str(exc)[:200]},
+            )
+            self.shutdown_request(request)
+            return False
+        return True
 
 
 class HubAE(AE):
-    """An AE whose calling-AE allow-list is the registered devices, read per association.
+    """An AE whose association cap counts associations, not connections.
 
-    pynetdicom only knows a fixed list; devices are registered at run time
-    (``PUT /api/v1/modalities/{ae}``), so the list is looked up when asked for.
+    pynetdicom counts every acceptor thread, including connections that have
+    sent nothing yet; 200 silent sockets then refused real devices until ARTIM
+    ended them. Here only those that sent an A-ASSOCIATE-RQ count.
     """
 
-    def __init__(self, ae_title: str, registered: Callable[[], list[str]] | None) -> None:
-        self._registered = registered
-        super().__init__(ae_title=ae_title)
-
     @property
-    def require_calling_aet(self) -> list[str]:
-        if self._registered is None:
-            return self._require_calling_aet
-        return self._registered() or [_NOBODY]
+    def active_associations(self) -> list[Association]:
+        return [
+            a
+            for a in super().active_associations
+            if not a.is_acceptor or a.requestor.primitive is not None
+        ]
 
-    @require_calling_aet.setter
-    def require_calling_aet(self, ae_titles: list[str]) -> None:
-        # pynetdicom's own setter, which checks the titles; taken from the class
-        # dict because a type checker sees a property read off a class as a function.
-        plain: property = vars(AE)["require_calling_aet"]
-        plain.__set__(self, ae_titles)
+
+class RegisteredTitles:
+    """The calling AE titles under /api/v1/modalities, re-read at most every ``ttl`` s.
+
+    None means they could not be read: callers then treat everyone as unknown
+    and the first-run mode as over (refuse rather than open up on a DB fault).
+    """
+
+    def __init__(self, read: Callable[[], list[str]], ttl: float = TITLES_TTL_S) -> None:
+        self._read = read
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = -1e18
+        self._titles: frozenset[str] | None = None
+
+    def get(self) -> frozenset[str] | None:
+        with self._lock:
+            if time.monotonic() - self._at >= self.ttl:
+                try:
+                    self._titles = frozenset(t.strip() for t in self._read())
+                except Exception:
+                    log.exception("could not read the registered devices")
+                    self._titles = None
+                self._at = time.monotonic()
+            return self._titles
+
+
+class CallerCheck:
+    """Who may associate (``VETHUB_DICOM_ALLOW_UNKNOWN_AE``, peers.admits), on EVT_REQUESTED.
+
+    Every unregistered calling AE is noted in ``unknown_peers`` (throttled),
+    let in or not, so the clinic can register what it sees. A refusal is an
+    A-ASSOCIATE-RJ, calling AE title not recognised.
+    """
+
+    def __init__(
+        self,
+        setting: bool | None,
+        titles: RegisteredTitles,
+        sightings: peers.Sightings,
+        idle_s: float,
+    ) -> None:
+        self.setting = setting
+        self.titles = titles
+        self.sightings = sightings
+        self.idle_s = idle_s
+        self._logs = _Throttle()
+
+    def __call__(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        _settle_socket(assoc, self.idle_s)
+        rq = assoc.requestor.primitive
+        calling = str(rq.calling_ae_title).strip() if rq is not None else ""
+        address = str(assoc.requestor.address)
+        titles = self.titles.get()
+        known = titles is not None and calling in titles
+        if known:
+            return
+        admitted = peers.admits(self.setting, False, titles is None or bool(titles))
+        self.sightings.see("dicom", calling, address, refused=not admitted)
+        if admitted:
+            if self._logs.due((calling, address)):
+                log.info(
+                    "association from an unregistered calling AE let in",
+                    extra={"calling_ae": calling, "address": address},
+                )
+            return
+        assoc.acse.send_reject(*_CALLING_AE_UNKNOWN)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+
+
+def _settle_socket(assoc: Association, idle_s: float) -> None:
+    """The A-ASSOCIATE-RQ is in: from now on a stalled read or write may take the idle time."""
+    sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(idle_s)
 
 
 class VerificationService:
@@ -101,10 +313,26 @@ def _on_echo(event: evt.Event) -> int:
 
 
 def _on_rejected(event: evt.Event) -> None:
+    assoc = event.assoc
+    rq, rj = assoc.requestor.primitive, assoc.acceptor.primitive
     log.warning(
         "association rejected",
-        extra={"calling_ae": str(event.assoc.requestor.ae_title).strip()},
+        extra={
+            "calling_ae": str(rq.calling_ae_title).strip() if rq else "",
+            "called_ae": str(rq.called_ae_title).strip() if rq else "",
+            "address": str(assoc.requestor.address),
+            "reason": _reason(rj),
+        },
     )
+
+
+def _reason(rj: Any) -> str:
+    codes = (rj.result, rj.result_source, rj.diagnostic) if rj is not None else None
+    return {
+        (0x01, 0x01, 0x03): "calling AE title not recognised",
+        (0x01, 0x01, 0x07): "called AE title not recognised",
+        (0x02, 0x03, 0x02): "association limit reached",
+    }.get(codes, str(codes))  # type: ignore[arg-type]
 
 
 def default_services(hub: Hub) -> list[DicomService]:
@@ -119,76 +347,100 @@ class DicomDoor:
         self.hub = hub
         self.services = services if services is not None else default_services(hub)
         self.server: ThreadedAssociationServer | None = None
-        self._thread: threading.Thread | None = None
+        self.tls_server: ThreadedAssociationServer | None = None
+        # The TLS listener's bound port once started (None: no DICOM TLS).
+        self.tls_port: int | None = None
+        self._threads: list[threading.Thread] = []
+        self.titles = RegisteredTitles(self.registered_titles)
+        self.sightings = peers.Sightings(hub.db.session)
 
     def registered_titles(self) -> list[str]:
-        try:
-            with self.hub.db.read_session() as s:
-                return modalities.ae_titles(s)
-        except Exception:  # no database, no way to tell who is known: refuse, don't crash
-            log.exception("could not read the registered devices")
-            return []
+        with self.hub.db.read_session() as s:
+            return modalities.ae_titles(s)
 
     def make_ae(self) -> AE:
         # Pretty-printing every identifier for a log nobody reads costs ms per item.
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
         s = self.hub.settings
-        ae = HubAE(
-            s.dicom_ae, self.registered_titles if s.dicom_allow_unknown_ae is False else None
-        )
+        ae = HubAE(ae_title=s.dicom_ae)
         # An association addressed to another AE title is a misconfigured device
         # (or someone probing): refused with A-ASSOCIATE-RJ, "called AE title not
         # recognised", rather than answered as if it had reached its target.
         ae.require_called_aet = True
-        ae.maximum_associations = MAXIMUM_ASSOCIATIONS
+        ae.maximum_associations = s.dicom_max_associations
+        # ARTIM: how long a connection may take to send its A-ASSOCIATE-RQ.
+        ae.acse_timeout = s.dicom_artim_seconds
+        # An association silent this long is aborted.
+        ae.network_timeout = s.dicom_idle_seconds
         ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         for service in self.services:
             service.add_contexts(ae)
         return ae
 
     def handlers(self) -> list[tuple]:
-        bound: list[tuple] = [(evt.EVT_REJECTED, _on_rejected)]
+        s = self.hub.settings
+        check = CallerCheck(
+            s.dicom_allow_unknown_ae, self.titles, self.sightings, s.dicom_idle_seconds
+        )
+        bound: list[tuple] = [(evt.EVT_REQUESTED, check), (evt.EVT_REJECTED, _on_rejected)]
         for service in self.services:
             bound.extend(service.handlers())
         return bound
 
-    async def start(self) -> int:
-        s = self.hub.settings
-        ae = self.make_ae()
-        self.server = ae.make_server(
-            (s.dicom_host, s.dicom_port),
+    def _serve(self, ae: AE, port: int, limits: DoorLimits, tls: ssl.SSLContext | None) -> Any:
+        server = ae.make_server(
+            (self.hub.settings.dicom_host, port),
             evt_handlers=self.handlers(),
-            server_class=NoDelayServer,
+            server_class=DoorServer,
+            ssl_context=tls,
+            limits=limits,
         )
         # make_server() does not register the server with its AE, but
         # shutdown() expects it there (as start_server() would have done).
-        ae._servers.append(self.server)
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="dicom-acceptor", daemon=True
+        ae._servers.append(server)
+        name = "dicom-tls-acceptor" if tls else "dicom-acceptor"
+        thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return server
+
+    async def start(self) -> int:
+        s = self.hub.settings
+        ae = self.make_ae()
+        limits = DoorLimits(
+            slots=PeerSlots(s.dicom_max_associations_per_peer),
+            backlog=s.dicom_listen_backlog,
+            artim_s=s.dicom_artim_seconds,
         )
-        self._thread.start()
+        self.server = self._serve(ae, s.dicom_port, limits, None)
+        if s.dicom_tls_port is not None:
+            if self.hub.tls is None:
+                raise RuntimeError("VETHUB_DICOM_TLS_PORT needs VETHUB_TLS_CERT and VETHUB_TLS_KEY")
+            self.tls_server = self._serve(ae, s.dicom_tls_port, limits, self.hub.tls.dicom.context)
+            self.tls_port = self.tls_server.server_address[1]
         return self.server.server_address[1]
 
     async def stop(self) -> None:
-        if self.server is not None:
+        if self.server is not None or self.tls_server is not None:
             await asyncio.to_thread(self.stop_blocking)
 
     def stop_blocking(self, grace: float = STOP_GRACE_S) -> None:
         """Stop accepting, let open associations finish for ``grace`` seconds, abort the rest."""
-        server, self.server = self.server, None
-        if server is None:
-            return
-        server.shutdown()
+        servers = [x for x in (self.server, self.tls_server) if x is not None]
+        self.server = self.tls_server = None
+        for server in servers:
+            server.shutdown()
         deadline = time.monotonic() + grace
-        while server.active_associations and time.monotonic() < deadline:
+        while any(x.active_associations for x in servers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = server.active_associations
-        for assoc in left:
-            log.warning(
-                "aborting association at shutdown",
-                extra={"calling_ae": str(assoc.requestor.ae_title).strip()},
-            )
-            assoc.abort()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for server in servers:
+            for assoc in server.active_associations:
+                log.warning(
+                    "aborting association at shutdown",
+                    extra={"calling_ae": str(assoc.requestor.ae_title).strip()},
+                )
+                assoc.abort()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
