@@ -16,6 +16,7 @@ from hub.api import (
     errors,
     messages,
     orders,
+    peers,
     shares,
     signin,
     sources,
@@ -58,6 +59,8 @@ def create_app(
     app.include_router(viewer.router)
     app.include_router(signin.router)
     app.include_router(users.router)
+    # Before admin and sources: /modalities/{ae_title} would take "unknown" as a title.
+    app.include_router(peers.router)
     app.include_router(admin.router)
     app.include_router(messages.router)
     app.include_router(sources.router)
