@@ -250,6 +250,13 @@ def test_sign_out_needs_the_csrf_token_and_ends_the_session(hub: Hub, browser: T
     make_user(hub, "anna", "vet")
     sign_in(browser, "anna")
     assert browser.post("/sign-out", follow_redirects=False).status_code == 403
+    evil = browser.post(
+        "/sign-out",
+        data={"csrf_token": csrf(browser)},
+        headers={"origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert evil.status_code == 403
     assert browser.get("/console").status_code == 200  # still signed in
     r = browser.post("/sign-out", data={"csrf_token": csrf(browser)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/sign-in"
@@ -331,3 +338,15 @@ def test_an_admin_session_manages_users_with_its_token(hub: Hub, browser: TestCl
     with hub.db.read_session() as s:
         made = s.scalars(select(AuditEvent).where(AuditEvent.action == "user.create")).all()
     assert made[-1].actor.startswith("user:") and made[-1].actor.endswith(":root")
+
+
+def test_the_former_sign_in_address_is_an_alias(hub: Hub, browser: TestClient) -> None:
+    make_user(hub, "anna", "vet")
+    assert 'action="/sign-in"' in browser.get("/viewer/sign-in").text
+    old = browser.post(
+        "/viewer/sign-in",
+        data={"username": "anna", "password": PASSWORD, "next": "/viewer/studies/1.2"},
+        follow_redirects=False,
+    )
+    assert old.status_code == 303 and old.headers["location"] == "/viewer/studies/1.2"
+    assert browser.post("/viewer/sign-in", data={"key": "vh_x"}).status_code == 401
