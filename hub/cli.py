@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _db_current(settings)
             return _db_revision(args.message)
         hub = Hub.open(settings)
-    except SchemaNotCurrent as exc:
+    except (SchemaNotCurrent, HubError) as exc:
         print(f"vethub: {exc}", file=sys.stderr)
         return 2
     try:

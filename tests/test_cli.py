@@ -69,3 +69,24 @@ def test_keys_made_and_revoked_on_the_command_line_are_audited(db_url: str, tmp_
     # newest first; a PostgreSQL database shared by the session may hold older rows
     assert [action for action, _ in mine[:2]] == ["key.revoke", "key.create"]
     assert {actor for _, actor in mine[:2]} == {f"cli:{getpass.getuser()}"}
+
+
+def test_unusable_tls_files_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "VETHUB_DATA_DIR": str(tmp_path),
+        "VETHUB_TLS_CERT": str(tmp_path / "missing.pem"),
+        "VETHUB_TLS_KEY": str(tmp_path / "missing.key"),
+    }
+    env.pop("VETHUB_DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "keys", "list"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "missing.pem" in done.stderr
