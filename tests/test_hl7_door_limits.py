@@ -144,3 +144,25 @@ def test_complete_messages_keep_a_connection_open(hub: Hub) -> None:
             assert 0.1 < time.monotonic() - t1 < 1.0
     finally:
         door.stop()
+
+
+def test_a_full_door_closes_its_idlest_connection_for_a_sender(hub: Hub) -> None:
+    """Idle sockets from many addresses (each under its cap) fill the door; a real
+    sender still gets in, and the connections that never sent a message go first."""
+    door = DoorThread(hub, max_connections=6, max_connections_per_peer=5)
+    held: list[socket.socket] = []
+    try:
+        with _mllp_from(door.port, "127.0.0.9") as worker:
+            assert ack_segments(worker.send(sample("adt_a04.hl7")))["MSA"][1] == "AA"
+            held = [_connect(door.port, f"127.0.1.{n}") for n in range(1, 6)]  # door full now
+            time.sleep(0.2)
+            assert _closed_by_hub(held, 0.3) == set()
+            with _mllp_from(door.port, "127.0.0.2") as sender:
+                assert ack_segments(sender.send(sample("adt_a08.hl7")))["MSA"][1] == "AA"
+            # the oldest silent socket made room; the sender that had worked was kept
+            assert _closed_by_hub(held, 1.0) == {held[0]}
+            assert ack_segments(worker.send(sample("adt_a08.hl7")))["MSA"][1] == "AA"
+    finally:
+        for s in held:
+            s.close()
+        door.stop()

@@ -158,6 +158,7 @@ class Hl7Door:
         )
         self._per_peer: dict[str, int] = {}
         self._refused = _QuietWarnings()
+        self._evicted = 0  # idle connections closed to make room (see _make_room)
         self.batch_max = batch_max
         # How long the writer may wait for other busy connections' messages to share a
         # commit. Only used while more than one connection is sending.
@@ -180,6 +181,9 @@ class Hl7Door:
         self._writer: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._reading: set[asyncio.Task[None]] = set()  # connections waiting for bytes
+        # Connections between messages, with (sent a message yet?, last message time):
+        # when the door is full the idlest of them makes room (see _make_room).
+        self._idle: dict[asyncio.Task[None], tuple[bool, float]] = {}
         self._closing = False
 
     # --- lifecycle ------------------------------------------------------------
@@ -282,14 +286,27 @@ class Hl7Door:
         """Room for one more connection, in all and from this address (logged when not)."""
         if self._closing:
             return False
-        if len(self._connections) >= self.max_connections:
-            self._refused.warn("HL7 connection refused: too many connections", address)
-            return False
         if self._per_peer.get(address, 0) >= self.max_connections_per_peer:
             self._refused.warn(
                 "HL7 connection refused: too many connections from this address", address
             )
             return False
+        if len(self._connections) >= self.max_connections and not self._make_room():
+            self._refused.warn("HL7 connection refused: too many connections", address)
+            return False
+        return True
+
+    def _make_room(self) -> bool:
+        """Close the idlest connection between messages, so held-open sockets cannot lock
+        senders out: one that never sent a message goes first, then the longest quiet."""
+        if not self._idle:
+            return False
+        victim = min(self._idle, key=lambda t: self._idle[t])
+        del self._idle[victim]
+        self._connections.discard(victim)
+        victim.cancel()
+        self._evicted += 1
+        self._refused.warn("HL7 door full: closed the idlest connection to make room", "*")
         return True
 
     async def _serve(
@@ -297,17 +314,21 @@ class Hl7Door:
     ) -> None:
         decoder = FrameDecoder(self.max_frame)
         deadlines = _Deadlines(self.idle_timeout, self.frame_timeout)
+        task = asyncio.current_task()
+        assert task is not None
+        quiet = (False, time.monotonic())  # for _make_room: (sent a message?, since when)
         while not self._closing:
             timeout = deadlines.remaining(decoder.in_frame)
             try:
-                task = asyncio.current_task()
-                assert task is not None
                 self._reading.add(task)
+                if not decoder.in_frame:
+                    self._idle[task] = quiet
                 try:
                     async with asyncio.timeout(timeout):  # cheaper than wait_for: no new task
                         data = await reader.read(65536)
                 finally:
                     self._reading.discard(task)
+                    self._idle.pop(task, None)
             except TimeoutError:
                 if decoder.in_frame:
                     await self._answer_all(decoder.close(), writer, address)
@@ -321,6 +342,7 @@ class Hl7Door:
             await self._answer_all(events, writer, address)
             if any(isinstance(e, Frame) for e in events):
                 deadlines.message()  # a whole message, answered: the connection is in use
+                quiet = (True, time.monotonic())
             if decoder.in_frame and (events or not was_in_frame):
                 deadlines.frame_started()
 
