@@ -151,19 +151,25 @@ def test_stop_finishes_the_message_in_flight(hub: Hub) -> None:
     c.close()
 
 
-def test_connections_beyond_the_limit_are_refused(hub: Hub) -> None:
+def test_connections_beyond_the_limit_are_refused_while_none_is_idle(hub: Hub) -> None:
+    """Full, with every connection inside a message: a new one is closed at once (an
+    idle one would have been closed instead: test_hl7_door_limits)."""
     door = DoorThread(hub, max_connections=2)
     try:
         first, second = door.client(), door.client()
-        assert ack_segments(first.send(sample("adt_a04.hl7")))["MSA"][1] == "AA"
-        assert ack_segments(second.send(sample("adt_a08.hl7")))["MSA"][1] == "AA"
+        body = sample("adt_a04.hl7")
+        for c in (first, second):
+            c.send_raw(START + body[:20])  # a message under way
+        time.sleep(0.2)
         extra = socket.create_connection(("127.0.0.1", door.port), timeout=5)
         assert extra.recv(100) == b""  # closed at once
         extra.close()
+        first.send_raw(body[20:] + END)
+        assert ack_segments(first.read())["MSA"][1] == "AA"
         first.close()
         time.sleep(0.3)
         with door.client() as c:  # a freed place is usable again
-            assert ack_segments(c.send(sample("adt_a04.hl7")))["MSA"][1] == "AA"
+            assert ack_segments(c.send(sample("adt_a08.hl7")))["MSA"][1] == "AA"
         second.close()
     finally:
         door.stop()
