@@ -122,7 +122,7 @@ def test_silent_connections_from_one_address_do_not_keep_devices_out(hub: Hub) -
         assert all(closed_within(s, 2) for s in refused[:20])
         assert not any(closed_within(s, 0.05) for s in held)
         assert door.server is not None
-        assert len(door.server.active_associations) >= 16  # 16 silent sockets are open...
+        assert door.server.limits.slots.open_from("127.0.0.1") == 16  # 16 silent ones open...
         started = time.monotonic()
         assert echo_ok(port, source=OTHER)  # ...and another address is served at once
         assert time.monotonic() - started < 2
@@ -160,3 +160,20 @@ def test_an_idle_association_is_closed_after_the_idle_time(hub: Hub) -> None:
             time.sleep(0.05)
         assert assoc.is_aborted and not assoc.is_established
         assert 0.8 < time.monotonic() - started < 4
+
+
+def test_a_stopping_door_closes_silent_connections_at_once(hub: Hub) -> None:
+    """They never asked for an association: closed as ARTIM would, not aborted after the grace."""
+    hub.settings.dicom_artim_seconds = 60
+    door = DicomDoor(hub)
+    port = asyncio.run(door.start())
+    socks = [silent(port) for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        door.stop_blocking(grace=10)
+        assert time.monotonic() - started < 3
+        assert all(closed_within(s, 3) for s in socks)
+    finally:
+        for s in socks:
+            s.close()

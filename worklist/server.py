@@ -14,7 +14,9 @@ Hostile networks (issue #9): a connection must send its A-ASSOCIATE-RQ within
 socket timeout for a request that stalls half-sent, and the TLS handshake);
 one address holds at most ``dicom_max_associations_per_peer`` connections;
 only connections that have asked for an association count against
-``dicom_max_associations``, so silent sockets cannot crowd out real devices.
+``dicom_max_associations``, so silent sockets cannot crowd out real devices,
+and until a connection's first bytes arrive it is a sleeping thread, not a
+pynetdicom association (whose reactor polls every millisecond).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import selectors
 import socket
 import ssl
 import threading
@@ -156,6 +159,11 @@ class DoorServer(ThreadedAssociationServer):
 
     def __init__(self, *args: Any, limits: DoorLimits, **kwargs: Any) -> None:
         self.limits = limits
+        self._logs = _Throttle()
+        # Connections not yet handed to pynetdicom, closed at once by shutdown().
+        self._waiting: set[socket.socket] = set()
+        self._waiting_lock = threading.Lock()
+        self._stopping = False
         self.request_queue_size = limits.backlog  # read by listen() in super().__init__
         kwargs.setdefault("request_handler", AssociationHandler)
         super().__init__(*args, **kwargs)
@@ -177,29 +185,86 @@ class DoorServer(ThreadedAssociationServer):
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return self.limits.slots.take(client_address[0])
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (out of threads): the slot is free again
+            self.limits.slots.give_back(client_address[0])
+            raise
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            if self._handshake(request, client_address):
+            if self._opened(request, client_address[0]):
                 self.finish_request(request, client_address)
+            else:
+                self.shutdown_request(request)
         except Exception:
             self.handle_error(request, client_address)
             self.shutdown_request(request)
         finally:
             self.limits.slots.give_back(client_address[0])
 
-    def _handshake(self, request: Any, client_address: Any) -> bool:
-        if not isinstance(request, ssl.SSLSocket):
-            return True
+    def _opened(self, request: Any, address: str) -> bool:
+        """The TLS handshake, then the first bytes of the A-ASSOCIATE-RQ, within ARTIM.
+
+        Until then a connection is one sleeping thread, not a pynetdicom
+        association whose reactor polls its socket every millisecond (200
+        silent sockets would cost the whole process its CPU).
+        """
+        with self._waiting_lock:
+            if self._stopping:
+                return False
+            self._waiting.add(request)
         try:
-            request.do_handshake()
-        except (OSError, ssl.SSLError) as exc:
-            log.warning(
-                "TLS handshake failed",
-                extra={"address": client_address[0], "error": str(exc)[:200]},
-            )
-            self.shutdown_request(request)
-            return False
-        return True
+            spoke = self._first_bytes(request, address)
+        finally:
+            with self._waiting_lock:
+                self._waiting.discard(request)
+        return spoke and not self._stopping
+
+    def _first_bytes(self, request: socket.socket, address: str) -> bool:
+        deadline = time.monotonic() + self.limits.artim_s
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError) as exc:
+                self._note("TLS handshake failed", address, str(exc)[:200])
+                return False
+            if request.pending():
+                return True
+        with selectors.DefaultSelector() as waiting:
+            waiting.register(request, selectors.EVENT_READ)
+            if waiting.select(max(deadline - time.monotonic(), 0.0)):
+                return True
+        self._note("connection closed: no A-ASSOCIATE-RQ within ARTIM", address)
+        return False
+
+    def shutdown(self) -> None:
+        """Stop accepting, and close the connections still waiting to speak."""
+        super().shutdown()
+        with self._waiting_lock:
+            self._stopping = True
+            waiting = list(self._waiting)
+        for sock in waiting:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _note(self, message: str, address: str, error: str = "") -> None:
+        if self._logs.due((message, address)):
+            log.warning(message, extra={"address": address, "error": error})
+
+
+def _requested(assoc: Association) -> bool:
+    """Whether the peer has sent its A-ASSOCIATE-RQ (before that it is only a connection)."""
+    return assoc.requestor.primitive is not None
+
+
+def _expire_artim(assoc: Association) -> None:
+    """Close a connection that never asked for an association, as ARTIM would.
+
+    An A-ABORT is no event for that state (pynetdicom raises InvalidEventError).
+    """
+    assoc.dul.artim_timer.timeout = 0
 
 
 class HubAE(AE):
@@ -212,11 +277,7 @@ class HubAE(AE):
 
     @property
     def active_associations(self) -> list[Association]:
-        return [
-            a
-            for a in super().active_associations
-            if not a.is_acceptor or a.requestor.primitive is not None
-        ]
+        return [a for a in super().active_associations if not a.is_acceptor or _requested(a)]
 
 
 class RegisteredTitles:
@@ -431,11 +492,18 @@ class DicomDoor:
         self.server = self.tls_server = None
         for server in servers:
             server.shutdown()
+            for assoc in server.active_associations:
+                if not _requested(assoc):
+                    _expire_artim(assoc)
         deadline = time.monotonic() + grace
-        while any(x.active_associations for x in servers) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and any(
+            _requested(a) for x in servers for a in x.active_associations
+        ):
             time.sleep(0.05)
         for server in servers:
             for assoc in server.active_associations:
+                if not _requested(assoc):
+                    continue
                 log.warning(
                     "aborting association at shutdown",
                     extra={"calling_ae": str(assoc.requestor.ae_title).strip()},
