@@ -150,6 +150,26 @@ def test_a_silent_connection_is_closed_after_artim(hub: Hub) -> None:
         assert echo_ok(port)  # a device that does talk is unaffected by ARTIM
 
 
+def test_a_request_trickled_in_a_byte_at_a_time_is_cut_at_artim(hub: Hub) -> None:
+    """Each byte keeps pynetdicom's reader (and its socket timeout) busy: slowloris."""
+    with door_with(hub, dicom_artim_seconds=1) as door:
+        sock = silent(door_port := port_of(door))
+        sock.sendall(struct.pack(">BBL", 0x01, 0, 10_000))
+        started = time.monotonic()
+        cut = False
+        while not cut and time.monotonic() - started < 6:
+            try:
+                sock.sendall(b"\x00")
+            except OSError:
+                cut = True
+                break
+            cut = closed_within(sock, 0.3)
+        assert cut, "still open while trickling"
+        assert time.monotonic() - started < 3
+        sock.close()
+        assert echo_ok(door_port)
+
+
 def test_an_idle_association_is_closed_after_the_idle_time(hub: Hub) -> None:
     with door_with(hub, dicom_idle_seconds=1) as door:
         assoc = associate(port_of(door))

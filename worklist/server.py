@@ -132,12 +132,27 @@ class DoorLimits:
 
 class AssociationHandler(RequestHandler):
     """pynetdicom's handler, except that it waits for the association to end,
-    so the server knows when the peer's connection slot is free again."""
+    so the server knows when the peer's connection slot is free again.
+
+    While it waits it also enforces ARTIM on a request that trickles in a
+    byte at a time: pynetdicom's own timeout then waits for its reader, which
+    each byte keeps busy, so the connection is cut here instead.
+    """
+
+    server: DoorServer
 
     def handle(self) -> None:
         assoc = self._create_association()
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
+        assoc.join(self.server.limits.artim_s)
+        if assoc.is_alive() and not _requested(assoc):
+            self.server._note(
+                "connection closed: A-ASSOCIATE-RQ not complete within ARTIM",
+                self.client_address[0],
+            )
+            with contextlib.suppress(OSError):
+                self.request.shutdown(socket.SHUT_RDWR)
         assoc.join()
 
 
