@@ -145,7 +145,7 @@ class AssociationHandler(RequestHandler):
         assoc = self._create_association()
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
-        assoc.join(self.server.limits.artim_s)
+        assoc.join(self.server.artim_left())
         if assoc.is_alive() and not _requested(assoc):
             self.server._note(
                 "connection closed: A-ASSOCIATE-RQ not complete within ARTIM",
@@ -179,6 +179,8 @@ class DoorServer(ThreadedAssociationServer):
         self._waiting: set[socket.socket] = set()
         self._waiting_lock = threading.Lock()
         self._stopping = False
+        # When ARTIM ends for the connection this thread serves.
+        self._deadline = threading.local()
         self.request_queue_size = limits.backlog  # read by listen() in super().__init__
         kwargs.setdefault("request_handler", AssociationHandler)
         super().__init__(*args, **kwargs)
@@ -237,8 +239,12 @@ class DoorServer(ThreadedAssociationServer):
                 self._waiting.discard(request)
         return spoke and not self._stopping
 
+    def artim_left(self) -> float:
+        """Seconds left of ARTIM for the connection served by the calling thread."""
+        return max(self._deadline.at - time.monotonic(), 0.0)
+
     def _first_bytes(self, request: socket.socket, address: str) -> bool:
-        deadline = time.monotonic() + self.limits.artim_s
+        self._deadline.at = deadline = time.monotonic() + self.limits.artim_s
         if isinstance(request, ssl.SSLSocket):
             try:
                 request.do_handshake()
