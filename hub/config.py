@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     # Staff sign-in (docs/interface.md "Staff accounts and sign-in"): a session
     # ends after this many minutes without use.
     session_idle_minutes: float = Field(720, gt=0)
+    # Optional single sign-on (OpenID Connect, authorization code flow with PKCE):
+    # the provider's issuer URL and this hub's client registration there. Roles
+    # come from the claim named by oidc_role_claim, mapped by oidc_role_map
+    # (JSON, claim value -> frontdesk/tech/vet/admin); no mapped value, no entry.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_role_claim: str = "roles"
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)
+    oidc_provider_name: str = "single sign-on"
+    # Daily QC (GET /api/v1/qc): a study unmatched for longer than this is listed.
+    qc_waiting_minutes: float = Field(60, ge=0)
     # `vethub serve` brings the schema to this version's revision at start
     # (one process at a time on PostgreSQL). Off: serve refuses an old schema
     # and `vethub db upgrade` is run by hand, e.g. after a backup.
