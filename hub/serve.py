@@ -43,14 +43,11 @@ log = logging.getLogger("hub.serve")
 
 
 class Door(Protocol):
-    """A listener the hub opens besides HTTP (DICOM, HL7).
-
-    A door that also listens with TLS has ``tls_port``: its bound TLS port
-    once started, None when that listener is off. It is read with ``getattr``
-    (a door without one has no TLS listener), so it is not a required member.
-    """
+    """A listener the hub opens besides HTTP (DICOM, HL7)."""
 
     name: str
+    # The bound TLS port once started; None while that listener is off.
+    tls_port: int | None
 
     async def start(self) -> int:
         """Start listening; return the bound port."""
@@ -94,9 +91,8 @@ def http_ports(port: int, tls: bool) -> dict[str, int | None]:
 def door_ports(door: Door, port: int) -> dict[str, int | None]:
     """A started door's entries: ``name``, plus ``name_tls`` only when its TLS listener is open."""
     ports: dict[str, int | None] = {door.name: port}
-    tls_port = getattr(door, "tls_port", None)
-    if tls_port is not None:
-        ports[f"{door.name}_tls"] = tls_port
+    if door.tls_port is not None:
+        ports[f"{door.name}_tls"] = door.tls_port
     return ports
 
 

@@ -187,10 +187,9 @@ def test_unreadable_extra_ca_stops_serve_with_one_line(tmp_path: Path) -> None:
 class _Door:
     """The two attributes ``door_ports`` reads, as a started door has them."""
 
-    def __init__(self, name: str, **tls: int | None) -> None:
+    def __init__(self, name: str, tls_port: int | None = None) -> None:
         self.name = name
-        if "tls_port" in tls:
-            self.tls_port = tls["tls_port"]
+        self.tls_port = tls_port
 
     async def start(self) -> int:
         return 0
@@ -204,4 +203,3 @@ def test_ports_entries_for_http_and_tls_doors() -> None:
     assert http_ports(8443, tls=True) == {"http": None, "https": 8443}
     assert door_ports(_Door("dicom", tls_port=2762), 11112) == {"dicom": 11112, "dicom_tls": 2762}
     assert door_ports(_Door("hl7", tls_port=None), 2575) == {"hl7": 2575}  # TLS port off
-    assert door_ports(_Door("hl7"), 2575) == {"hl7": 2575}  # a door without TLS at all
