@@ -199,3 +199,26 @@ def start_hub(
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"vethub serve did not become healthy: {log_path.read_text()}")
+
+
+def run_cli(
+    data_dir: Path,
+    *args: str,
+    db_url: str | None = None,
+    stdin: str | None = None,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """``vethub ARGS`` as an operator runs it: a real process on ``data_dir`` (and ``db_url``)."""
+    environ = {**os.environ, "VETHUB_DATA_DIR": str(data_dir), **env}
+    environ.pop("VETHUB_DATABASE_URL", None)
+    if db_url:
+        environ["VETHUB_DATABASE_URL"] = db_url
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args],
+        env=environ,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from hub.db import Database, head_revision
 from hub.services import events
-from tests.harness import REPO
+from tests.harness import run_cli
 
 
 def vethub(data_dir: Path, *args: str, db_url: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VETHUB_DATA_DIR": str(data_dir)}
-    env.pop("VETHUB_DATABASE_URL", None)
-    if db_url:
-        env["VETHUB_DATABASE_URL"] = db_url
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(data_dir, *args, db_url=db_url)
 
 
 def test_commands_refuse_a_database_without_schema_and_db_upgrade_makes_it(
@@ -72,20 +59,12 @@ def test_keys_made_and_revoked_on_the_command_line_are_audited(db_url: str, tmp_
 
 
 def test_unusable_tls_files_are_one_line_not_a_traceback(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "VETHUB_DATA_DIR": str(tmp_path),
-        "VETHUB_TLS_CERT": str(tmp_path / "missing.pem"),
-        "VETHUB_TLS_KEY": str(tmp_path / "missing.key"),
-    }
-    env.pop("VETHUB_DATABASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "keys", "list"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_cli(
+        tmp_path,
+        "keys",
+        "list",
+        VETHUB_TLS_CERT=str(tmp_path / "missing.pem"),
+        VETHUB_TLS_KEY=str(tmp_path / "missing.key"),
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -13,7 +11,7 @@ from fastapi.testclient import TestClient
 from hub.context import Hub
 from hub.services import keys
 from tests.factories import rex
-from tests.harness import REPO
+from tests.harness import run_cli
 
 
 def scoped_key(hub: Hub, source: str, role: str = "integration") -> str:
@@ -88,17 +86,8 @@ def test_scope_is_refused_for_roles_that_do_not_place_orders(client: TestClient)
 
 
 def test_keys_create_source_on_the_command_line(db_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, "VETHUB_DATA_DIR": str(tmp_path), "VETHUB_DATABASE_URL": db_url}
-
     def vethub(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "hub.cli", *args],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(tmp_path, *args, db_url=db_url)
 
     assert vethub("db", "upgrade").returncode == 0
     made = vethub("keys", "create", "--name", "pims", "--role", "integration", "--source", "vetpms")

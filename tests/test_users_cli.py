@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
 
 from hub.db import Database
 from hub.models import AuditEvent, User
-from tests.harness import REPO
+from tests.harness import run_cli
 
 
 def vethub(
     data_dir: Path, db_url: str, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VETHUB_DATA_DIR": str(data_dir), "VETHUB_DATABASE_URL": db_url}
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        env=env,
-        cwd=REPO,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(data_dir, *args, db_url=db_url, stdin=stdin)
 
 
 def _rows(db_url: str, username: str) -> tuple[User, list[AuditEvent]]:
