@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install deps-system postgres bench clean
+.PHONY: run test lint format install deps-system deps-node postgres bench clean web-assets
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,8 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) web-assets
 	$(BIN)/vethub serve
+
+# The console's browser library (htmx), pinned in web/package-lock.json and copied
+# where the hub serves it (/console/static/vendor/); no CDN at run time.
+HTMX := hub/console/static/vendor/htmx.min.js
+web-assets: $(HTMX)
+
+$(HTMX): web/package.json web/package-lock.json
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund
+	mkdir -p $(dir $(HTMX))
+	cp web/node_modules/htmx.org/dist/htmx.min.js $(HTMX)
 
 # DCMTK (findscu, echoscu, storescu, wlmscpfs) is a test dependency: the DICOM
 # doors are exercised with a third-party client, so install it when missing.
@@ -30,11 +40,19 @@ deps-system:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The real OpenID provider the single sign-on tests start (tests/oidc/, oidc-provider
+# pinned in its package-lock.json).
+deps-node: tests/oidc/node_modules/.package-lock.json
+
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund
+	touch $@
+
 # The PostgreSQL on 127.0.0.1:5432 the tests also run against; start it if down.
 postgres:
 	@bash scripts/ensure-postgres.sh
 
-test: lint deps-system postgres
+test: lint deps-system deps-node postgres web-assets
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # ruff, the import contracts that keep the core free of wire formats

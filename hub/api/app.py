@@ -25,6 +25,7 @@ from hub.api import (
     viewer,
 )
 from hub.api.limits import HttpBounds
+from hub.console import pages as console
 from hub.context import Hub
 from hub.metrics import HttpMetrics
 
@@ -58,6 +59,7 @@ def create_app(
     app.include_router(shares.router)
     app.include_router(viewer.router)
     app.include_router(signin.router)
+    app.include_router(console.router)
     app.include_router(users.router)
     # Before admin and sources: /modalities/{ae_title} would take "unknown" as a title.
     app.include_router(peers.router)

@@ -1,5 +1,6 @@
-"""Staff sign-in for browsers: the form, the session cookie, sign-out, and the
-page people land on (docs/interface.md "Staff accounts and sign-in").
+"""Staff sign-in for browsers: the form, the session cookie and sign-out
+(docs/interface.md "Staff accounts and sign-in"); people land on the console
+(hub/console).
 
 The viewer and the console share this sign-in. The form is plain HTML with no
 script; a sign-in posted from another site is refused (login CSRF), and
@@ -17,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from hub.api.auth import SESSION_COOKIE, csrf_ok, session_caller
-from hub.api.viewer import Refused, page, refused
+from hub.api.viewer import page
 from hub.context import Hub
 from hub.services import events, users
 
@@ -177,20 +178,3 @@ def _end(hub: Hub, token: str) -> None:
         users.end_session(s, token)
         if who is not None and who.user_id is not None:
             events.audit(s, who.actor, "sign-out", "user", who.user_id)
-
-
-@router.get("/console")
-def console(request: Request) -> Response:
-    """Where a signed-in person lands (the full console is later work)."""
-    token = request.cookies.get(SESSION_COOKIE)
-    who = session_caller(request.app.state.hub, token) if token else None
-    if token is None or who is None:
-        return refused(request, Refused(401, "Please sign in."))
-    csrf = html.escape(users.csrf_token(token), quote=True)
-    body = f"""<h1>vethub</h1>
-<p>Signed in as <strong>{html.escape(who.name)}</strong> ({html.escape(who.role)}).
-Open a study from the practice software.</p>
-<form method="post" action="/sign-out">
-<input type="hidden" name="{CSRF_FIELD}" value="{csrf}">
-<button type="submit">Sign out</button></form>"""
-    return page("vethub", body)

@@ -81,6 +81,8 @@ class OrderFilter:
     site: str | None = None
     source: str | None = None
     placer_order_number: str | None = None
+    # A person's search box: the patient id, or part of the animal's or owner's name.
+    patient_text: str | None = None
 
 
 def request_hash(req: OrderIn) -> str:
@@ -180,7 +182,12 @@ def find_by_placer(session: Session, source: str, placer_order_number: str) -> O
 
 
 def find(
-    session: Session, flt: OrderFilter, *, limit: int = 50, cursor: str | None = None
+    session: Session,
+    flt: OrderFilter,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    newest_first: bool = False,
 ) -> tuple[list[Order], str | None]:
     stmt = select(Order)
     for column in (
@@ -198,7 +205,31 @@ def find(
             stmt = stmt.where(col(getattr(Order, column)) == value)
     if flt.date is not None:
         stmt = stmt.where(col(Order.sps_start_date) == flt.date.strftime("%Y%m%d"))
-    return paging.page(session, stmt, col(Order.id), limit=limit, cursor=cursor)
+    if flt.patient_text and flt.patient_text.strip():
+        text = flt.patient_text.strip()
+        stmt = stmt.where(
+            or_(
+                col(Order.patient_id) == text,
+                col(Order.name_key).contains(names.fold(text), autoescape=True),
+            )
+        )
+    return paging.page(
+        session, stmt, col(Order.id), limit=limit, cursor=cursor, newest_first=newest_first
+    )
+
+
+def day_sheet(session: Session, day: date, *, limit: int = 500) -> list[Order]:
+    """The orders scheduled on ``day`` (any status), by site, station and start time:
+    a clinic's day at a glance (the console's Today page)."""
+    stmt = (
+        select(Order)
+        .where(col(Order.sps_start_date) == day.strftime("%Y%m%d"))
+        .order_by(
+            col(Order.site), col(Order.station_ae_title), col(Order.scheduled_start), col(Order.id)
+        )
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
 
 
 def update(session: Session, order_id: int, patch: dict[str, Any], ctx: OrderContext) -> Order:

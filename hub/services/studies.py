@@ -9,7 +9,7 @@ Where a stored image becomes a study: ``hub.services.ingest`` (index) with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -113,3 +113,33 @@ def instance_of(s: Session, study: Study, sop_instance_uid: str) -> Instance:
             f"instance {sop_instance_uid} is not part of study {study.study_instance_uid}"
         )
     return found
+
+
+def received_since(s: Session, since: datetime, *, limit: int = 200) -> list[Study]:
+    """Studies first received at or after ``since`` (UTC), newest first."""
+    stmt = (
+        select(Study)
+        .where(col(Study.created_at) >= since)
+        .order_by(col(Study.id).desc())
+        .limit(limit)
+    )
+    return list(s.scalars(stmt))
+
+
+def attached_since(s: Session, since: datetime, *, limit: int = 50) -> list[Study]:
+    """Studies received since ``since`` that are attached to an order, newest first:
+    where a person looks for a wrong attachment to undo."""
+    stmt = (
+        select(Study)
+        .where(col(Study.created_at) >= since, col(Study.order_id).is_not(None))
+        .order_by(col(Study.id).desc())
+        .limit(limit)
+    )
+    return list(s.scalars(stmt))
+
+
+def of_order(s: Session, order_id: int) -> list[Study]:
+    """The studies attached to an order, in arrival order."""
+    return list(
+        s.scalars(select(Study).where(col(Study.order_id) == order_id).order_by(col(Study.id)))
+    )

@@ -1,0 +1,17 @@
+"""The console's router: every page group, and its static files (CSS, JS, vendored htmx)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from hub.console import today
+from hub.console.web import static_file
+
+router = APIRouter(include_in_schema=False, tags=["console"])
+router.include_router(today.router)
+
+
+@router.get("/console/static/{name:path}")
+def static(name: str) -> Response:
+    return static_file(name)
