@@ -15,6 +15,7 @@ from hub.api import (
     deliveries,
     errors,
     messages,
+    oidc,
     orders,
     peers,
     shares,
@@ -59,6 +60,7 @@ def create_app(
     app.include_router(shares.router)
     app.include_router(viewer.router)
     app.include_router(signin.router)
+    app.include_router(oidc.router)
     app.include_router(console.router)
     app.include_router(users.router)
     # Before admin and sources: /modalities/{ae_title} would take "unknown" as a title.

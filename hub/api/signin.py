@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -74,9 +74,21 @@ def cross_site(request: Request) -> bool:
     return _origin(claimed) not in own
 
 
-def _form_page(nxt: str, message: str | None, status: int) -> Response:
+def _sso_link(request: Request, nxt: str) -> str:
+    """The "Sign in with <provider>" link when single sign-on is set up (a link, not a
+    form: the page's form-action 'self' would stop a form sent on to the provider)."""
+    settings = request.app.state.hub.settings
+    if not (settings.oidc_issuer and settings.oidc_client_id):
+        return ""
+    href = html.escape("/sign-in/oidc?next=" + quote(nxt, safe="/"), quote=True)
+    name = html.escape(settings.oidc_provider_name)
+    return f'<p><a href="{href}">Sign in with {name}</a></p><p>or with your hub account:</p>'
+
+
+def form_page(request: Request, nxt: str, message: str | None, status: int) -> Response:
+    """The sign-in page, with ``message`` (escaped here) shown as an alert."""
     note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
-    body = f"""<h1>Sign in to vethub</h1>{note}
+    body = f"""<h1>Sign in to vethub</h1>{note}{_sso_link(request, nxt)}
 <form method="post" action="/sign-in">
 <input type="hidden" name="next" value="{html.escape(nxt, quote=True)}">
 <p><label>Username<br><input name="username" autocomplete="username" required
@@ -103,14 +115,14 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 @router.get("/sign-in")
-def sign_in_form(next: str | None = None) -> Response:
-    return _form_page(safe_next(next), None, 200)
+def sign_in_form(request: Request, next: str | None = None) -> Response:
+    return form_page(request, safe_next(next), None, 200)
 
 
 @router.get("/viewer/sign-in")
-def old_sign_in_form(next: str | None = None) -> Response:
+def old_sign_in_form(request: Request, next: str | None = None) -> Response:
     """The address of the former key sign-in (bookmarks, README): the same form."""
-    return _form_page(safe_next(next), None, 200)
+    return form_page(request, safe_next(next), None, 200)
 
 
 @router.post("/sign-in")
@@ -130,26 +142,35 @@ async def sign_in(request: Request) -> Response:
             hub.settings.session_idle_minutes,
         )
     except users.LockedOut:
-        response = _form_page(
-            nxt, "Too many failed sign-ins for this username. Try again in 15 minutes.", 429
+        response = form_page(
+            request,
+            nxt,
+            "Too many failed sign-ins for this username. Try again in 15 minutes.",
+            429,
         )
         response.headers["Retry-After"] = str(int(users.LOCKED_FOR.total_seconds()))
         return response
     except users.BadCredentials:
-        return _form_page(nxt, "The username or password is not right.", 401)
+        return form_page(request, nxt, "The username or password is not right.", 401)
+    return start_session_response(request, token, nxt)
+
+
+def start_session_response(request: Request, token: str, nxt: str) -> Response:
+    """303 to ``nxt`` with the session cookie: how every sign-in (password or
+    single sign-on) ends."""
     response = RedirectResponse(nxt, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         token,
         httponly=True,
         samesite="lax",
-        secure=_https(request),
+        secure=https(request),
         path="/",
     )
     return response
 
 
-def _https(request: Request) -> bool:
+def https(request: Request) -> bool:
     """Under HTTPS: the hub's own TLS, or the public address a proxy serves it on."""
     public = request.app.state.hub.settings.public_url
     return request.url.scheme == "https" or public.startswith("https://")

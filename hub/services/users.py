@@ -8,6 +8,11 @@ Failed sign-ins are rows, counted per username whether or not the username
 exists (a 429 must not tell an attacker which names are real), so every
 process serving the hub sees the same count.
 
+A person who signs in through single sign-on (hub/api/oidc.py) is a user
+linked to the provider's (issuer, subject), created at the first sign-in; the
+role comes from the provider at every sign-in, and the password hash is a
+marker no password matches.
+
 A session token is 32 random bytes; only its SHA-256 is stored. Its CSRF
 token is derived from it, so nothing more is stored and a page can be given
 the token without the cookie ever being readable by script.
@@ -43,6 +48,7 @@ FAILURES_BEFORE_LOCK = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 LOCKED_FOR = timedelta(minutes=15)
 TOUCH_EVERY = timedelta(minutes=1)
+NO_PASSWORD = "!sso"  # not an argon2 hash: verifying anything against it fails
 
 log = logging.getLogger("hub.users")
 _hasher = PasswordHasher()  # argon2id with the RFC 9106 low-memory parameters
@@ -62,6 +68,10 @@ class LockedOut(HubError):
     def __init__(self, until: datetime) -> None:
         super().__init__("too many failed sign-ins for this username; try again later")
         self.until = until
+
+
+class SsoRefused(HubError):
+    """A single sign-on the hub will not complete (a disabled account, a taken name)."""
 
 
 def normalize(username: str) -> str:
@@ -186,6 +196,74 @@ def sign_in(db: Database, username: str, password: str, idle_minutes: float) -> 
         token = start_session(s, _id(user))
         events.audit(s, f"user:{user.id}:{name}", "sign-in", "user", _id(user))
     return user, token
+
+
+def sign_in_oidc(
+    db: Database,
+    issuer: str,
+    subject: str,
+    names: list[str],
+    role: str,
+    idle_minutes: float,
+) -> tuple[User, str]:
+    """Sign in the user linked to ``(issuer, subject)``, creating it at the first
+    sign-in; ``role`` (already mapped from the provider's claim) replaces the
+    stored one every time, so the provider stays the source of roles.
+
+    ``names`` are the username candidates in order of preference (the
+    provider's preferred_username, then e-mail). Raises SsoRefused for a
+    disabled account, or when no candidate is usable and free: an account of
+    the same name that is not linked to this identity is never taken over.
+    """
+    _check_role(role)
+    actor = f"system:oidc:{issuer}"
+    with db.session() as s:
+        user = s.scalars(
+            select(User).where(col(User.oidc_issuer) == issuer, col(User.oidc_subject) == subject)
+        ).first()
+        if user is None:
+            user = _create_linked(s, issuer, subject, names, role, actor)
+        elif user.disabled:
+            log.warning("sso sign-in refused: account disabled", extra={"user_id": user.id})
+            raise SsoRefused(f"the account {user.username!r} is disabled")
+        else:
+            change(s, user, actor=actor, role=role)
+        sweep_sessions(s, idle_minutes)
+        token = start_session(s, _id(user))
+        events.audit(
+            s, f"user:{user.id}:{user.username}", "sign-in", "user", _id(user), {"via": "oidc"}
+        )
+    return user, token
+
+
+def _create_linked(
+    s: Session, issuer: str, subject: str, names: list[str], role: str, actor: str
+) -> User:
+    usable = [normalize(n) for n in names if USERNAME.fullmatch(normalize(n))]
+    if not usable:
+        raise SsoRefused("the provider sent no usable username (preferred_username or email)")
+    name = usable[0]
+    user = User(
+        username=name,
+        role=role,
+        password_hash=NO_PASSWORD,
+        oidc_issuer=issuer,
+        oidc_subject=subject,
+    )
+    try:
+        with s.begin_nested():
+            s.add(user)
+            s.flush()
+    except IntegrityError as exc:
+        log.warning("sso sign-in refused: username taken", extra={"username": name})
+        raise SsoRefused(
+            f"the username {name!r} belongs to another account of this hub; "
+            "an admin must rename or disable it first"
+        ) from exc
+    events.audit(
+        s, actor, "user.create", "user", _id(user), {"username": name, "role": role, "via": "oidc"}
+    )
+    return user
 
 
 def _verify(stored: str | None, password: str) -> bool:
