@@ -18,6 +18,7 @@ from hub.api import (
     oidc,
     orders,
     peers,
+    qc,
     shares,
     signin,
     sources,
@@ -69,6 +70,7 @@ def create_app(
     app.include_router(messages.router)
     app.include_router(sources.router)
     app.include_router(deliveries.router)
+    app.include_router(qc.router)
     app.include_router(studies.router)
     for router in edge_routers:
         app.include_router(router)

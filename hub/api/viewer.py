@@ -282,6 +282,7 @@ def shared_page(token: str, request: Request) -> Response:
     with hub.db.session() as s:
         share = links.open_share(s, token)
         if share is None:
+            _audit_refusal(s, token)
             return page(
                 "Link not valid",
                 "<h1>This link is not valid</h1><p>It has expired or was withdrawn. "
@@ -294,6 +295,24 @@ def shared_page(token: str, request: Request) -> Response:
             s, f"share:{share.id}", "view", "study", study.study_instance_uid, {"via": "share"}
         )
     return page("Shared study", body)
+
+
+def _audit_refusal(s: Session, token: str) -> None:
+    """Audit a share link opened after it expired or was revoked (``share.refused``,
+    listed by the daily QC). A token that names no share is not written: anyone
+    can make those up, and the audit log must not grow at a stranger's pace."""
+    refused = links.refusal(s, token)
+    if refused is None:
+        return
+    share, reason = refused
+    events.audit(
+        s,
+        f"share:{share.id}",
+        "share.refused",
+        "study",
+        share.study_instance_uid,
+        {"share_id": share.id, "reason": reason},
+    )
 
 
 @router.get("/shared/{token}/instances/{sop_uid}/preview.png")

@@ -79,5 +79,18 @@ def open_share(s: Session, token: str) -> Share | None:
     return share
 
 
+def refusal(s: Session, token: str) -> tuple[Share, str] | None:
+    """The share a token names and why it no longer opens ("revoked", "expired"), or
+    None when it opens or names no share at all."""
+    share = s.scalars(select(Share).where(col(Share.token_hash) == _digest(token))).first()
+    if share is None:
+        return None
+    if share.revoked_at is not None:
+        return share, "revoked"
+    if as_utc(share.expires_at) <= utcnow():
+        return share, "expired"
+    return None
+
+
 def is_active(share: Share) -> bool:
     return share.revoked_at is None and as_utc(share.expires_at) > utcnow()
