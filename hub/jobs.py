@@ -1,6 +1,6 @@
 """Timed work (APScheduler in a background thread): quiet-period order completion,
-re-matching studies that wait for orders, and whatever else other areas add with
-``Jobs.add``.
+re-matching studies that wait for orders, the daily QC event, and whatever else
+other areas add with ``Jobs.add``.
 
 Each job opens its own session through the services, so a failing run is
 logged and simply retried at its next interval; none overlaps itself.
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from hub.archive import rewrite
-from hub.services import completion
+from hub.services import completion, qc
 
 if TYPE_CHECKING:
     from hub.context import Hub
@@ -29,6 +30,10 @@ class Jobs:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.add("quiet_period_completion", self.complete_quiet_orders, seconds=30)
         self.add("rematch_waiting_studies", self.rematch_waiting_studies, seconds=60)
+        # Checked every minute rather than fired once at 07:00: a hub that was down
+        # then still writes the day's event when it is back (qc.write_daily).
+        self.qc_daily_done: date | None = None
+        self.add("qc_daily", self.write_qc_daily, seconds=60)
         if hub.tls is not None:  # a renewed certificate is used without a restart
             self.add(
                 "tls_reload", hub.tls.reload_if_changed, seconds=hub.settings.tls_reload_seconds
@@ -68,6 +73,30 @@ class Jobs:
         if attached:
             log.info("waiting studies matched to new orders", extra={"studies": attached})
         return attached
+
+    def write_qc_daily(self, now: datetime | None = None) -> date | None:
+        """Write yesterday's ``qc.daily`` event once it is due; returns the day if this
+        call wrote it. A day known to be done costs no query until the next one."""
+        settings = self.hub.settings
+        due = qc.daily_due(settings.tz, now)
+        if due is None or due == self.qc_daily_done:
+            return None
+        with self.hub.db.read_session() as s:
+            done = qc.daily_written(s, due)
+        written = None
+        if not done:
+            with self.hub.db.session() as s:
+                written = qc.write_daily(
+                    s,
+                    tz=settings.tz,
+                    waiting_minutes=settings.qc_waiting_minutes,
+                    public_url=settings.public_url,
+                    now=now,
+                )
+        self.qc_daily_done = due
+        if written:
+            log.info("daily QC event written", extra={"day": written.isoformat()})
+        return written
 
     def start(self) -> None:
         self.scheduler.start()

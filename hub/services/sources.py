@@ -39,8 +39,12 @@ EventName = Literal[
     "study.received",
     "study.reconciled",
     "study.detached",
+    "qc.daily",
 ]
 EVENTS: tuple[str, ...] = get_args(EventName)
+# Events about the hub as a whole, not one order (hub/services/qc.py): every
+# source subscribed to one gets it, whatever orders it placed.
+HUB_EVENTS: frozenset[str] = frozenset({"qc.daily"})
 # "study received, order completed, order cancelled, reconciliation changed".
 DEFAULT_EVENTS: tuple[EventName, ...] = (
     "study.received",

@@ -2,7 +2,9 @@
 
 Each kind declares the events it can express and whether it needs a study
 (kinds.py); the source says which kinds and events it wants. An event nobody
-wants is marked dispatched without loading its order.
+wants is marked dispatched without loading its order. An event about the hub
+itself (``HUB_EVENTS``: qc.daily) has no order and goes to every source
+subscribed to it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from sqlmodel import col
 
 from hub.models import Delivery, Order, OutboxEvent, Source, utcnow
 from hub.models.studies import Study
-from hub.services.deliveries.document import document
+from hub.services.deliveries.document import document, hub_document
 from hub.services.deliveries.kinds import Registry
+from hub.services.sources import HUB_EVENTS
 
 log = logging.getLogger("hub.deliveries")
 
@@ -52,9 +55,13 @@ def dispatch(session: Session, public_url: str, kinds: Registry, limit: int = 20
             {s.name: s for s in session.scalars(select(Source).where(col(Source.name).in_(names)))}
         )
 
+    # Events about the hub (qc.daily) go to every source subscribed to them.
+    hub_wide = any(ev.order_id is None and ev.kind in HUB_EVENTS for ev in rows)
+    everyone = list(session.scalars(select(Source).order_by(col(Source.name)))) if hub_wide else []
+
     def wanted(ev: OutboxEvent) -> bool:
         if ev.order_id is None:
-            return False
+            return ev.kind in HUB_EVENTS and any(kinds.subscribed(s, ev.kind) for s in everyone)
         src = known.get(source_of.get(ev.order_id, ""))
         return src is not None and bool(kinds.subscribed(src, ev.kind))
 
@@ -80,7 +87,10 @@ def dispatch(session: Session, public_url: str, kinds: Registry, limit: int = 20
     for ev in todo:
         assert ev.id is not None
         try:
-            made = deliveries_for(session, ev, public_url, kinds, known, with_study)
+            if ev.order_id is None:
+                made = hub_deliveries(ev, kinds, everyone)
+            else:
+                made = deliveries_for(session, ev, public_url, kinds, known, with_study)
         except Exception:
             # Leave it undispatched (it blocks only its own order's later deliveries)
             # rather than let one bad event stop every delivery.
@@ -138,6 +148,30 @@ def deliveries_for(
                 next_attempt_at=utcnow(),
             )
         )
+    return out
+
+
+def hub_deliveries(ev: OutboxEvent, kinds: Registry, everyone: list[Source]) -> list[Delivery]:
+    """The deliveries of an event about the hub: one per subscribed source and kind
+    (a kind that needs a study has nothing to say about it)."""
+    assert ev.id is not None  # read from the table
+    out = []
+    for src in everyone:
+        for kind in kinds.subscribed(src, ev.kind):
+            if kind.needs_study:
+                continue
+            delivery_id = str(uuid.uuid4())
+            out.append(
+                Delivery(
+                    uuid=delivery_id,
+                    source=src.name,
+                    kind=kind.name,
+                    event_kind=ev.kind,
+                    outbox_event_id=ev.id,
+                    payload=hub_document(ev, src.name, delivery_id),
+                    next_attempt_at=utcnow(),
+                )
+            )
     return out
 
 

@@ -68,6 +68,25 @@ def document(
     }
 
 
+def hub_document(ev: OutboxEvent, source: str, delivery_id: str) -> dict[str, Any]:
+    """The document of an event about the hub, not an order (``qc.daily``): the same
+    envelope with ``order`` and ``study`` null, and the event's payload under the
+    event's first word (``"qc"``)."""
+    return {
+        "version": SCHEMA_VERSION,
+        "delivery_id": delivery_id,
+        "event": ev.kind,
+        "event_id": ev.id,
+        "occurred_at": iso(ev.at),
+        "source": source,
+        "order": None,
+        "study": None,
+        "viewer_url": None,
+        "reason": None,
+        ev.kind.split(".", 1)[0]: ev.payload,
+    }
+
+
 def study_doc(session: Session, study: Study) -> dict[str, Any]:
     series_count = session.scalar(
         select(func.count()).select_from(Series).where(col(Series.study_id) == study.id)
