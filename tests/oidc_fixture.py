@@ -66,10 +66,15 @@ class Provider:
 
 @contextmanager
 def running_provider(
-    redirect_uri: str, roles: dict[str, object], log_dir: Path
+    redirect_uri: str,
+    roles: dict[str, object],
+    log_dir: Path,
+    *,
+    claims_in_userinfo: bool = False,
 ) -> Iterator[Provider]:
     """oidc-provider on a free port with one client redirecting to ``redirect_uri``;
-    ``roles`` is each login's roles claim (a login not in it has none)."""
+    ``roles`` is each login's roles claim (a login not in it has none).
+    ``claims_in_userinfo`` keeps roles and names out of the ID token."""
     ensure_node_modules()
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,7 @@ def running_provider(
         "CLIENT_ID": CLIENT_ID,
         "CLIENT_SECRET": CLIENT_SECRET,
         "OIDC_ROLES": json.dumps(roles),
+        "OIDC_CLAIMS_IN_USERINFO": "1" if claims_in_userinfo else "0",
     }
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

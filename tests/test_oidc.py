@@ -13,6 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from hub.api.oidc import claim_values, map_role
+from hub.config import Settings
 from hub.context import Hub
 from hub.models import AuditEvent, User
 from hub.models.users import OidcLogin
@@ -248,6 +250,54 @@ def test_a_cancel_at_the_provider_is_a_clear_refusal(browser: TestClient) -> Non
 def test_next_cannot_leave_the_hub(browser: TestClient) -> None:
     r = sso(browser, "vera", nxt="//evil.example/x")
     assert r.status_code == 303 and r.headers["location"] == "/console"
+
+
+def test_roles_only_in_userinfo_are_read_there(db_url: str, tmp_path: Path) -> None:
+    """Providers that keep custom claims out of the ID token (oidc-provider's default)."""
+    with running_provider(CALLBACK, ROLES, tmp_path / "oidc", claims_in_userinfo=True) as p:
+        settings = make_settings(
+            tmp_path,
+            db_url,
+            public_url=PUBLIC,
+            oidc_issuer=p.issuer,
+            oidc_client_id=CLIENT_ID,
+            oidc_client_secret=CLIENT_SECRET,
+            oidc_role_map=ROLE_MAP,
+        )
+        h = Hub.open(settings, upgrade=True)
+        if h.db.engine.dialect.name == "postgresql":
+            empty_tables(h.db)
+        try:
+            with TestClient(build_app(h), base_url=PUBLIC) as c:
+                back = sign_in_at_provider(begin(c), "tom", CALLBACK)
+                r = callback(c, back)
+                assert r.status_code == 303
+                who = signed_in_as(h, c)
+                assert who is not None and (who.username, who.role) == ("tom", "tech")
+        finally:
+            h.close()
+
+
+@pytest.mark.parametrize(
+    ("claims", "path", "values"),
+    [
+        ({"roles": "vets"}, "roles", ["vets"]),
+        ({"roles": ["vets", 7, None, "x"]}, "roles", ["vets", "x"]),
+        ({"realm_access": {"roles": ["vethub-vet"]}}, "realm_access.roles", ["vethub-vet"]),
+        ({"realm_access": ["no", "object"]}, "realm_access.roles", []),
+        ({"roles": {"not": "a list"}}, "roles", []),
+        ({}, "roles", []),
+    ],
+)
+def test_claim_values(claims: dict[str, object], path: str, values: list[str]) -> None:
+    assert claim_values(claims, path) == values
+
+
+def test_map_role_takes_the_most_rights_and_refuses_none() -> None:
+    settings = Settings(oidc_role_map={"a": "frontdesk", "b": "vet", "c": "tech"})
+    assert map_role(settings, {"roles": ["a", "c", "b", "zzz"]}) == "vet"
+    with pytest.raises(Exception, match="no mapped role"):
+        map_role(settings, {"roles": ["zzz"]})
 
 
 def test_without_a_provider_there_is_no_button_and_no_flow(db_url: str, tmp_path: Path) -> None:

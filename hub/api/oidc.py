@@ -134,8 +134,9 @@ class _Provider:
     fetched: float = 0.0
 
 
-def _client(settings: Settings) -> AsyncOAuth2Client:
+def _client(settings: Settings, token: dict[str, Any] | None = None) -> AsyncOAuth2Client:
     return AsyncOAuth2Client(
+        token=token,
         client_id=settings.oidc_client_id,
         client_secret=settings.oidc_client_secret,
         token_endpoint_auth_method=(
@@ -307,7 +308,9 @@ async def _complete(request: Request) -> Response:
     if not code:
         raise SsoError(400, _START_AGAIN, "callback without a code")
     token = await _redeem(settings, metadata, code, login.code_verifier)
-    claims = await _id_token(request, token, issuer, login.nonce)
+    claims: dict[str, Any] = dict(await _id_token(request, token, issuer, login.nonce))
+    if not claim_values(claims, settings.oidc_role_claim):
+        claims = await _with_userinfo(settings, metadata, token, claims)
     role = map_role(settings, claims)
     names = [str(claims[k]) for k in ("preferred_username", "email") if claims.get(k)]
     try:
@@ -407,6 +410,29 @@ async def _id_token(
     if "nonce" not in claims:  # we always send one, so it must come back
         raise SsoError(400, _START_AGAIN, "id token refused: no nonce")
     return claims
+
+
+async def _with_userinfo(
+    settings: Settings, metadata: dict[str, Any], token: dict[str, Any], claims: dict[str, Any]
+) -> dict[str, Any]:
+    """The ID token's claims completed by the userinfo endpoint, for providers that
+    put the role claim only there; the ID token's own claims win."""
+    endpoint = metadata.get("userinfo_endpoint")
+    if not isinstance(endpoint, str) or not token.get("access_token"):
+        return claims
+    _check_transport(metadata["issuer"], endpoint, "userinfo_endpoint")
+    try:
+        async with _client(settings, token) as client:
+            resp = await client.get(endpoint)
+            resp.raise_for_status()
+            info = resp.json()
+    except _NET_ERRORS as exc:
+        raise SsoError(
+            502, "The sign-in provider could not be reached. Try again.", f"userinfo: {exc}"
+        ) from exc
+    if not isinstance(info, dict) or info.get("sub") != claims.get("sub"):
+        raise SsoError(400, _START_AGAIN, "userinfo is not about the ID token's subject")
+    return {**info, **claims}
 
 
 def claim_values(claims: dict[str, Any], path: str) -> list[str]:

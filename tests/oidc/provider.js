@@ -8,6 +8,8 @@
 //   CLIENT_ID, CLIENT_SECRET   that client (defaults: vethub / vethub-test-secret)
 //   OIDC_ROLES    JSON {login: roles claim (a string or a list)}; a login not
 //                 listed signs in with no roles claim at all
+//   OIDC_CLAIMS_IN_USERINFO=1  scope claims (roles, names) only from userinfo,
+//                 not in the ID token (the library's default, "conform" mode)
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT || 0);
@@ -33,7 +35,7 @@ const configuration = {
     email: ['email', 'email_verified'],
   },
   // Scope claims go into the ID token too, as Entra ID and Keycloak put roles there.
-  conformIdTokenClaims: false,
+  conformIdTokenClaims: process.env.OIDC_CLAIMS_IN_USERINFO === '1',
   features: { devInteractions: { enabled: true } },
   async findAccount(ctx, id) {
     return {
