@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlmodel import col
@@ -77,7 +78,9 @@ def run(
         return qc.report(s, day, tz=tz, waiting_minutes=waiting, now=at(now))
 
 
-def test_missing_studies_are_open_orders_whose_day_is_over(hub: Hub, client: TestClient) -> None:
+def test_missing_studies_are_open_orders_whose_day_is_over(
+    hub: Hub, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     yesterday = order(client, 1, start="2026-11-28T09:00:00")
     earlier = order(client, 2, start="2026-11-25T09:00:00")  # earlier and still open
     today = order(client, 3, start="2026-11-29T08:00:00")  # its day is not over at 10:00
@@ -98,6 +101,10 @@ def test_missing_studies_are_open_orders_whose_day_is_over(hub: Hub, client: Tes
     later = [o.order_id for o in run(hub, date(2026, 11, 29)).missing_studies.items]
     assert today["id"] not in later and tomorrow["id"] not in later
     assert later == [yesterday["id"], earlier["id"]]
+    # Capped lists still count everything.
+    monkeypatch.setattr(qc, "LIST_LIMIT", 1)
+    capped = run(hub, DAY).missing_studies
+    assert ([o.order_id for o in capped.items], capped.count) == ([yesterday["id"]], 2)
     # A day before the order was scheduled: not yet missing.
     assert [o.order_id for o in run(hub, date(2026, 11, 26)).missing_studies.items] == [
         earlier["id"]
@@ -105,7 +112,7 @@ def test_missing_studies_are_open_orders_whose_day_is_over(hub: Hub, client: Tes
 
 
 def test_attached_to_check_lists_patient_day_and_manual_not_accession(
-    hub: Hub, client: TestClient
+    hub: Hub, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rex_order = order(client, 1, patient_id="P-555", name="Rex")
     max_order = order(client, 2, patient_id="P-556", name="Max")
@@ -160,6 +167,9 @@ def test_attached_to_check_lists_patient_day_and_manual_not_accession(
     utc27 = run(hub, date(2026, 11, 27), tz=UTC_ZONE)
     assert [a.study_instance_uid for a in utc27.attached_to_check.items] == [day_rex]
     assert by_accession["id"] not in {a.order_id for a in report.attached_to_check.items}
+    monkeypatch.setattr(qc, "LIST_LIMIT", 1)  # the count of a capped join
+    capped = run(hub, DAY, tz=BERLIN).attached_to_check
+    assert (len(capped.items), capped.count) == (1, 2)
 
 
 def test_waiting_studies_longer_than_the_setting(hub: Hub, client: TestClient) -> None:

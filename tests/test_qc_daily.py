@@ -82,7 +82,7 @@ def test_written_once_after_seven_local_with_yesterdays_counts(
     payload = event.payload or {}
     assert payload["date"] == "2026-11-28"
     assert payload["counts"]["missing_studies"] == 1
-    assert set(payload["counts"]) == set(qc.QcReport.__dataclass_fields__["lists"].default)
+    assert set(payload["counts"]) == set(qc.QcReport.LISTS)
     assert payload["url"].endswith("/api/v1/qc?date=2026-11-28")
 
     # The next morning writes the next day, once.

@@ -20,9 +20,9 @@ once per day however many hub processes share the database.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, exists, func, or_, select, text
@@ -152,21 +152,20 @@ class QcReport:
     shares_refused: Listed[ShareProblem]
     shares_expired_unused: Listed[ShareProblem]
     silent_devices: Listed[SilentDevice]
-    lists: tuple[str, ...] = field(
-        default=(
-            "missing_studies",
-            "attached_to_check",
-            "waiting_studies",
-            "failed_deliveries",
-            "shares_refused",
-            "shares_expired_unused",
-            "silent_devices",
-        ),
-        repr=False,
+
+    # The lists, in the order the API and the daily event show them.
+    LISTS: ClassVar[tuple[str, ...]] = (
+        "missing_studies",
+        "attached_to_check",
+        "waiting_studies",
+        "failed_deliveries",
+        "shares_refused",
+        "shares_expired_unused",
+        "silent_devices",
     )
 
     def counts(self) -> dict[str, int]:
-        return {name: getattr(self, name).count for name in self.lists}
+        return {name: getattr(self, name).count for name in self.LISTS}
 
 
 def local_today(tz: ZoneInfo | None, now: datetime | None = None) -> date:
@@ -207,7 +206,7 @@ def report(
         waiting_studies=waiting_studies(session, cutoff - timedelta(minutes=waiting_minutes)),
         failed_deliveries=failed_deliveries(session, end),
         shares_refused=shares_refused(session, start, end),
-        shares_expired_unused=shares_expired_unused(session, start, min(end, now)),
+        shares_expired_unused=shares_expired_unused(session, start, cutoff),
         silent_devices=silent_devices(session, start, end),
     )
 
@@ -548,7 +547,7 @@ def as_dict(qc: QcReport) -> dict[str, Any]:
         "waiting_minutes": qc.waiting_minutes,
         "counts": qc.counts(),
     }
-    for name in qc.lists:
+    for name in qc.LISTS:
         out[name] = [asdict(item) for item in getattr(qc, name).items]
     return out
 
