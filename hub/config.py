@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     oidc_provider_name: str = "single sign-on"
     # Daily QC (GET /api/v1/qc): a study unmatched for longer than this is listed.
     qc_waiting_minutes: float = Field(60, ge=0)
+    # Local time after which yesterday's qc.daily event is written (HH:MM).
+    qc_daily_at: time = time(7, 0)
     # `vethub serve` brings the schema to this version's revision at start
     # (one process at a time on PostgreSQL). Off: serve refuses an old schema
     # and `vethub db upgrade` is run by hand, e.g. after a backup.

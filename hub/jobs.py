@@ -78,7 +78,7 @@ class Jobs:
         """Write yesterday's ``qc.daily`` event once it is due; returns the day if this
         call wrote it. A day known to be done costs no query until the next one."""
         settings = self.hub.settings
-        due = qc.daily_due(settings.tz, now)
+        due = qc.daily_due(settings.tz, now, settings.qc_daily_at)
         if due is None or due == self.qc_daily_done:
             return None
         with self.hub.db.read_session() as s:
@@ -92,6 +92,7 @@ class Jobs:
                     waiting_minutes=settings.qc_waiting_minutes,
                     public_url=settings.public_url,
                     now=now,
+                    at=settings.qc_daily_at,
                 )
         self.qc_daily_done = due
         if written:

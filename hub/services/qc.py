@@ -476,11 +476,11 @@ def silent_devices(session: Session, start: datetime, end: datetime) -> Listed[S
     return Listed(items, total)
 
 
-def daily_due(tz: ZoneInfo | None, now: datetime | None = None) -> date | None:
+def daily_due(tz: ZoneInfo | None, now: datetime | None = None, at: time = DAILY_AT) -> date | None:
     """The day whose ``qc.daily`` event is due at ``now``: yesterday, once the local
-    clock has passed DAILY_AT; None before that."""
+    clock has passed ``at`` (``VETHUB_QC_DAILY_AT``); None before that."""
     local = (now or utcnow()).astimezone(tz)
-    if local.time() < DAILY_AT:
+    if local.time() < at:
         return None
     return local.date() - timedelta(days=1)
 
@@ -503,6 +503,7 @@ def write_daily(
     waiting_minutes: float,
     public_url: str,
     now: datetime | None = None,
+    at: time = DAILY_AT,
 ) -> date | None:
     """Write the due day's ``qc.daily`` outbox event unless it exists; returns the day written.
 
@@ -512,7 +513,7 @@ def write_daily(
     A hub that was down at DAILY_AT writes it when it comes back (days missed
     while it was down are not made up).
     """
-    day = daily_due(tz, now)
+    day = daily_due(tz, now, at)
     if day is None:
         return None
     if session.get_bind().dialect.name == "postgresql":
