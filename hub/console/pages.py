@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from hub.console import today
+from hub.console import orders, queue, today
 from hub.console.web import static_file
 
 router = APIRouter(include_in_schema=False, tags=["console"])
 router.include_router(today.router)
+router.include_router(queue.router)
+router.include_router(orders.router)
 
 
 @router.get("/console/static/{name:path}")

@@ -4,7 +4,7 @@ with each order's status, what is booked but not started, studies received today
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby
 
 from fastapi import APIRouter, Request
@@ -17,6 +17,7 @@ from hub.models import Order, OrderStatus, Study
 from hub.services import orders, studies
 
 router = APIRouter()
+LATE_AFTER = timedelta(minutes=15)  # a booked order not started this long after its time
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Day:
     not_started: list[Order]
     received: list[Study]
     counts: dict[str, int]
-    now: datetime  # naive local time, as orders' scheduled_start
+    late_before: datetime  # naive local time, as orders' scheduled_start
 
 
 def today_in(hub: Hub) -> tuple[date, datetime]:
@@ -56,8 +57,8 @@ def load_day(hub: Hub) -> Day:
     for o in sheet:
         counts[o.status] = counts.get(o.status, 0) + 1
     not_started = [o for o in sheet if o.status == OrderStatus.SCHEDULED]
-    now = datetime.now(hub.settings.tz).replace(tzinfo=None)
-    return Day(day, stations, not_started, received, counts, now)
+    late_before = datetime.now(hub.settings.tz).replace(tzinfo=None) - LATE_AFTER
+    return Day(day, stations, not_started, received, counts, late_before)
 
 
 @router.get("/console")

@@ -107,7 +107,34 @@ async def person(request: Request, key: str) -> Caller | Response:
 
 
 def forbidden(request: Request, who: Caller, message: str) -> HTMLResponse:
-    return render(request, who, "forbidden.html", {"message": message}, status=403)
+    return problem(request, who, 403, "Not allowed", message)
+
+
+def problem(request: Request, who: Caller, status: int, title: str, message: str) -> HTMLResponse:
+    """A page saying what went wrong (never a traceback, never JSON to a person)."""
+    ctx = {"title": title, "message": message}
+    return render(request, who, "message.html", ctx, status=status)
+
+
+async def action(
+    request: Request, key: str, roles: frozenset[str]
+) -> tuple[Caller, dict[str, str]] | Response:
+    """For a POST from a console page: the person (who may open page ``key`` and
+    whose role is in ``roles``) and the form, which must carry the CSRF token."""
+    who = await person(request, key)
+    if isinstance(who, Response):
+        return who
+    if who.role not in roles:
+        return forbidden(request, who, f"A {who.role} account may not do this.")
+    form = await form_with_csrf(request)
+    if form is None:
+        return forbidden(
+            request,
+            who,
+            "This form is only accepted from the hub's own pages (its security token is "
+            "missing or out of date). Go back, reload the page and try again.",
+        )
+    return who, form
 
 
 def is_htmx(request: Request) -> bool:

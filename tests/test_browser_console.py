@@ -1,0 +1,128 @@
+"""A tech reconciles a waiting study in a real browser (headless Debian Chromium
+driven by Playwright) against a real ``vethub serve``: sign in, Today, the queue,
+attach after confirming; the order moves on as reconcile says (in progress).
+
+Screenshots of Today and the queue go to ``$VETHUB_SCREENSHOTS`` (default
+tests/artifacts/); their paths are printed."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from hub.db import Database
+from hub.services import users
+from tests import study_factory as sf
+from tests.factories import rex
+from tests.harness import REPO, ServedHub
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make deps-system` installs it
+PASSWORD = "correct horse battery"
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing: `make deps-system` installs it", pytrace=False)
+    pytest.skip(f"no {CHROMIUM} (run `make deps-system`)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def screenshots() -> Path:
+    folder = Path(os.environ.get("VETHUB_SCREENSHOTS") or REPO / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def make_tech(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            users.create(s, "tina", "tech", PASSWORD, actor="test")
+    finally:
+        db.dispose()
+
+
+def test_a_tech_attaches_a_waiting_study_from_the_queue(
+    served_hub: ServedHub, db_url: str, request: pytest.FixtureRequest
+) -> None:
+    backend = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    make_tech(db_url)
+    now = datetime.now().replace(microsecond=0)
+    with served_hub.api() as api:
+        order = api.post("/api/v1/orders", json=rex(scheduled_start=now.isoformat())).json()
+    # Keyed in by hand at the unit: Rex's name, but a patient id and no accession.
+    study = sf.instance(
+        patient_id="P-999", patient_name="Smith^Rex", study_date=now.strftime("%Y%m%d"), rows=64
+    )
+    assert sf.send(served_hub.dicom, [study]) == [0]
+    uid = str(study.StudyInstanceUID)
+
+    url = served_hub.url
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    shots = screenshots()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            blocked: list[str] = []
+            page.on(
+                "console",
+                lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+            )
+            page.goto(f"{url}/console")
+            page.get_by_label("Username").fill("tina")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{url}/console")
+            body = page.inner_text("main")
+            assert "main · DX_ROOM1" in body and "Rex" in body and "waiting: no match" in body
+            today = shots / f"console-today-{backend}.png"
+            page.screenshot(path=str(today), full_page=True)
+
+            # htmx is loaded from the hub and sends the session's CSRF token on its requests.
+            assert page.evaluate("typeof window.htmx") == "object"
+            with page.expect_request(lambda r: r.url == f"{url}/console") as poll:
+                page.evaluate("htmx.ajax('GET', '/console', {target: '#today-live'})")
+            token = page.get_attribute('meta[name="csrf-token"]', "content")
+            assert token and poll.value.headers.get("x-csrf-token") == token
+            assert poll.value.headers.get("hx-request") == "true"
+
+            page.get_by_role("link", name="Reconciliation queue").click()
+            page.wait_for_url(f"{url}/console/queue")
+            card = page.locator("article", has_text="No order fits")
+            assert card.count() == 1
+            thumb = card.locator("img").first
+            thumb.wait_for()
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle()
+            )
+            queue = shots / f"console-queue-{backend}.png"
+            page.screenshot(path=str(queue), full_page=True)
+            page.set_viewport_size({"width": 768, "height": 1024})  # a tablet, upright
+            tablet = shots / f"console-queue-tablet-{backend}.png"
+            page.screenshot(path=str(tablet), full_page=True)
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= 768, "the queue scrolls sideways on a tablet"
+
+            card.get_by_role("link", name="Attach to Rex, order A1001").click()
+            page.wait_for_url(f"{url}/console/queue/{uid}/attach?order_id={order['id']}")
+            assert "Attach this study to Rex's order?" in page.inner_text("h1")
+            page.get_by_role("button", name="Attach study to order A1001").click()
+            page.wait_for_url(f"{url}/console/queue?*")
+            assert "the order is now in progress" in page.inner_text("[role=status]")
+            assert page.locator("article", has_text="No order fits").count() == 0
+            assert blocked == []
+        finally:
+            browser.close()
+    with served_hub.api() as api:
+        attached = api.get(f"/api/v1/studies/{uid}").json()
+        assert attached["order_id"] == order["id"] and attached["match_method"] == "manual"
+        # reconcile starts a scheduled order (docs/studies.md); MPPS or the quiet
+        # period completes it later.
+        assert api.get(f"/api/v1/orders/{order['id']}").json()["status"] == "in_progress"
+        trail = api.get("/api/v1/audit", params={"action": "reconcile"}).json()["items"]
+        assert [e["actor"].split(":")[-1] for e in trail] == ["tina"]
+    print(f"\nscreenshots: {today} {queue} {tablet}")
