@@ -14,7 +14,7 @@ from sqlmodel import col
 
 from hub.context import Hub
 from hub.models import AuditEvent, Delivery, Modality, Share, Study, utcnow
-from hub.services import qc
+from hub.services import clock, qc
 from tests import study_factory as sf
 from tests.factories import REX, rex
 from tests.harness import key_for
@@ -317,10 +317,10 @@ def test_devices_silent_all_day(hub: Hub, client: TestClient) -> None:
 
 
 def test_bounds_follow_the_zone_and_daylight_saving() -> None:
-    start, end = qc.bounds(DAY, BERLIN)
+    start, end = clock.day_bounds(DAY, BERLIN)
     assert (start, end) == (at("2026-11-27T23:00:00"), at("2026-11-28T23:00:00"))
     # The night the clocks go back (25 October 2026 in Berlin) is 25 hours long.
-    start, end = qc.bounds(date(2026, 10, 25), BERLIN)
+    start, end = clock.day_bounds(date(2026, 10, 25), BERLIN)
     assert end - start == timedelta(hours=25)
     assert qc.daily_due(BERLIN, at("2026-11-29T05:59:00")) is None  # 06:59 local
     assert qc.daily_due(BERLIN, at("2026-11-29T06:00:00")) == DAY  # 07:00 local
@@ -380,5 +380,5 @@ def test_api_shape_lists_and_counts(hub: Hub, client: TestClient) -> None:
     assert body["silent_devices"] == []
     # ... but it is today (default date), having done nothing.
     today = client.get("/api/v1/qc").json()
-    assert today["date"] == qc.local_today(hub.settings.tz).isoformat()
+    assert today["date"] == clock.local_today(hub.settings.tz).isoformat()
     assert [d["ae_title"] for d in today["silent_devices"]] == ["DX_SILENT"]

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from hub.api.auth import Caller, require
-from hub.services import qc
+from hub.services import clock, qc
 
 router = APIRouter(prefix="/api/v1/qc", tags=["qc"])
 # Everyone who runs the clinic's day reads it; machines get the qc.daily event.
@@ -85,7 +85,7 @@ def daily_qc(
     with hub.db.read_session() as s:
         found = qc.report(
             s,
-            day or qc.local_today(settings.tz),
+            day or clock.local_today(settings.tz),
             tz=settings.tz,
             waiting_minutes=settings.qc_waiting_minutes,
         )

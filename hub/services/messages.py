@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,6 +15,7 @@ from sqlmodel import SQLModel, col
 from hub.errors import NotFound
 from hub.models import InboundMessage
 from hub.services import paging
+from hub.services.clock import day_bounds
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,9 @@ def find(
         if value is not None:
             stmt = stmt.where(col(getattr(InboundMessage, column)) == value)
     if flt.date is not None:
-        start = datetime.combine(flt.date, time.min).replace(tzinfo=tz).astimezone()
+        start, end = day_bounds(flt.date, tz)  # UTC: SQLite compares wall times
         received = col(InboundMessage.received_at)
-        stmt = stmt.where(received >= start, received < start + timedelta(days=1))
+        stmt = stmt.where(received >= start, received < end)
     return paging.page(
         session, stmt, col(InboundMessage.id), limit=limit, cursor=cursor, newest_first=True
     )

@@ -21,7 +21,7 @@ once per day however many hub processes share the database.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,7 @@ from hub.models import AuditEvent, Delivery, Modality, Order, OutboxEvent, Share
 from hub.models.deliveries import DeliveryStatus
 from hub.models.studies import MatchMethod, Study
 from hub.services import events
+from hub.services.clock import day_bounds, local_today
 
 # The weaker match rules, whose attachments a person should double-check.
 TO_CHECK = (MatchMethod.PATIENT_DAY, MatchMethod.MANUAL)
@@ -168,21 +169,6 @@ class QcReport:
         return {name: getattr(self, name).count for name in self.LISTS}
 
 
-def local_today(tz: ZoneInfo | None, now: datetime | None = None) -> date:
-    return (now or utcnow()).astimezone(tz).date()
-
-
-def bounds(day: date, tz: ZoneInfo | None) -> tuple[datetime, datetime]:
-    """The local day as a UTC interval [start, end); DST days are 23 or 25 hours."""
-
-    def midnight(d: date) -> datetime:
-        local = datetime.combine(d, time.min)
-        aware = local.replace(tzinfo=tz) if tz else local.astimezone()
-        return aware.astimezone(UTC)
-
-    return midnight(day), midnight(day + timedelta(days=1))
-
-
 def report(
     session: Session,
     day: date,
@@ -193,7 +179,7 @@ def report(
 ) -> QcReport:
     """The QC lists for local ``day`` as the hub stands at ``now``."""
     now = now or utcnow()
-    start, end = bounds(day, tz)
+    start, end = day_bounds(day, tz)
     cutoff = min(end, now)
     return QcReport(
         date=day,
