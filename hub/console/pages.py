@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from hub.console import orders, queue, today
+from hub.console import deliveries, orders, people, queue, today
 from hub.console.web import static_file
 
 router = APIRouter(include_in_schema=False, tags=["console"])
 router.include_router(today.router)
 router.include_router(queue.router)
 router.include_router(orders.router)
+router.include_router(deliveries.router)
+router.include_router(people.router)
 
 
 @router.get("/console/static/{name:path}")

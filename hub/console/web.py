@@ -49,10 +49,14 @@ PAGES: list[NavPage] = [
     NavPage("today", "/console", "Today", ALL_STAFF),
     NavPage("queue", "/console/queue", "Reconciliation queue", frozenset({"tech", "vet"})),
     NavPage("orders", "/console/orders", "Orders", frozenset({"frontdesk", "tech", "vet"})),
+    NavPage("deliveries", "/console/deliveries", "Deliveries", frozenset()),  # integration + admin
+    NavPage("people", "/console/people", "People and keys", frozenset()),
 ]
 # Who may press the buttons that change things (the API's roles for the same calls).
 RECONCILE_ROLES = frozenset({"tech", "admin"})  # POST /api/v1/studies/{uid}/reconcile
 CANCEL_ROLES = frozenset({"frontdesk", "admin"})  # the console's cancel/discontinue
+ADMIN_ONLY = frozenset({"admin"})  # deliveries retry, reprocess, device and people changes
+ECHO_ROLES = frozenset({"tech", "admin"})  # POST /api/v1/modalities/{ae_title}/echo
 
 # Console pages load their script and style from the hub only (no inline code,
 # so an injected <script> could not run even if escaping failed); htmx talks

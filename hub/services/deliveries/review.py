@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -59,6 +59,30 @@ def retry(session: Session, delivery_id: int, actor: str) -> Delivery:
     session.flush()
     events.audit(session, actor, "delivery.retry", "delivery", delivery_id, {"uuid": row.uuid})
     return row
+
+
+def retry_failed(session: Session, source: str, actor: str) -> list[int]:
+    """Send every failed delivery of ``source`` again (each as ``retry``); their ids."""
+    stmt = (
+        select(col(Delivery.id))
+        .where(col(Delivery.source) == source, col(Delivery.status) == ST.FAILED)
+        .order_by(col(Delivery.id))
+    )
+    ids = [i for i in session.scalars(stmt) if i is not None]
+    for delivery_id in ids:
+        retry(session, delivery_id, actor)
+    return ids
+
+
+def failed_per_source(session: Session) -> dict[str, int]:
+    """How many deliveries have failed, per source (sources with none left out)."""
+    stmt = (
+        select(col(Delivery.source), func.count())
+        .where(col(Delivery.status) == ST.FAILED)
+        .group_by(col(Delivery.source))
+        .order_by(col(Delivery.source))
+    )
+    return {source: n for source, n in session.execute(stmt)}
 
 
 def to_out(row: Delivery) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""An admin retries a failed delivery in a real browser (headless Debian Chromium
+driven by Playwright) against a real ``vethub serve`` whose delivery worker sends
+to a real webhook receiver: the receiver fails, the delivery is failed on the
+Deliveries page, the receiver is fixed, the admin presses Retry and the page
+shows it delivered (its own 15 s poll). A tech does not see People and keys and
+gets 403 opening it by URL.
+
+Screenshots go to ``$VETHUB_SCREENSHOTS`` (default tests/artifacts/); their
+paths are printed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub.db import Database
+from hub.services import users
+from tests.delivery_receivers import WebhookReceiver
+from tests.factories import rex
+from tests.harness import REPO, empty_tables, start_hub
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make deps-system` installs it
+PASSWORD = "correct horse battery"
+SECRET = "s3cret-s3cret-s3cret"
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing: `make deps-system` installs it", pytrace=False)
+    pytest.skip(f"no {CHROMIUM} (run `make deps-system`)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def screenshots() -> Path:
+    folder = Path(os.environ.get("VETHUB_SCREENSHOTS") or REPO / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(SECRET, mode="500")
+    yield r
+    r.close()
+
+
+def make_people(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        if db_url.startswith("postgresql"):
+            empty_tables(db)
+        else:
+            db.upgrade()
+        with db.session() as s:
+            users.create(s, "ada", "admin", PASSWORD, actor="test")
+            users.create(s, "tina", "tech", PASSWORD, actor="test")
+    finally:
+        db.dispose()
+
+
+def sign_in(page: sync_api.Page, url: str, name: str) -> None:
+    page.goto(f"{url}/sign-in")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{url}/console")
+
+
+def test_an_admin_retries_a_failed_delivery_and_a_tech_cannot_reach_people(
+    db_url: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    backend = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    make_people(db_url)
+    hub = start_hub(
+        tmp_path / "served",
+        db_url,
+        VETHUB_DELIVERY_POLL_SECONDS="0.2",
+        VETHUB_DELIVERY_BACKOFF_SECONDS="0.2",
+        VETHUB_DELIVERY_MAX_ATTEMPTS="1",
+    )
+    try:
+        with hub.api() as api:
+            r = api.put(
+                "/api/v1/sources/pims-main",
+                json={
+                    "webhook_url": receiver.url,
+                    "webhook_secret": SECRET,
+                    "results": ["webhook"],
+                    "events": ["order.cancelled"],
+                },
+            )
+            assert r.status_code == 201, r.text
+            order = api.post("/api/v1/orders", json=rex()).json()
+            assert api.post(f"/api/v1/orders/{order['id']}/cancel").status_code == 200
+        shots = screenshots()
+        url = hub.url
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                blocked: list[str] = []
+                page.on(
+                    "console",
+                    lambda m: (
+                        blocked.append(m.text) if "Content Security Policy" in m.text else None
+                    ),
+                )
+                sign_in(page, url, "ada")
+                page.get_by_role("link", name="Deliveries").click()
+                page.wait_for_url(f"{url}/console/deliveries")
+                failed = page.locator("#h-failed + div tr", has_text="order.cancelled")
+                # The worker's one attempt fails (HTTP 500): the poll shows it failed.
+                failed.first.wait_for(timeout=25_000)
+                row = failed.first
+                assert "failed" in row.inner_text() and "500" in row.inner_text()
+                before = shots / f"console-deliveries-failed-{backend}.png"
+                page.screenshot(path=str(before), full_page=True)
+
+                receiver.mode = "ok"
+                row.get_by_role("button", name="Retry").click()
+                page.wait_for_url(f"{url}/console/deliveries?done=*")
+                assert "queued to be sent again now" in page.inner_text("[role=status]")
+                # The worker sends it; the page's own poll shows it delivered.
+                page.locator("#h-delivered + div .d-delivered").first.wait_for(timeout=25_000)
+                assert page.locator("#h-failed + div tr").count() == 0
+                after = shots / f"console-deliveries-{backend}.png"
+                page.screenshot(path=str(after), full_page=True)
+                assert blocked == []
+                page.context.clear_cookies()
+
+                tech = browser.new_page(viewport={"width": 1280, "height": 900})
+                sign_in(tech, url, "tina")
+                assert tech.get_by_role("link", name="People and keys").count() == 0
+                assert tech.get_by_role("link", name="Deliveries").count() == 0
+                answer = tech.goto(f"{url}/console/people")
+                assert answer is not None and answer.status == 403
+                assert "Not allowed" in tech.inner_text("h1")
+                refused = shots / f"console-people-refused-tech-{backend}.png"
+                tech.screenshot(path=str(refused), full_page=True)
+            finally:
+                browser.close()
+        [got] = receiver.wait_for(1)
+        assert got.signature_ok and got.headers["x-vethub-event"] == "order.cancelled"
+        with hub.api() as api:
+            [d] = api.get("/api/v1/deliveries").json()["items"]
+            assert d["status"] == "delivered"
+            trail = api.get("/api/v1/audit", params={"action": "delivery.retry"}).json()["items"]
+            assert [e["actor"].split(":")[-1] for e in trail] == ["ada"]
+    finally:
+        hub.stop()
+    print(f"\nscreenshots: {before} {after} {refused}")
