@@ -37,6 +37,7 @@ from hub.services import keys
 from hub.services.deliveries.kinds import Registry
 from hub.services.deliveries.worker import DeliveryWorker
 from hub.tls import HubTls, TlsConfigError, client_context
+from worklist import rest as dicom_rest
 from worklist.server import DicomDoor
 
 log = logging.getLogger("hub.serve")
@@ -64,7 +65,7 @@ def build_doors(hub: Hub) -> list[Door]:
 
 def edge_routers() -> list[APIRouter]:
     """HTTP routes that belong to an adapter (they speak its wire format)."""
-    return [hl7_rest.router]
+    return [hl7_rest.router, dicom_rest.router]
 
 
 def delivery_kinds() -> Registry:

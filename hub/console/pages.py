@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from hub.console import deliveries, orders, people, queue, today
+from hub.console import deliveries, devices, orders, people, queue, today
 from hub.console.web import static_file
 
 router = APIRouter(include_in_schema=False, tags=["console"])
@@ -14,6 +14,7 @@ router.include_router(queue.router)
 router.include_router(orders.router)
 router.include_router(deliveries.router)
 router.include_router(people.router)
+router.include_router(devices.router)
 
 
 @router.get("/console/static/{name:path}")

@@ -50,6 +50,7 @@ PAGES: list[NavPage] = [
     NavPage("queue", "/console/queue", "Reconciliation queue", frozenset({"tech", "vet"})),
     NavPage("orders", "/console/orders", "Orders", frozenset({"frontdesk", "tech", "vet"})),
     NavPage("deliveries", "/console/deliveries", "Deliveries", frozenset()),  # integration + admin
+    NavPage("devices", "/console/devices", "Devices and sources", frozenset({"tech"})),
     NavPage("people", "/console/people", "People and keys", frozenset()),
 ]
 # Who may press the buttons that change things (the API's roles for the same calls).
