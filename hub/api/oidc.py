@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import secrets
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,8 +34,8 @@ from urllib.parse import urlsplit
 
 import httpx
 from authlib.common.security import generate_token
+from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oidc.core import CodeIDToken
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -53,6 +54,13 @@ from hub.models import as_utc, utcnow
 from hub.models.users import OidcLogin
 from hub.services import users
 from hub.tls import client_context
+
+# Authlib's httpx client runs on httpx (the hub's HTTP client) and says at import
+# that a later Authlib will want httpx2 instead; pyproject pins authlib below 2.
+# Silenced here so that it is not printed by every `vethub` command.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 router = APIRouter(tags=["sign-in"], include_in_schema=False)
 log = logging.getLogger("hub.api.oidc")
