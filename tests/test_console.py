@@ -397,3 +397,8 @@ def test_script_in_an_animals_name_is_escaped_on_every_page(hub: Hub, client: Te
         assert r.status_code == 200, url
         assert EVIL not in r.text, url
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text, url
+    # Error pages repeat what was asked for: escaped too.
+    tag = "<img src=x onerror=alert(1)>"
+    missing = admin.get(f"/console/queue/{tag}/attach?order_id=1")
+    assert missing.status_code == 404 and tag not in missing.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in missing.text
