@@ -129,7 +129,8 @@ def test_sso_creates_a_linked_user_with_the_mapped_role(
     assert who is not None and (who.username, who.role) == ("vera", "vet")
     assert (who.oidc_issuer, who.oidc_subject) == (provider.issuer, "vera")
     # No password opens the account.
-    assert browser.post("/sign-in", data={"username": "vera", "password": "x" * 12}).status_code
+    refused = browser.post("/sign-in", data={"username": "vera", "password": "x" * 12})
+    assert refused.status_code == 401
     with pytest.raises(users.BadCredentials):
         users.sign_in(sso_hub.db, "vera", users.NO_PASSWORD, 60)
     with sso_hub.db.read_session() as s:
