@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from hub.console import deliveries, devices, orders, people, queue, today
+from hub.console import audit, deliveries, devices, orders, people, qc, queue, today
 from hub.console.web import static_file
 
 router = APIRouter(include_in_schema=False, tags=["console"])
@@ -15,6 +15,8 @@ router.include_router(orders.router)
 router.include_router(deliveries.router)
 router.include_router(people.router)
 router.include_router(devices.router)
+router.include_router(audit.router)
+router.include_router(qc.router)
 
 
 @router.get("/console/static/{name:path}")

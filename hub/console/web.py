@@ -49,9 +49,11 @@ PAGES: list[NavPage] = [
     NavPage("today", "/console", "Today", ALL_STAFF),
     NavPage("queue", "/console/queue", "Reconciliation queue", frozenset({"tech", "vet"})),
     NavPage("orders", "/console/orders", "Orders", frozenset({"frontdesk", "tech", "vet"})),
+    NavPage("qc", "/console/qc", "Daily QC", frozenset({"tech", "vet"})),  # GET /api/v1/qc
     NavPage("deliveries", "/console/deliveries", "Deliveries", frozenset()),  # integration + admin
     NavPage("devices", "/console/devices", "Devices and sources", frozenset({"tech"})),
     NavPage("people", "/console/people", "People and keys", frozenset()),
+    NavPage("audit", "/console/audit", "Audit", frozenset()),
 ]
 # Who may press the buttons that change things (the API's roles for the same calls).
 RECONCILE_ROLES = frozenset({"tech", "admin"})  # POST /api/v1/studies/{uid}/reconcile

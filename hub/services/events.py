@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col
 
@@ -62,15 +62,28 @@ def audit_trail(
     *,
     action: str | None = None,
     target_id: str | None = None,
+    actor: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[AuditEvent], str | None]:
-    """Newest first, optionally one action or one target."""
+    """Newest first, optionally one action, one target, one actor.
+
+    ``actor`` is a whole actor (``user:3:ada``) or its last part, the name
+    (``ada`` finds ``user:3:ada`` and ``key:7:ada``).
+    """
     stmt = select(AuditEvent)
     if action:
         stmt = stmt.where(col(AuditEvent.action) == action)
     if target_id:
         stmt = stmt.where(col(AuditEvent.target_id) == target_id)
+    if actor:
+        named = actor.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(
+            or_(
+                col(AuditEvent.actor) == actor,
+                col(AuditEvent.actor).like(f"%:{named}", escape="\\"),
+            )
+        )
     return paging.page(
         session, stmt, col(AuditEvent.id), limit=limit, cursor=cursor, newest_first=True
     )
