@@ -85,10 +85,13 @@ def test_a_tech_attaches_a_waiting_study_from_the_queue(
             # htmx is loaded from the hub and sends the session's CSRF token on its requests.
             assert page.evaluate("typeof window.htmx") == "object"
             with page.expect_request(lambda r: r.url == f"{url}/console") as poll:
-                page.evaluate("htmx.ajax('GET', '/console', {target: '#today-live'})")
+                page.evaluate(
+                    "htmx.ajax('GET', '/console', {source: '#today-live', target: '#today-live'})"
+                )
             token = page.get_attribute('meta[name="csrf-token"]', "content")
             assert token and poll.value.headers.get("x-csrf-token") == token
             assert poll.value.headers.get("hx-request") == "true"
+            assert poll.value.headers.get("x-console-poll") == "1"  # not a use of the session
 
             page.get_by_role("link", name="Reconciliation queue").click()
             page.wait_for_url(f"{url}/console/queue")

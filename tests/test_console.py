@@ -4,13 +4,15 @@ who sees which page, what each page shows, CSRF on its forms, escaping, headers.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from hub.console import web
 from hub.context import Hub
+from hub.models import StaffSession, as_utc, utcnow
 from hub.services import users
 from tests import study_factory as sf
 from tests.factories import rex
@@ -107,6 +109,29 @@ def test_a_poll_gets_the_fragment_only(hub: Hub, client: TestClient) -> None:
     assert "<html" not in r.text and "Worklist by site and station" in r.text
     full = browser.get("/console").text
     assert 'hx-trigger="every 15s"' in full
+
+
+def test_a_poll_does_not_keep_the_session_alive(hub: Hub, client: TestClient) -> None:
+    browser = person(hub, client, "tech")
+    ago = utcnow() - timedelta(minutes=5)
+
+    def last_used() -> datetime:
+        with hub.db.read_session() as s:
+            return as_utc(s.scalars(select(StaffSession.last_used_at)).one())
+
+    with hub.db.session() as s:
+        s.execute(update(StaffSession).values(last_used_at=ago))
+    poll = {"HX-Request": "true", "X-Console-Poll": "1"}
+    assert browser.get("/console/queue", headers=poll).status_code == 200
+    assert abs(last_used() - ago) < timedelta(seconds=1)  # a list refreshing itself
+    assert browser.get("/console/queue").status_code == 200
+    assert utcnow() - last_used() < timedelta(seconds=30)  # a person opening the page
+    # Idle too long: the next poll is sent to sign in.
+    idle = hub.settings.session_idle_minutes
+    with hub.db.session() as s:
+        s.execute(update(StaffSession).values(last_used_at=utcnow() - timedelta(minutes=idle + 1)))
+    ended = browser.get("/console/queue", headers=poll, follow_redirects=False)
+    assert ended.status_code == 401 and ended.headers["hx-redirect"].startswith("/sign-in")
 
 
 def test_nobody_signed_in_is_sent_to_sign_in(hub: Hub, client: TestClient) -> None:

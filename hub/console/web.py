@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from hub.api.auth import CSRF_HEADER, SESSION_COOKIE, Caller, csrf_ok, session_caller
+from hub.api.auth import CSRF_HEADER, SESSION_COOKIE, Caller, csrf_ok
 from hub.api.viewer import Refused, refused, sign_in_url
 from hub.context import Hub
 from hub.models import as_utc
@@ -76,6 +76,7 @@ CONSOLE_HEADERS = {
     "Vary": "HX-Request, Cookie",
 }
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+POLL_HEADER = "X-Console-Poll"  # console.js sets it on self-refreshing lists
 
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -103,7 +104,7 @@ async def person(request: Request, key: str) -> Caller | Response:
     to send instead (sign-in for nobody, a 403 page for the wrong role)."""
     token = session_token(request)
     hub: Hub = request.app.state.hub
-    who = await run_in_threadpool(session_caller, hub, token) if token else None
+    who = await run_in_threadpool(signed_in_person, hub, token, not is_poll(request))
     if who is None:
         if is_htmx(request):  # a poll after the session ended: go to sign-in
             return Response(status_code=401, headers={"HX-Redirect": sign_in_url(request)})
@@ -147,6 +148,23 @@ async def action(
 def is_htmx(request: Request) -> bool:
     """An htmx request (a poll or a swap) wants the fragment, not the whole page."""
     return request.headers.get("hx-request") == "true"
+
+
+def is_poll(request: Request) -> bool:
+    """A list refreshing itself (its element sends ``X-Console-Poll``): not a use of
+    the session, so a console left open still ends after the idle time."""
+    return request.method == "GET" and request.headers.get(POLL_HEADER) == "1"
+
+
+def signed_in_person(hub: Hub, token: str | None, touch: bool) -> Caller | None:
+    """The session's person, as hub.api.auth.session_caller, but a poll does not
+    count as using the session."""
+    if not token:
+        return None
+    user = users.session_user(hub.db, token, hub.settings.session_idle_minutes, touch=touch)
+    if user is None:
+        return None
+    return Caller(key_id=None, name=user.username, role=user.role, user_id=user.id)
 
 
 def render(

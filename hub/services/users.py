@@ -328,9 +328,12 @@ def start_session(session: Session, user_id: int) -> str:
     return token
 
 
-def session_user(db: Database, token: str, idle_minutes: float) -> User | None:
+def session_user(
+    db: Database, token: str, idle_minutes: float, *, touch: bool = True
+) -> User | None:
     """The user a session token belongs to while the session lasts (used within
-    ``idle_minutes`` and the account not disabled); records the use."""
+    ``idle_minutes`` and the account not disabled); records the use unless
+    ``touch`` is False (a page refreshing itself is not someone using it)."""
     now = utcnow()
     with db.read_session() as s:
         row = s.execute(
@@ -344,7 +347,7 @@ def session_user(db: Database, token: str, idle_minutes: float) -> User | None:
     last = as_utc(staff.last_used_at)
     if last <= now - timedelta(minutes=idle_minutes) or user.disabled:
         return None
-    if now - last >= TOUCH_EVERY:
+    if touch and now - last >= TOUCH_EVERY:
         with db.session() as s:
             s.execute(
                 update(StaffSession)

@@ -9,6 +9,12 @@
   // Every htmx request carries the token, as forms carry it in a hidden field.
   document.addEventListener("htmx:configRequest", function (evt) {
     evt.detail.headers["X-CSRF-Token"] = csrf();
+    // A list refreshing itself is not someone using the console: the hub does not
+    // count it as use of the session, so an open console still ends when idle.
+    var elt = evt.detail.elt;
+    if (evt.detail.verb === "get" && elt && elt.classList && elt.classList.contains("live")) {
+      evt.detail.headers["X-Console-Poll"] = "1";
+    }
   });
   // A poll must not pull the ground from under someone: skip it while focus or an
   // open dialog is inside the region it would replace.
