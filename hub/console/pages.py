@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from hub.console import audit, deliveries, devices, orders, people, qc, queue, today
+from hub.console import audit, deliveries, devices, messages, orders, people, qc, queue, today
 from hub.console.web import static_file
 
 router = APIRouter(include_in_schema=False, tags=["console"])
@@ -17,6 +17,7 @@ router.include_router(people.router)
 router.include_router(devices.router)
 router.include_router(audit.router)
 router.include_router(qc.router)
+router.include_router(messages.router)
 
 
 @router.get("/console/static/{name:path}")

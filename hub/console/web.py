@@ -51,6 +51,7 @@ PAGES: list[NavPage] = [
     NavPage("orders", "/console/orders", "Orders", frozenset({"frontdesk", "tech", "vet"})),
     NavPage("qc", "/console/qc", "Daily QC", frozenset({"tech", "vet"})),  # GET /api/v1/qc
     NavPage("deliveries", "/console/deliveries", "Deliveries", frozenset()),  # integration + admin
+    NavPage("messages", "/console/messages", "Messages", frozenset()),  # integration + admin
     NavPage("devices", "/console/devices", "Devices and sources", frozenset({"tech"})),
     NavPage("people", "/console/people", "People and keys", frozenset()),
     NavPage("audit", "/console/audit", "Audit", frozenset()),
