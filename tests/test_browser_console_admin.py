@@ -153,3 +153,117 @@ def test_an_admin_retries_a_failed_delivery_and_a_tech_cannot_reach_people(
     finally:
         hub.stop()
     print(f"\nscreenshots: {before} {after} {refused}")
+
+
+def test_an_admin_echoes_a_device_and_reprocesses_a_message(db_url: str, tmp_path: Path) -> None:
+    """The two buttons that call JSON API routes from a page (htmx, session cookie,
+    CSRF header; results.js shows the answer): C-ECHO a real DCMTK storescp, and
+    Reprocess an HL7 message, which opens the new message's page."""
+    from datetime import UTC, datetime
+
+    from hub.services import messages
+    from tests.test_console_messages import ACK, ORM_CA
+    from tests.test_echo import STORESCP, start_storescp
+
+    if STORESCP is None:
+        pytest.skip("DCMTK storescp is not installed")
+    backend = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    make_people(db_url)
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            first = messages.record(
+                s,
+                {
+                    "received_at": datetime.now(UTC),
+                    "sender": "VETPMS",
+                    "facility": "HAPPYPAWS",
+                    "control_id": "PMS000044",
+                    "type": "ORM^O01",
+                    "version": "2.5.1",
+                    "charset": "UNICODE UTF-8",
+                    "outcome": "AE",
+                    "raw": ORM_CA,
+                    "ack": ACK,
+                },
+            )
+    finally:
+        db.dispose()
+    hub = start_hub(tmp_path / "served", db_url)
+    scp = start_storescp(tmp_path, "DX_ROOM1")
+    port = next(scp)
+    try:
+        with hub.api() as api:
+            r = api.put(
+                "/api/v1/modalities/DX_ROOM1",
+                json={"modality": "DX", "host": "127.0.0.1", "port": port, "description": "Room 1"},
+            )
+            assert r.status_code == 201, r.text
+            # A closed port: the button says so, as data.
+            dead = api.put(
+                "/api/v1/modalities/US_OFF",
+                json={"modality": "US", "host": "127.0.0.1", "port": 9},
+            )
+            assert dead.status_code == 201
+        shots = screenshots()
+        url = hub.url
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                blocked: list[str] = []
+                page.on(
+                    "console",
+                    lambda m: (
+                        blocked.append(m.text) if "Content Security Policy" in m.text else None
+                    ),
+                )
+                sign_in(page, url, "ada")
+                page.get_by_role("link", name="Devices and sources").click()
+                page.wait_for_url(f"{url}/console/devices")
+                page.get_by_role("button", name="C-ECHO DX_ROOM1").click()
+                ok = page.locator("#devices-live .result.ok")
+                ok.wait_for(timeout=10_000)
+                assert ok.inner_text().startswith("OK: DX_ROOM1 at 127.0.0.1")
+                page.get_by_role("button", name="C-ECHO US_OFF").click()
+                bad = page.locator("#devices-live .result.bad")
+                bad.wait_for(timeout=10_000)
+                assert bad.inner_text().startswith("Failed:")
+                devices = shots / f"console-devices-{backend}.png"
+                page.screenshot(path=str(devices), full_page=True)
+
+                page.get_by_role("link", name="Messages").click()
+                page.wait_for_url(f"{url}/console/messages")
+                page.locator(f"#message-{first} a").first.click()
+                page.wait_for_url(f"{url}/console/messages/{first}")
+                assert page.locator("th", has_text="PID-5").count() >= 1
+                message = shots / f"console-message-{backend}.png"
+                page.screenshot(path=str(message), full_page=True)
+                page.get_by_role(
+                    "button", name="Reprocess with the profiles as they are now"
+                ).click()
+                page.wait_for_url(lambda u: u != f"{url}/console/messages/{first}", timeout=10_000)
+                assert "Reprocessing of" in page.inner_text("main")
+                assert page.get_attribute("dl.facts a[href^='/console/messages/']", "href") == (
+                    f"/console/messages/{first}"
+                )
+
+                others = []
+                for name, path in (
+                    ("people", "/console/people"),
+                    ("audit", "/console/audit"),
+                    ("qc", "/console/qc"),
+                ):
+                    page.goto(f"{url}{path}")
+                    shot = shots / f"console-{name}-{backend}.png"
+                    page.screenshot(path=str(shot), full_page=True)
+                    others.append(shot)
+                assert "modality.echo" in page.goto(f"{url}/console/audit").text()  # type: ignore[union-attr]
+                assert blocked == []
+            finally:
+                browser.close()
+    finally:
+        scp.close()
+        hub.stop()
+    print(f"\nscreenshots: {devices} {message} {' '.join(map(str, others))}")
