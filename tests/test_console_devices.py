@@ -37,6 +37,7 @@ def setup(client: TestClient, hub: Hub) -> None:
     assert r.status_code == 201, r.text
     with hub.db.session() as s:
         peers.record(s, "dicom", "CT_NEW", "10.0.0.9", refused=True)
+        peers.record(s, "hl7", "LABSYS", "10.0.0.44", facility="EAST", refused=True)
         modalities.touch(s, "DX_ROOM1", "query")
 
 
@@ -53,6 +54,7 @@ def test_a_tech_sees_devices_and_sources_but_changes_nothing(hub: Hub, client: T
     assert "never" in text  # US_ROOM never queried
     assert "pims-main" in text and ">set<" in text and SECRET not in text
     assert "Unknown callers" not in text and "CT_NEW" not in text  # admin only
+    assert "LABSYS" not in text
     assert "Register a device" not in text and "Remove" not in text
     r = tech.post(
         "/console/devices/register", data={"csrf_token": csrf(tech), "ae_title": "CT_NEW"}
@@ -74,6 +76,7 @@ def test_an_admin_registers_an_unknown_caller_and_removes_a_device(
     admin = signed_in(hub, client, "admin", "ada")
     text = admin.get("/console/devices").text
     assert "CT_NEW" in text and "10.0.0.9" in text and "refused" in text
+    assert "Unknown HL7 senders (1)" in text and "LABSYS" in text and "EAST" in text
     form = {"ae_title": "CT_NEW", "host": "10.0.0.9", "modality": "CT"}
     assert admin.post("/console/devices/register", data=form).status_code == 403  # no token
     r = admin.post(

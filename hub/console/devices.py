@@ -30,13 +30,23 @@ class Devices:
     devices: list[Modality]
     unknown: list[UnknownPeer]
     sources: list[dict[str, Any]]
+    senders: list[UnknownPeer]  # HL7 senders no source's hl7_senders allows
 
 
 def load(hub: Hub, admin: bool) -> Devices:
     with hub.db.read_session() as s:
         devices = modalities.list_all(s)
-        unknown = peers.seen(s, "dicom", exclude=[d.ae_title for d in devices]) if admin else []
-        return Devices(devices, unknown, [sources.public(r) for r in sources.list_all(s)])
+        systems = sources.list_all(s)
+        unknown, senders = [], []
+        if admin:  # as GET /api/v1/modalities/unknown and /api/v1/sources/unknown
+            unknown = peers.seen(s, "dicom", exclude=[d.ae_title for d in devices])
+            entries = [e for src in systems for e in src.hl7_senders]
+            senders = [
+                r
+                for r in peers.seen(s, "hl7")
+                if not any(peers.sender_matches(e, r.name, r.facility, r.address) for e in entries)
+            ]
+        return Devices(devices, unknown, [sources.public(r) for r in systems], senders)
 
 
 @router.get("/console/devices")
