@@ -52,8 +52,10 @@ tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json tests/oidc/p
 postgres:
 	@bash scripts/ensure-postgres.sh
 
+# The soak check measures latency, so it runs alone, not beside another test worker.
 test: lint deps-system deps-node postgres web-assets
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not soak"
+	$(BIN)/pytest -q -m soak
 
 # ruff, the import contracts that keep the core free of wire formats
 # (pyproject.toml [tool.importlinter]) and the type check.

@@ -8,7 +8,8 @@ caps, so only the doors' overall handling keeps the real clients served).
 Afterwards everything that was acknowledged must be in the database, and
 the HL7 ACKs must stay fast (p95 under 50 ms). The pace matters: at full
 speed the figure would measure queueing behind the other senders, not how
-quickly one sender is answered. Figures: docs/reliability.md.
+quickly one sender is answered. For the same reason `make test` runs it on its
+own after the parallel suite (marker ``soak``). Figures: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def all_placers(hub: ServedHub, source: str) -> set[str]:
                 return found
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_soak_every_door_under_siege(db_url: str, tmp_path: Path) -> None:
     hub = start_hub(tmp_path / "data", db_url)
     held: list[socket.socket] = []
