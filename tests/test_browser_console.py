@@ -8,13 +8,13 @@ tests/artifacts/); their paths are printed."""
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from hub.db import Database
-from hub.services import users
+from hub.services import completion, users
 from tests import study_factory as sf
 from tests.factories import rex
 from tests.harness import REPO, ServedHub
@@ -128,4 +128,16 @@ def test_a_tech_attaches_a_waiting_study_from_the_queue(
         assert api.get(f"/api/v1/orders/{order['id']}").json()["status"] == "in_progress"
         trail = api.get("/api/v1/audit", params={"action": "reconcile"}).json()["items"]
         assert [e["actor"].split(":")[-1] for e in trail] == ["tina"]
+    # The unit sends no MPPS: the hub's quiet-period job completes the order once
+    # images have stopped arriving (run here as the job runs it, 31 minutes on).
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            later = datetime.now(UTC) + timedelta(minutes=31)
+            done = completion.complete_quiet_orders(s, quiet_minutes=30, now=later)
+    finally:
+        db.dispose()
+    assert done == [order["id"]]
+    with served_hub.api() as api:
+        assert api.get(f"/api/v1/orders/{order['id']}").json()["status"] == "completed"
     print(f"\nscreenshots: {today} {queue} {tablet}")
