@@ -3,12 +3,16 @@ registered devices with when each last queried, stored and reported, and a
 C-ECHO button (``POST /api/v1/modalities/{ae}/echo``, the DICOM side's route,
 called by htmx with the session's CSRF header) for those with host and port;
 unknown callers of the DICOM door (admin, with a form registering one); the
-practice systems (sources) with their settings, secrets never shown."""
+practice systems (sources) with their settings, secrets never shown; an admin
+registers one and edits one (``/console/devices/sources/{name}``) through the
+API's ``SourceIn`` and ``sources.put``, as ``PUT /api/v1/sources/{name}``."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,9 +20,22 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from hub.api.admin import ModalityIn
-from hub.console.web import ADMIN_ONLY, ECHO_ROLES, action, is_htmx, person, problem, render
+from hub.api.auth import Caller
+from hub.api.deliveries import delivery_kinds
+from hub.api.sources import SourceIn
+from hub.console.web import (
+    ADMIN_ONLY,
+    ECHO_ROLES,
+    action,
+    forbidden,
+    is_htmx,
+    person,
+    problem,
+    render,
+)
 from hub.context import Hub
-from hub.models import Modality, UnknownPeer
+from hub.errors import FieldError, Invalid, NotFound
+from hub.models import Modality, Source, UnknownPeer
 from hub.services import modalities, peers, sources
 
 router = APIRouter()
@@ -62,6 +79,9 @@ async def devices(request: Request) -> Response:
         "may_echo": who.role in ECHO_ROLES,
         "done": request.query_params.get("done", ""),
     }
+    if admin:  # the "Register a source" form
+        ctx |= {"f": SourceForm("", True, _blank()), "kinds": delivery_kinds(request).names()}
+        ctx["events"] = sources.EVENTS
     template = "devices_live.html" if is_htmx(request) else "devices.html"
     return render(request, who, template, ctx, current=KEY)
 
@@ -102,6 +122,182 @@ async def register(request: Request) -> Response:
     return RedirectResponse("/console/devices?done=registered", status_code=303)
 
 
+# Practice systems (sources): register one, edit one (admin). The form is checked
+# by the API's ``SourceIn`` and saved by ``sources.put``, as PUT /api/v1/sources/{name}.
+SOURCE_TEXT = ("hl7_profile", "webhook_url", "webhook_secret", "hl7_host", "hl7_port")
+SENDER_PARTS = ("application", "facility", "address")
+
+
+@dataclass
+class SourceForm:
+    """What the source form shows: the values (never a secret) and each field's error."""
+
+    name: str
+    new: bool
+    values: dict[str, Any]
+    secret_set: bool = False
+    errors: dict[str, list[str]] | None = None
+
+
+def _form_values(row: dict[str, Any]) -> dict[str, Any]:
+    senders = "\n".join(
+        ", ".join(e.get(k, "") for k in SENDER_PARTS) for e in row.get("hl7_senders", [])
+    )
+    return {
+        "hl7_profile": row.get("hl7_profile") or "",
+        "webhook_url": row.get("webhook_url") or "",
+        "hl7_host": row.get("hl7_host") or "",
+        "hl7_port": "" if row.get("hl7_port") is None else str(row["hl7_port"]),
+        "tls": bool(row.get("tls")),
+        "results": list(row.get("results") or []),
+        "events": list(row.get("events") or []),
+        "hl7_senders": senders,
+    }
+
+
+def _blank() -> dict[str, Any]:
+    defaults = SourceIn()
+    return _form_values({"hl7_profile": defaults.hl7_profile, "events": defaults.events})
+
+
+def _senders(text: str) -> list[dict[str, str]]:
+    """``application, facility, address`` a line; the service judges each entry."""
+    entries = []
+    for line in text.splitlines():
+        if line.strip():
+            parts = [p.strip() for p in line.split(",", 2)] + ["", ""]
+            entries.append(dict(zip(SENDER_PARTS, parts, strict=False)))
+    return entries
+
+
+async def _posted(request: Request, form: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The typed values (to show again, secret left out) and the body for ``SourceIn``."""
+    multi = parse_qs((await request.body()).decode("utf-8", "replace"))
+    typed: dict[str, Any] = {
+        k: form.get(k, "").strip() for k in SOURCE_TEXT if k != "webhook_secret"
+    }
+    typed |= {
+        "tls": form.get("tls") == "on",
+        "results": multi.get("results", []),
+        "events": multi.get("events", []),
+        "hl7_senders": form.get("hl7_senders", ""),
+    }
+    body: dict[str, Any] = {k: v for k, v in typed.items() if k in SOURCE_TEXT and v}
+    secret = form.get("webhook_secret", "")
+    if secret:  # empty keeps the stored secret
+        body["webhook_secret"] = secret
+    body |= {k: typed[k] for k in ("tls", "results", "events")}
+    body["hl7_senders"] = _senders(typed["hl7_senders"])
+    return typed, body
+
+
+def _field(where: object) -> str:
+    """``hl7_senders[1].address`` -> ``hl7_senders``: the form field to show the error at."""
+    return str(where).split("[", 1)[0].split(".", 1)[0]
+
+
+def _message(e: FieldError) -> str:
+    """The error as shown beside its field; a sender's names which one (blank lines not counted)."""
+    found = re.match(r"hl7_senders\[(\d+)\]\.?(\w*)", e.field)
+    if found is None:
+        return e.message
+    part = f" ({found[2]})" if found[2] else ""
+    return f"sender {int(found[1]) + 1}{part}: {e.message}"
+
+
+def _save(request: Request, name: str, body: dict[str, Any], actor: str, new: bool) -> None:
+    """``SourceIn`` then ``sources.put``, as ``put_source``; raises ``Invalid``."""
+    try:
+        checked = SourceIn.model_validate(body)
+    except ValidationError as err:
+        raise Invalid(
+            [FieldError(_field(e["loc"][0] if e["loc"] else ""), e["msg"]) for e in err.errors()]
+        ) from None
+    # The same fields by the same names; lists become the settings' tuples.
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in checked.model_dump().items()
+    }
+    new_settings = sources.SourceSettings(**fields)
+    hub: Hub = request.app.state.hub
+    profiles = sources.hl7_profiles(hub.mappings.root)
+    with hub.db.session() as s:
+        exists = s.get(Source, name) is not None
+        if new and exists:
+            raise Invalid.one("name", "is registered already; edit it from the list")
+        if not new and not exists:  # removed over the API meanwhile
+            raise NotFound(name)
+        sources.put(s, name, new_settings, delivery_kinds(request), profiles, actor=actor)
+
+
+def _render_source(request: Request, who: Caller, form: SourceForm, status: int = 200) -> Response:
+    ctx = {
+        "f": form,
+        "kinds": delivery_kinds(request).names(),
+        "events": sources.EVENTS,
+    }
+    return render(request, who, "source.html", ctx, status=status, current=KEY)
+
+
+async def _admin(request: Request) -> Caller | Response:
+    who = await person(request, KEY)
+    if isinstance(who, Response) or who.role in ADMIN_ONLY:
+        return who
+    return forbidden(request, who, f"A {who.role} account may not change sources.")
+
+
+def _stored(hub: Hub, name: str) -> dict[str, Any] | None:
+    with hub.db.read_session() as s:
+        row = s.get(Source, name)
+        return sources.public(row) if row is not None else None
+
+
+@router.get("/console/devices/sources/{name}")
+async def source_page(request: Request, name: str) -> Response:
+    who = await _admin(request)
+    if isinstance(who, Response):
+        return who
+    stored = await run_in_threadpool(_stored, request.app.state.hub, name)
+    if stored is None:
+        return problem(request, who, 404, "Not found", f"{name} is not a registered source.")
+    form = SourceForm(name, False, _form_values(stored), stored["webhook_secret_set"])
+    return _render_source(request, who, form)
+
+
+async def _submit(request: Request, name: str | None) -> Response:
+    got = await action(request, KEY, ADMIN_ONLY)
+    if isinstance(got, Response):
+        return got
+    who, form = got
+    new = name is None
+    name = form.get("name", "").strip() if name is None else name
+    typed, body = await _posted(request, form)
+    try:
+        await run_in_threadpool(_save, request, name, body, who.actor, new)
+    except Invalid as err:
+        errors: dict[str, list[str]] = {}
+        for e in err.errors:
+            errors.setdefault(_field(e.field), []).append(_message(e))
+        stored = None if new else await run_in_threadpool(_stored, request.app.state.hub, name)
+        secret_set = bool(stored and stored["webhook_secret_set"])
+        return _render_source(request, who, SourceForm(name, new, typed, secret_set, errors), 422)
+    except NotFound:  # removed over the API meanwhile
+        return problem(request, who, 404, "Not found", f"{name} is not a registered source.")
+    done = "source-registered" if new else "source-saved"
+    return RedirectResponse(f"/console/devices?done={done}", status_code=303)
+
+
+@router.post("/console/devices/sources")
+async def register_source(request: Request) -> Response:
+    """Register a new practice system (``PUT /api/v1/sources/{name}`` also changes one)."""
+    return await _submit(request, None)
+
+
+@router.post("/console/devices/sources/{name}")
+async def edit_source(request: Request, name: str) -> Response:
+    return await _submit(request, name)
+
+
+# After the source routes: a source named "remove" is not a device called "sources".
 @router.post("/console/devices/{ae_title}/remove")
 async def remove(request: Request, ae_title: str) -> Response:
     got = await action(request, KEY, ADMIN_ONLY)
