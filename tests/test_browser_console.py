@@ -7,33 +7,20 @@ tests/artifacts/); their paths are printed."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from hub.db import Database
 from hub.services import completion, users
 from tests import study_factory as sf
+from tests.browser import launch, require_chromium, screenshots
 from tests.factories import rex
-from tests.harness import REPO, ServedHub
+from tests.harness import ServedHub
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make deps-system` installs it
 PASSWORD = "correct horse battery"
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: `make deps-system` installs it", pytrace=False)
-    pytest.skip(f"no {CHROMIUM} (run `make deps-system`)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def screenshots() -> Path:
-    folder = Path(os.environ.get("VETHUB_SCREENSHOTS") or REPO / "tests" / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+sync_api = require_chromium()
 
 
 def make_tech(db_url: str) -> None:
@@ -61,10 +48,9 @@ def test_a_tech_attaches_a_waiting_study_from_the_queue(
     uid = str(study.StudyInstanceUID)
 
     url = served_hub.url
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
     shots = screenshots()
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             blocked: list[str] = []

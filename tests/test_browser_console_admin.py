@@ -10,7 +10,6 @@ paths are printed."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,26 +17,15 @@ import pytest
 
 from hub.db import Database
 from hub.services import users
+from tests.browser import launch, require_chromium, screenshots
 from tests.delivery_receivers import WebhookReceiver
 from tests.factories import rex
-from tests.harness import REPO, empty_tables, start_hub
+from tests.harness import empty_tables, start_hub
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make deps-system` installs it
 PASSWORD = "correct horse battery"
 SECRET = "s3cret-s3cret-s3cret"
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: `make deps-system` installs it", pytrace=False)
-    pytest.skip(f"no {CHROMIUM} (run `make deps-system`)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def screenshots() -> Path:
-    folder = Path(os.environ.get("VETHUB_SCREENSHOTS") or REPO / "tests" / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+sync_api = require_chromium()
 
 
 @pytest.fixture
@@ -97,9 +85,8 @@ def test_an_admin_retries_a_failed_delivery_and_a_tech_cannot_reach_people(
             assert api.post(f"/api/v1/orders/{order['id']}/cancel").status_code == 200
         shots = screenshots()
         url = hub.url
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+            browser = launch(p)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 blocked: list[str] = []
@@ -207,9 +194,8 @@ def test_an_admin_echoes_a_device_and_reprocesses_a_message(db_url: str, tmp_pat
             assert dead.status_code == 201
         shots = screenshots()
         url = hub.url
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+            browser = launch(p)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 blocked: list[str] = []

@@ -3,24 +3,16 @@ against a real ``vethub serve``: the form, the cookie, the console, sign-out."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import pytest
 
 from hub.db import Database
 from hub.services import users
+from tests.browser import launch, require_chromium
 from tests.harness import ServedHub
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make deps-system` installs it
 PASSWORD = "correct horse battery"
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: `make deps-system` installs it", pytrace=False)
-    pytest.skip(f"no {CHROMIUM} (run `make deps-system`)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_chromium()
 
 
 def test_a_person_signs_in_lands_on_the_console_and_signs_out(
@@ -33,9 +25,8 @@ def test_a_person_signs_in_lands_on_the_console_and_signs_out(
     finally:
         db.dispose()
     url = served_hub.url
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        browser = launch(p)
         try:
             context = browser.new_context()
             page = context.new_page()

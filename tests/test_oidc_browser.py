@@ -4,7 +4,6 @@ run by node), and back to the console signed in with the mapped role."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,17 +12,11 @@ from sqlalchemy import select
 
 from hub.db import Database
 from hub.models import User
+from tests.browser import launch, require_chromium
 from tests.harness import ServedHub, empty_tables, start_hub
 from tests.oidc_fixture import CLIENT_ID, CLIENT_SECRET, free_port, running_provider
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make deps-system` installs it
-
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: `make deps-system` installs it", pytrace=False)
-    pytest.skip(f"no {CHROMIUM} (run `make deps-system`)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_chromium()
 
 
 @pytest.fixture
@@ -58,9 +51,8 @@ def test_a_vet_signs_in_through_the_provider(
     sso_served: ServedHub, db_url: str, tmp_path: Path
 ) -> None:
     url = sso_served.url
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        browser = launch(p)
         try:
             page = browser.new_context().new_page()
             page.goto(f"{url}/sign-in")

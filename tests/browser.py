@@ -1,0 +1,36 @@
+"""The real browser the web-page tests drive: Debian's Chromium through Playwright."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.harness import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make deps-system` installs it
+
+
+def require_chromium() -> ModuleType:
+    """Playwright's sync API, or skip the calling module (fail under CI) without Chromium."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: `make deps-system` installs it", pytrace=False)
+        pytest.skip(f"no {CHROMIUM} (run `make deps-system`)", allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api")
+
+
+def launch(playwright: Any) -> Any:
+    """Headless Chromium; as root (CI containers) without the sandbox it refuses to run in."""
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+
+
+def screenshots() -> Path:
+    """Where screenshots go: ``VETHUB_SCREENSHOTS``, else tests/artifacts (gitignored)."""
+    folder = Path(os.environ.get("VETHUB_SCREENSHOTS") or REPO / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
