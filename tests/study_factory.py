@@ -26,7 +26,8 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 
 from hub.archive import ingest
 from hub.context import Hub
-from hub.services import completion, studies
+from hub.models import Instance, Series, Study
+from hub.services import completion, events, studies
 from tests.factories import REX
 
 CT = CTImageStorage
@@ -215,3 +216,41 @@ def complete_quiet(hub: Hub, now: datetime | None = None) -> list[int]:
         return completion.complete_quiet_orders(
             s, quiet_minutes=hub.settings.study_quiet_minutes, now=now
         )
+
+
+def indexed_study(hub: Hub, order: dict, instances: int = 2) -> str:
+    """Index rows of a study received for ``order`` (matched by accession) and its
+    ``study.received`` outbox event: what a C-STORE leaves, without files or DICOM."""
+    uid = order["study_instance_uid"]
+    with hub.db.session() as s:
+        study = Study(
+            study_instance_uid=uid,
+            patient_id="P-555",
+            accession_number=order["accession_number"],
+            study_date="20261127",
+            modality="DX",
+            order_id=order["id"],
+            match_method="accession",
+        )
+        s.add(study)
+        s.flush()
+        assert study.id is not None
+        series = Series(study_id=study.id, series_instance_uid=generate_uid(), modality="DX")
+        s.add(series)
+        s.flush()
+        assert series.id is not None
+        for n in range(instances):
+            s.add(
+                Instance(
+                    study_id=study.id,
+                    series_id=series.id,
+                    sop_instance_uid=generate_uid(),
+                    sop_class_uid=DX,
+                    transfer_syntax_uid=ExplicitVRLittleEndian,
+                    path=f"x/{n}.dcm",
+                    size=1,
+                    received_sha256="0" * 64,
+                )
+            )
+        events.record(s, "study.received", order_id=order["id"], study_instance_uid=uid)
+    return uid

@@ -19,17 +19,16 @@ from pathlib import Path
 import pytest
 import trustme
 from fastapi.testclient import TestClient
-from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlmodel import col
 
 from hub.context import Hub
-from hub.models import Delivery, Instance, Series, Study, utcnow
+from hub.models import Delivery, utcnow
 from hub.serve import delivery_kinds
-from hub.services import events
 from hub.services.deliveries.worker import DeliveryWorker
 from tests.delivery_receivers import MllpReceiver, WebhookReceiver
 from tests.factories import rex
+from tests.study_factory import indexed_study
 
 SECRET = "s3cret-s3cret-s3cret"
 
@@ -126,40 +125,6 @@ def test_webhook_receiver_verified_with_the_extra_ca(
         receiver.close()
 
 
-def _store_study(hub: Hub, order: dict) -> None:
-    """A received study of ``order`` and its ``study.received`` event (what C-STORE leaves)."""
-    uid = order["study_instance_uid"]
-    with hub.db.session() as s:
-        study = Study(
-            study_instance_uid=uid,
-            patient_id="P-555",
-            accession_number=order["accession_number"],
-            modality="DX",
-            order_id=order["id"],
-            match_method="accession",
-        )
-        s.add(study)
-        s.flush()
-        assert study.id is not None
-        series = Series(study_id=study.id, series_instance_uid=generate_uid(), modality="DX")
-        s.add(series)
-        s.flush()
-        assert series.id is not None
-        s.add(
-            Instance(
-                study_id=study.id,
-                series_id=series.id,
-                sop_instance_uid=generate_uid(),
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
-                transfer_syntax_uid="1.2.840.10008.1.2.1",
-                path="x/0.dcm",
-                size=1,
-                received_sha256="0" * 64,
-            )
-        )
-        events.record(s, "study.received", order_id=order["id"], study_instance_uid=uid)
-
-
 def test_hl7_oru_goes_inside_tls_when_the_source_asks(
     client: TestClient,
     hub: Hub,
@@ -170,7 +135,7 @@ def test_hl7_oru_goes_inside_tls_when_the_source_asks(
     with MllpReceiver(tls=server_tls) as mllp:
         register(client, hl7_host="127.0.0.1", hl7_port=mllp.port, tls=True, results=["hl7-oru"])
         order = client.post("/api/v1/orders", json=rex()).json()
-        _store_study(hub, order)
+        indexed_study(hub, order, instances=1)
 
         worker(hub, workers, extra_ca=None).run_once()
         [d] = deliveries(hub)

@@ -13,20 +13,19 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 from hl7apy.parser import parse_message
-from pydicom.uid import generate_uid
 from sqlalchemy import update
 from sqlmodel import col
 
 from adapters.webhook import verify
 from hub.context import Hub
-from hub.models import Delivery, Instance, Series, Study, utcnow
+from hub.models import Delivery, utcnow
 from hub.serve import delivery_kinds
-from hub.services import events
 from hub.services.deliveries import dispatch as dispatch_module
 from hub.services.deliveries.policy import Policy
 from hub.services.deliveries.worker import DeliveryWorker
 from tests.delivery_receivers import MllpReceiver, WebhookReceiver
 from tests.factories import rex
+from tests.study_factory import indexed_study
 
 SECRET = "s3cret-s3cret-s3cret"
 
@@ -233,42 +232,6 @@ def test_later_delivery_waits_for_earlier_one_of_same_order(
     assert [d["event"] for d in got if d["order"]["id"] == other["id"]] == ["order.scheduled"]
 
 
-def _store_study(hub: Hub, order: dict) -> str:
-    uid = order["study_instance_uid"]
-    with hub.db.session() as s:
-        study = Study(
-            study_instance_uid=uid,
-            patient_id="P-555",
-            accession_number=order["accession_number"],
-            study_date="20261127",
-            modality="DX",
-            order_id=order["id"],
-            match_method="accession",
-        )
-        s.add(study)
-        s.flush()
-        assert study.id is not None
-        series = Series(study_id=study.id, series_instance_uid=generate_uid(), modality="DX")
-        s.add(series)
-        s.flush()
-        assert series.id is not None
-        for n in range(2):
-            s.add(
-                Instance(
-                    study_id=study.id,
-                    series_id=series.id,
-                    sop_instance_uid=generate_uid(),
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
-                    transfer_syntax_uid="1.2.840.10008.1.2.1",
-                    path=f"x/{n}.dcm",
-                    size=1,
-                    received_sha256="0" * 64,
-                )
-            )
-        events.record(s, "study.received", order_id=order["id"], study_instance_uid=uid)
-    return uid
-
-
 def test_study_received_webhook_and_hl7(
     client: TestClient, hub: Hub, worker: MakeWorker, receiver: WebhookReceiver, mllp: MllpReceiver
 ) -> None:
@@ -281,7 +244,7 @@ def test_study_received_webhook_and_hl7(
         results=["webhook", "hl7-oru", "hl7-orm-status"],
     )
     order = client.post("/api/v1/orders", json=rex()).json()
-    uid = _store_study(hub, order)
+    uid = indexed_study(hub, order)
     w = worker()
     w.run_once()
     [hook] = receiver.wait_for(1)
