@@ -19,10 +19,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hub.db import Database  # noqa: E402
-from hub.services import users  # noqa: E402
-from tests.harness import start_hub  # noqa: E402
-from tests.order_corpus import gen_orders  # noqa: E402
+from hub.db import Database
+from hub.services import users
+from tests.harness import start_hub
+from tests.order_corpus import gen_orders
 
 PAGES = ["/console", "/console/queue", "/console/orders", "/console/deliveries"]
 PAGES += ["/console/messages", "/console/devices", "/console/qc", "/console/audit"]
