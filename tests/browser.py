@@ -34,3 +34,17 @@ def screenshots() -> Path:
     folder = Path(os.environ.get("VETHUB_SCREENSHOTS") or REPO / "tests" / "artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def watched_page(browser: Any, width: int = 1280, height: int = 900) -> tuple[Any, list[str]]:
+    """A new page, and the list its Content-Security-Policy violations are collected in
+    (a console page must load nothing the policy blocks)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    blocked: list[str] = []
+
+    def note(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            blocked.append(message.text)
+
+    page.on("console", note)
+    return page, blocked

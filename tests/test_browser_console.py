@@ -14,7 +14,7 @@ import pytest
 from hub.db import Database
 from hub.services import completion, users
 from tests import study_factory as sf
-from tests.browser import launch, require_chromium, screenshots
+from tests.browser import launch, require_chromium, screenshots, watched_page
 from tests.factories import rex
 from tests.harness import ServedHub
 
@@ -52,12 +52,7 @@ def test_a_tech_attaches_a_waiting_study_from_the_queue(
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            blocked: list[str] = []
-            page.on(
-                "console",
-                lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
-            )
+            page, blocked = watched_page(browser)
             page.goto(f"{url}/console")
             page.get_by_label("Username").fill("tina")
             page.get_by_label("Password").fill(PASSWORD)

@@ -17,7 +17,7 @@ import pytest
 
 from hub.db import Database
 from hub.services import users
-from tests.browser import launch, require_chromium, screenshots
+from tests.browser import launch, require_chromium, screenshots, watched_page
 from tests.delivery_receivers import WebhookReceiver
 from tests.factories import rex
 from tests.harness import empty_tables, start_hub
@@ -88,14 +88,7 @@ def test_an_admin_retries_a_failed_delivery_and_a_tech_cannot_reach_people(
         with sync_api.sync_playwright() as p:
             browser = launch(p)
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                blocked: list[str] = []
-                page.on(
-                    "console",
-                    lambda m: (
-                        blocked.append(m.text) if "Content Security Policy" in m.text else None
-                    ),
-                )
+                page, blocked = watched_page(browser)
                 sign_in(page, url, "ada")
                 page.get_by_role("link", name="Deliveries").click()
                 page.wait_for_url(f"{url}/console/deliveries")
@@ -197,14 +190,7 @@ def test_an_admin_echoes_a_device_and_reprocesses_a_message(db_url: str, tmp_pat
         with sync_api.sync_playwright() as p:
             browser = launch(p)
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                blocked: list[str] = []
-                page.on(
-                    "console",
-                    lambda m: (
-                        blocked.append(m.text) if "Content Security Policy" in m.text else None
-                    ),
-                )
+                page, blocked = watched_page(browser)
                 sign_in(page, url, "ada")
                 page.get_by_role("link", name="Devices and sources").click()
                 page.wait_for_url(f"{url}/console/devices")
