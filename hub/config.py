@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     qc_waiting_minutes: float = Field(60, ge=0)
     # Local time after which yesterday's qc.daily event is written (HH:MM).
     qc_daily_at: time = time(7, 0)
+    # Origins (scheme://host:port) of an external DICOMweb viewer allowed to call
+    # /dicomweb from a browser (CORS); the built-in viewer is same-origin and
+    # needs none. A JSON list in the environment.
+    dicomweb_cors_origins: list[str] = Field(default_factory=list)
     # `vethub serve` brings the schema to this version's revision at start
     # (one process at a time on PostgreSQL). Off: serve refuses an old schema
     # and `vethub db upgrade` is run by hand, e.g. after a backup.

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import hub
 from hub.api import (
     admin,
+    annotation,
     deliveries,
     errors,
     messages,
@@ -29,6 +30,7 @@ from hub.api import (
 from hub.api.limits import HttpBounds
 from hub.console import pages as console
 from hub.context import Hub
+from hub.dicomweb import mount as mount_dicomweb
 from hub.metrics import HttpMetrics
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -59,6 +61,7 @@ def create_app(
     app.add_middleware(HttpMetrics)
     app.include_router(orders.router)
     app.include_router(shares.router)
+    app.include_router(annotation.router)
     app.include_router(viewer.router)
     app.include_router(signin.router)
     app.include_router(oidc.router)
@@ -72,6 +75,7 @@ def create_app(
     app.include_router(deliveries.router)
     app.include_router(qc.router)
     app.include_router(studies.router)
+    mount_dicomweb(app, hub_ctx.settings.dicomweb_cors_origins)
     for router in edge_routers:
         app.include_router(router)
 

@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from hub.context import Hub
 from hub.services import keys, users
 
-_bearer = HTTPBearer(auto_error=False, description="An API key made with `vethub keys create`")
+bearer = HTTPBearer(auto_error=False, description="An API key made with `vethub keys create`")
 SESSION_COOKIE = "vethub_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -57,7 +57,7 @@ class Caller:
 
 
 async def caller(
-    request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> Caller:
     """The Bearer key if there is one, else the session cookie (with its CSRF
     token on a state-changing request); 401 when neither is valid."""

@@ -14,7 +14,7 @@ from hub.models.core import (
     utcnow,
 )
 from hub.models.deliveries import Delivery, Source
-from hub.models.links import Share, StaffSession
+from hub.models.links import Annotation, Share, StaffSession
 from hub.models.messages import InboundMessage
 from hub.models.peers import UnknownPeer
 from hub.models.studies import Instance, Mpps, Series, Study
@@ -33,6 +33,6 @@ __all__ = [
 __all__ += ["Instance", "Mpps", "Series", "Study"]
 __all__ += ["InboundMessage"]
 __all__ += ["Delivery", "Source"]
-__all__ += ["Share", "StaffSession"]
+__all__ += ["Annotation", "Share", "StaffSession"]
 __all__ += ["UnknownPeer"]
 __all__ += ["SignInFailure", "User"]

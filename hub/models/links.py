@@ -7,8 +7,9 @@ open any study.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, DateTime
+from sqlalchemy import JSON, Column, DateTime
 from sqlmodel import Field, SQLModel
 
 from hub.models.core import _ts
@@ -27,6 +28,25 @@ class Share(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # "referral": the full viewer; "owner": a plain page for a pet owner's phone.
+    mode: str = Field(default="referral", max_length=16)
+    allow_download: bool = False
+    use_count: int = 0  # page opens (not image requests)
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Annotation(SQLModel, table=True):
+    """The viewer's saved measurements and notes of one study: one JSON document,
+    replaced whole by each save (``version`` guards against a lost update)."""
+
+    __tablename__ = "annotations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    study_instance_uid: str = Field(max_length=64, unique=True)
+    document: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    version: int = 1
+    updated_by: str = Field(max_length=128)
+    updated_at: datetime = _ts(nullable=False)
 
 
 class StaffSession(SQLModel, table=True):

@@ -1,0 +1,7 @@
+"""DICOMweb WADO-RS (placeholder: being written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["dicomweb"])
