@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install deps-system deps-node postgres bench clean web-assets
+.PHONY: run test lint format install deps-system deps-node postgres bench clean web-assets viewer-assets
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP) web-assets
+run: $(STAMP) web-assets viewer-assets
 	$(BIN)/vethub serve
 
 # The console's browser library (htmx), pinned in web/package-lock.json and copied
@@ -26,6 +26,14 @@ $(HTMX): web/package.json web/package-lock.json
 	npm ci --prefix web --ignore-scripts --no-audit --no-fund
 	mkdir -p $(dir $(HTMX))
 	cp web/node_modules/htmx.org/dist/htmx.min.js $(HTMX)
+
+# The diagnostic viewer: the stock OHIF build (@ohif/app's prebuilt dist/), pinned
+# by sha512 in web/ohif.lock and unpacked where the hub serves it (docs/viewer.md).
+OHIF_DIR := hub/viewer_assets/ohif
+viewer-assets: $(OHIF_DIR)/.installed
+
+$(OHIF_DIR)/.installed: web/ohif.lock scripts/ohif_assets.py
+	$(PY) scripts/ohif_assets.py web/ohif.lock $(OHIF_DIR)
 
 # DCMTK (findscu, echoscu, storescu, wlmscpfs) is a test dependency: the DICOM
 # doors are exercised with a third-party client, so install it when missing.
@@ -53,7 +61,7 @@ postgres:
 	@bash scripts/ensure-postgres.sh
 
 # The soak check measures latency, so it runs alone, not beside another test worker.
-test: lint deps-system deps-node postgres web-assets
+test: lint deps-system deps-node postgres web-assets viewer-assets
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not soak"
 	$(BIN)/pytest -q -m soak
 
