@@ -148,12 +148,12 @@ def test_share_links_expire_and_can_be_revoked(hub: Hub, client: TestClient) -> 
         client.get(
             other["url"].replace("http://127.0.0.1:8080", ""), headers=_anon(client)
         ).status_code
-        == 404
+        == 410
     )
 
     gone = client.delete(f"/api/v1/studies/{uid}/shares/{share['id']}", headers=vet)
     assert gone.status_code == 204
-    assert client.get(f"/shared/{token}", headers=_anon(client)).status_code == 404
+    assert client.get(f"/shared/{token}", headers=_anon(client)).status_code == 410
     listed = client.get(f"/api/v1/studies/{uid}/shares", headers=vet).json()
     assert [s["active"] for s in listed] == [False, False]
 

@@ -20,6 +20,7 @@ from hub.api import (
     orders,
     peers,
     qc,
+    shared,
     shares,
     signin,
     sources,
@@ -63,6 +64,7 @@ def create_app(
     app.include_router(shares.router)
     app.include_router(annotation.router)
     app.include_router(viewer.router)
+    app.include_router(shared.router)
     app.include_router(signin.router)
     app.include_router(oidc.router)
     app.include_router(console.router)

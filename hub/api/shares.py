@@ -19,6 +19,12 @@ SHARE = require("vet")
 class ShareIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     expires_in_hours: float = Field(72, gt=0, le=links.MAX_SHARE_HOURS)
+    mode: str = Field(
+        "referral",
+        max_length=16,
+        description="referral: the full viewer; owner: a plain page for a pet owner's phone",
+    )
+    allow_download: bool = Field(False, description="the page offers the study as a ZIP")
     note: str | None = Field(None, max_length=255, description="who it is for, e.g. a referral")
 
 
@@ -26,6 +32,8 @@ class ShareCreated(BaseModel):
     id: int
     url: str
     expires_at: datetime
+    mode: str
+    allow_download: bool
 
 
 class ShareOut(BaseModel):
@@ -36,6 +44,10 @@ class ShareOut(BaseModel):
     expires_at: datetime
     revoked_at: datetime | None
     active: bool
+    mode: str
+    allow_download: bool
+    use_count: int = Field(description="times the link's page was opened")
+    last_used_at: datetime | None
 
 
 def _out(share: Share) -> ShareOut:
@@ -47,6 +59,10 @@ def _out(share: Share) -> ShareOut:
         expires_at=as_utc(share.expires_at),
         revoked_at=as_utc(share.revoked_at),
         active=links.is_active(share),
+        mode=share.mode,
+        allow_download=share.allow_download,
+        use_count=share.use_count,
+        last_used_at=as_utc(share.last_used_at),
     )
 
 
@@ -62,7 +78,13 @@ def create_share(
     with hub.db.session() as s:
         studies.get(s, study_instance_uid)  # 404 for an unknown study
         share, token = links.create_share(
-            s, study_instance_uid, body.expires_in_hours, who.actor, body.note
+            s,
+            study_instance_uid,
+            body.expires_in_hours,
+            who.actor,
+            body.note,
+            mode=body.mode,
+            allow_download=body.allow_download,
         )
         events.audit(
             s,
@@ -70,12 +92,20 @@ def create_share(
             "share",
             "study",
             study_instance_uid,
-            {"share_id": share.id, "expires_at": share.expires_at.isoformat(), "note": body.note},
+            {
+                "share_id": share.id,
+                "expires_at": share.expires_at.isoformat(),
+                "note": body.note,
+                "mode": share.mode,
+                "allow_download": share.allow_download,
+            },
         )
         return ShareCreated(
             id=share.id,
             url=links.share_url(hub.settings.public_url, token),
             expires_at=as_utc(share.expires_at),
+            mode=share.mode,
+            allow_download=share.allow_download,
         )
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
-import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,11 +18,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from hub.api import download
 from hub.api.auth import SESSION_COOKIE, Caller, lookup_key, session_caller
 from hub.archive import thumbnails
 from hub.context import Hub
 from hub.models import Study
-from hub.services import events, links, orders, studies
+from hub.services import events, orders, studies
 
 router = APIRouter(tags=["viewer"], include_in_schema=False)
 STAFF_ROLES = frozenset({"vet", "tech", "admin"})
@@ -202,7 +201,8 @@ def _summary(s: Session, study: Study, preview_base: str, download: str | None) 
     return "".join(parts)
 
 
-def _preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
+def preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
+    """One image's PNG preview (204 if it cannot be rendered); the caller checked access."""
     with hub.db.read_session() as s:
         study = studies.get(s, study_uid)
         inst = studies.instance_of(s, study, sop_uid)
@@ -238,90 +238,22 @@ def study_preview(study_uid: str, sop_uid: str, request: Request) -> Response:
         staff(request)
     except Refused as err:
         return Response(status_code=err.status)
-    return _preview(request.app.state.hub, study_uid, sop_uid)
+    return preview(request.app.state.hub, study_uid, sop_uid)
 
 
 @router.get("/viewer/studies/{study_uid}/dicom.zip")
 def study_export(study_uid: str, request: Request) -> Response:
-    """The study's files as a plain DICOM tree in a zip (audited as an export)."""
+    """The study's files as a plain DICOM tree in a streamed zip (audited as an export)."""
     try:
         who = staff(request)
     except Refused as err:
         return refused(request, err)
     hub: Hub = request.app.state.hub
-    data_dir = Path(hub.settings.data_dir)
     with hub.db.session() as s:
         study = studies.get(s, study_uid)
-        paths = studies.instance_paths(s, study)
-        events.audit(s, who.actor, "export", "study", study_uid, {"files": len(paths)})
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for rel in paths:
-            zf.write(data_dir / rel, arcname=rel)
-    name = f"study-{study_uid}.zip"
-    return Response(
-        buf.getvalue(),
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
-
-
-def _share_or_none(hub: Hub, token: str) -> str | None:
-    with hub.db.read_session() as s:
-        share = links.open_share(s, token)
-        return share.study_instance_uid if share else None
-
-
-@router.get("/shared/{token}")
-def shared_page(token: str, request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    with hub.db.session() as s:
-        share = links.open_share(s, token)
-        if share is None:
-            _audit_refusal(s, token)
-            return page(
-                "Link not valid",
-                "<h1>This link is not valid</h1><p>It has expired or was withdrawn. "
-                "Please ask the clinic for a new one.</p>",
-                404,
-            )
-        study = studies.get(s, share.study_instance_uid)
-        body = _summary(s, study, f"/shared/{token}/instances", None)
-        events.audit(
-            s, f"share:{share.id}", "view", "study", study.study_instance_uid, {"via": "share"}
-        )
-    return page("Shared study", body)
-
-
-def _audit_refusal(s: Session, token: str) -> None:
-    """Audit a share link opened after it expired or was revoked (``share.refused``,
-    listed by the daily QC). A token that names no share is not written: anyone
-    can make those up, and the audit log must not grow at a stranger's pace."""
-    refused = links.refusal(s, token)
-    if refused is None:
-        return
-    share, reason = refused
-    events.audit(
-        s,
-        f"share:{share.id}",
-        "share.refused",
-        "study",
-        share.study_instance_uid,
-        {"share_id": share.id, "reason": reason},
-    )
-
-
-@router.get("/shared/{token}/instances/{sop_uid}/preview.png")
-def shared_preview(token: str, sop_uid: str, request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    study_uid = _share_or_none(hub, token)
-    if study_uid is None:
-        return Response(status_code=404)
-    return _preview(hub, study_uid, sop_uid)
+        streamed, count = download.response(s, study, Path(hub.settings.data_dir), jpegs=False)
+        events.audit(s, who.actor, "export", "study", study_uid, {"files": count})
+    return streamed
 
 
 @router.get("/viewer/")

@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -18,6 +18,8 @@ from hub.errors import Invalid, NotFound
 from hub.models import Share, as_utc, utcnow
 
 MAX_SHARE_HOURS = 24 * 90
+# "referral": the full viewer, for a colleague; "owner": a plain page for a pet owner.
+MODES = ("referral", "owner")
 
 
 def viewer_url(public_url: str, study_instance_uid: str) -> str:
@@ -33,11 +35,20 @@ def _digest(token: str) -> str:
 
 
 def create_share(
-    s: Session, study_instance_uid: str, hours: float, actor: str, note: str | None = None
+    s: Session,
+    study_instance_uid: str,
+    hours: float,
+    actor: str,
+    note: str | None = None,
+    *,
+    mode: str = "referral",
+    allow_download: bool = False,
 ) -> tuple[Share, str]:
     """A new share link; returns the row and the token (the only time it exists)."""
     if not 0 < hours <= MAX_SHARE_HOURS:
         raise Invalid.one("expires_in_hours", f"must be more than 0 and at most {MAX_SHARE_HOURS}")
+    if mode not in MODES:
+        raise Invalid.one("mode", f"must be one of {', '.join(MODES)}")
     token = secrets.token_urlsafe(32)
     share = Share(
         study_instance_uid=study_instance_uid,
@@ -45,6 +56,8 @@ def create_share(
         created_by=actor,
         note=note,
         expires_at=utcnow() + timedelta(hours=hours),
+        mode=mode,
+        allow_download=allow_download,
     )
     s.add(share)
     s.flush()
@@ -77,6 +90,16 @@ def open_share(s: Session, token: str) -> Share | None:
     if as_utc(share.expires_at) <= utcnow():
         return None
     return share
+
+
+def record_use(s: Session, share_id: int) -> None:
+    """Count one opening of the link's page, in one UPDATE (two people opening it
+    at once both count; image requests are not openings)."""
+    s.execute(
+        update(Share)
+        .where(col(Share.id) == share_id)
+        .values(use_count=col(Share.use_count) + 1, last_used_at=utcnow())
+    )
 
 
 def refusal(s: Session, token: str) -> tuple[Share, str] | None:
