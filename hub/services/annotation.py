@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -39,23 +40,37 @@ def save(
     row = of_study(s, study_instance_uid)
     current = row.version if row is not None else 0
     if base_version is not None and base_version != current:
-        raise Conflict(
-            f"the annotations were saved by someone else meanwhile (version {current}, "
-            f"this save started from {base_version}); reload and measure again",
-            field="base_version",
-        )
+        raise _conflict(current, base_version)
     if row is None:
         row = Annotation(
             study_instance_uid=study_instance_uid, document=items, version=1, updated_by=actor
         )
         s.add(row)
-    else:
-        row.document = items
-        row.version = current + 1
-        row.updated_by = actor
-        row.updated_at = utcnow()
-    s.flush()
+        try:
+            s.flush()
+        except IntegrityError:  # another first save of this study won the race
+            raise _conflict(1, 0) from None
+        return row
+    # Only if no save committed meanwhile: a concurrent one leaves this UPDATE
+    # matching no row (the version moved on), which is the same conflict.
+    done = s.execute(
+        update(Annotation)
+        .where(col(Annotation.id) == row.id, col(Annotation.version) == current)
+        .values(document=items, version=current + 1, updated_by=actor, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not isinstance(done, CursorResult) or done.rowcount != 1:
+        raise _conflict(current + 1, current)
+    s.refresh(row)
     return row
+
+
+def _conflict(current: int, base_version: int) -> Conflict:
+    return Conflict(
+        f"the annotations were saved by someone else meanwhile (version {current}, "
+        f"this save started from {base_version}); reload and measure again",
+        field="base_version",
+    )
 
 
 def _check(items: list[dict[str, Any]]) -> None:
@@ -63,7 +78,7 @@ def _check(items: list[dict[str, Any]]) -> None:
         raise Invalid.one("annotations", f"at most {MAX_ITEMS} per study")
     for n, item in enumerate(items):
         kind = item.get("type")
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise Invalid.one(
                 f"annotations[{n}].type", f"must be one of {', '.join(sorted(KINDS))}"
             )
