@@ -16,6 +16,7 @@ from hub.api import (
     deliveries,
     errors,
     messages,
+    ohif,
     oidc,
     orders,
     peers,
@@ -64,6 +65,7 @@ def create_app(
     app.include_router(shares.router)
     app.include_router(annotation.router)
     app.include_router(viewer.router)
+    app.include_router(ohif.router)
     app.include_router(shared.router)
     app.include_router(signin.router)
     app.include_router(oidc.router)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from hub.api import download
+from hub.api import download, ohif
 from hub.api.auth import SESSION_COOKIE, Caller, lookup_key, session_caller
 from hub.archive import thumbnails
 from hub.context import Hub
@@ -214,22 +215,22 @@ def preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
 
 
 @router.get("/viewer/studies/{study_uid}")
-def study_page(study_uid: str, request: Request) -> Response:
+def study_page(study_uid: str, request: Request, compare: str | None = None) -> Response:
+    """The diagnostic viewer (hub/api/ohif.py); ``compare``: a prior side by side."""
     try:
         who = staff(request)
     except Refused as err:
         return refused(request, err)
     hub: Hub = request.app.state.hub
+    scope = replace(ohif.STAFF_SCOPE, download_url=f"/viewer/studies/{quote(study_uid)}/dicom.zip")
     with hub.db.session() as s:
         study = studies.get(s, study_uid)
-        body = _summary(
-            s,
-            study,
-            f"/viewer/studies/{study_uid}/instances",
-            f"/viewer/studies/{study_uid}/dicom.zip",
-        )
+        prior = ohif.prior_of(s, study, compare) if compare else None
         events.audit(s, who.actor, "view", "study", study_uid, {"via": "viewer"})
-    return page("Study", body)
+        if prior is not None:
+            uid = prior.study_instance_uid
+            events.audit(s, who.actor, "view", "study", uid, {"via": "viewer", "beside": study_uid})
+        return ohif.study_viewer(request, s, study, scope, prior)
 
 
 @router.get("/viewer/studies/{study_uid}/instances/{sop_uid}/preview.png")
