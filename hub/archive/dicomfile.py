@@ -205,6 +205,9 @@ def _decode(raw: Buffer, picked: list[tuple[int, bytes, int, int, int]], implici
             ]
             continue
         value = bytes(raw[value_at:end])
+        if vr == "US":  # Rows, Columns: binary, given as decimal text like the rest
+            out[keyword] = str(int.from_bytes(value[:2], "little")) if len(value) >= 2 else ""
+            continue
         if vr in _TEXT_VRS:
             text = decode_bytes(value, encodings, _PN_DELIMS if vr == "PN" else set())
         else:

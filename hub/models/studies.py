@@ -43,6 +43,7 @@ class Study(SQLModel, table=True):
         Index("ix_studies_patient_id", "patient_id"),
         Index("ix_studies_accession_number", "accession_number"),
         Index("ix_studies_study_date", "study_date"),
+        Index("ix_studies_modality", "modality"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -71,6 +72,7 @@ class Study(SQLModel, table=True):
 
 class Series(SQLModel, table=True):
     __tablename__ = "series"
+    __table_args__ = (Index("ix_series_modality", "modality"),)
 
     id: int | None = Field(default=None, primary_key=True)
     study_id: int = _ref("studies.id")
@@ -97,6 +99,11 @@ class Instance(SQLModel, table=True):
     coerced: bool = False
     calling_ae: str = Field(default="", max_length=16)
     received_at: datetime = _ts(nullable=False)
+    # For DICOMweb search (QIDO-RS) answers; NULL on rows indexed before 0012.
+    instance_number: int | None = None
+    pixel_rows: int | None = None
+    pixel_columns: int | None = None
+    number_of_frames: int | None = None
 
 
 class Mpps(SQLModel, table=True):

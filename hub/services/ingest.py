@@ -78,6 +78,11 @@ HEADER_TEXT = (
     "PatientName",
     "PatientID",
     "ResponsiblePerson",
+    # Kept on the instance row for DICOMweb search answers (text; Rows/Columns as decimal).
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
 )
 
 
@@ -211,6 +216,10 @@ def record(
             "coerced": bool(spot.fixes),
             "calling_ae": arrival.calling_ae[:16],
             "received_at": now,
+            "instance_number": _integer(h.attrs["InstanceNumber"]),
+            "pixel_rows": _integer(h.attrs["Rows"]),
+            "pixel_columns": _integer(h.attrs["Columns"]),
+            "number_of_frames": _integer(h.attrs["NumberOfFrames"]),
         },
     )
     db.execute(_STUDY_RECEIVED, {"sid": spot.study_id, "at": now})
@@ -235,6 +244,16 @@ def record(
         modalities.touch(s, arrival.calling_ae, "store", now)
     s.flush()
     return Stored(h.study_instance_uid, False, bool(spot.fixes), spot.order_id)
+
+
+def _integer(text: str) -> int | None:
+    """An IS/US header value as a number, or None when absent or not one (a device's
+    bad InstanceNumber must not refuse its image)."""
+    try:
+        value = int(text.split("\\")[0].strip())
+    except ValueError:
+        return None
+    return value if -(2**31) <= value < 2**31 else None
 
 
 def indexed(s: Session, sop_instance_uid: str) -> bool:
