@@ -1,0 +1,368 @@
+"""Searching the index for studies, series and instances (DICOMweb QIDO-RS).
+
+Matching follows PS3.4 C.2.2.2 as far as the index keeps the attributes:
+single values, ``*``/``?`` wildcards (matched case-insensitively, friendlier
+for names typed at a desk than the standard's exact case), date and time
+ranges, lists of UIDs. Everything is decided in SQL through the indexes, with
+LIMIT/OFFSET there too; the page's counts and modalities come from one grouped
+query and its orders from one more, so the cost does not grow with the number
+of studies stored, only with the page.
+
+Results are plain ``{keyword: value}`` dicts (str, int, list of str; None for
+unknown): the DICOM JSON encoding is the web layer's (``hub.dicomweb.qido``).
+Patient identity is answered as the stored files carry it: corrected from the
+study's order when it has one (``hub.services.coercion``), else as received;
+PatientName, PatientID and AccessionNumber match either the value received or
+the order's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from hub.models import Instance, Order, Series, Study
+from hub.models.studies import MatchMethod
+from hub.services import coercion, orders
+
+Level = Literal["study", "series", "instance"]
+_STUDIES = Study.metadata.tables["studies"]
+_SERIES = Series.metadata.tables["series"]
+_INSTANCES = Instance.metadata.tables["instances"]
+_ORDERS = Order.metadata.tables["orders"]
+_ESCAPE = "\\"
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive range of DA or TM strings; None is open on that side."""
+
+    low: str | None = None
+    high: str | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for. Text values may hold ``*`` and ``?``; empty tuples match all."""
+
+    level: Level
+    study_uids: tuple[str, ...] = ()
+    series_uids: tuple[str, ...] = ()
+    sop_uids: tuple[str, ...] = ()
+    sop_class_uids: tuple[str, ...] = ()
+    patient_id: str | None = None
+    patient_name: str | None = None
+    accession_number: str | None = None
+    study_description: str | None = None
+    study_date: Range | None = None
+    study_time: Range | None = None
+    modalities_in_study: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()  # the series' Modality
+    series_number: str | None = None
+    series_description: str | None = None
+    instance_number: int | None = None
+    only_study: str | None = None  # a share: no other study exists
+    with_study: bool = True  # study attributes on series and instance results
+    with_series: bool = True  # series attributes on instance results
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass
+class Found:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    more: bool = False  # further results exist past this page
+
+
+def search(s: Session, q: Query) -> Found:
+    """One page of results at ``q.level``, and whether more follow."""
+    if q.level == "study":
+        return _studies(s, q)
+    if q.level == "series":
+        return _series(s, q)
+    return _instances(s, q)
+
+
+def like_pattern(value: str) -> str:
+    """A DICOM wildcard value as a SQL LIKE pattern (escaped with backslash)."""
+    out = value.replace(_ESCAPE, _ESCAPE * 2).replace("%", r"\%").replace("_", r"\_")
+    return out.replace("*", "%").replace("?", "_")
+
+
+def _wild(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _text(column: Any, value: str, *, fold: bool = False) -> ColumnElement[bool]:
+    """Single value or wildcard match; ``fold`` compares case-insensitively even without
+    wildcards (person names)."""
+    if _wild(value):
+        return func.lower(column).like(like_pattern(value.lower()), escape=_ESCAPE)
+    if fold:
+        return func.lower(column) == value.lower()
+    return column == value  # through the column's index
+
+
+def _identity(column: str, value: str) -> ColumnElement[bool]:
+    """The study's own value (as received) or its order's corrected one."""
+    via_order = select(_ORDERS.c.id).where(_text(_ORDERS.c[column], value))
+    return or_(_text(_STUDIES.c[column], value), _STUDIES.c.order_id.in_(via_order))
+
+
+# The PatientName an order gives its images: Owner^Animal (``names.animal_patient_name``).
+_ORDER_NAME = (
+    func.coalesce(func.nullif(_ORDERS.c.owner_last_name, ""), _ORDERS.c.owner_organization, "")
+    .concat("^")
+    .concat(_ORDERS.c.patient_name)
+)
+
+
+def _range(column: Any, r: Range, *, time: bool = False) -> list[ColumnElement[bool]]:
+    """A DA range, or a TM range on HHMMSS (stored times may carry fractions, bounds
+    may stop at the hour or minute: both are compared as six digits)."""
+    value = func.substr(column, 1, 6) if time else column
+    width = 6 if time else 8
+    out: list[ColumnElement[bool]] = [column != ""]
+    if r.low:
+        out.append(value >= r.low.ljust(width, "0"))
+    if r.high:
+        out.append(value <= r.high.ljust(width, "0"))
+    return out
+
+
+def _study_filters(q: Query) -> list[ColumnElement[bool]]:
+    c = _STUDIES.c
+    out: list[ColumnElement[bool]] = []
+    if q.only_study is not None:
+        out.append(c.study_instance_uid == q.only_study)
+    if q.study_uids:
+        out.append(c.study_instance_uid.in_(q.study_uids))
+    if q.patient_id and q.patient_id != "*":
+        out.append(_identity("patient_id", q.patient_id))
+    if q.accession_number and q.accession_number != "*":
+        out.append(_identity("accession_number", q.accession_number))
+    if q.patient_name and q.patient_name != "*":
+        via_order = select(_ORDERS.c.id).where(_text(_ORDER_NAME, q.patient_name, fold=True))
+        out.append(
+            or_(_text(c.patient_name, q.patient_name, fold=True), c.order_id.in_(via_order))
+        )
+    if q.study_description and q.study_description != "*":
+        out.append(_text(c.study_description, q.study_description, fold=True))
+    if q.study_date is not None:
+        out += _range(c.study_date, q.study_date)
+    if q.study_time is not None:
+        out += _range(c.study_time, q.study_time, time=True)
+    if q.modalities_in_study:
+        having = select(_SERIES.c.study_id).where(_SERIES.c.modality.in_(q.modalities_in_study))
+        out.append(c.id.in_(having))
+    return out
+
+
+def _series_filters(q: Query) -> list[ColumnElement[bool]]:
+    c = _SERIES.c
+    out: list[ColumnElement[bool]] = []
+    if q.series_uids:
+        out.append(c.series_instance_uid.in_(q.series_uids))
+    if q.modalities:
+        out.append(c.modality.in_(q.modalities))
+    if q.series_number:
+        out.append(c.series_number == q.series_number)
+    if q.series_description and q.series_description != "*":
+        out.append(_text(c.series_description, q.series_description, fold=True))
+    return out
+
+
+def _instance_filters(q: Query) -> list[ColumnElement[bool]]:
+    c = _INSTANCES.c
+    out: list[ColumnElement[bool]] = []
+    if q.sop_uids:
+        out.append(c.sop_instance_uid.in_(q.sop_uids))
+    if q.sop_class_uids:
+        out.append(c.sop_class_uid.in_(q.sop_class_uids))
+    if q.instance_number is not None:
+        out.append(c.instance_number == q.instance_number)
+    return out
+
+
+_STUDY_COLUMNS = (
+    _STUDIES.c.id,
+    _STUDIES.c.study_instance_uid,
+    _STUDIES.c.patient_id,
+    _STUDIES.c.patient_name,
+    _STUDIES.c.accession_number,
+    _STUDIES.c.study_date,
+    _STUDIES.c.study_time,
+    _STUDIES.c.study_description,
+    _STUDIES.c.received,
+    _STUDIES.c.order_id,
+    _STUDIES.c.match_method,
+)
+
+
+def _page(s: Session, stmt: Select, q: Query) -> tuple[list[Any], bool]:
+    rows = list(s.execute(stmt.limit(q.limit + 1).offset(q.offset)))
+    return rows[: q.limit], len(rows) > q.limit
+
+
+def _studies(s: Session, q: Query) -> Found:
+    stmt = (
+        select(*_STUDY_COLUMNS)
+        .where(*_study_filters(q))
+        .order_by(_STUDIES.c.study_date.desc(), _STUDIES.c.study_time.desc(), _STUDIES.c.id.desc())
+    )
+    rows, more = _page(s, stmt, q)
+    if not rows:
+        return Found()
+    tally = _study_tally(s, [r.id for r in rows])
+    found = orders.by_ids(s, {r.order_id for r in rows if r.order_id is not None})
+    out = []
+    for r in rows:
+        attrs = _study_attrs(r, found.get(r.order_id) if r.order_id else None)
+        n_series, n_instances, modalities = tally.get(r.id, (0, 0, []))
+        attrs["ModalitiesInStudy"] = modalities
+        attrs["NumberOfStudyRelatedSeries"] = n_series
+        attrs["NumberOfStudyRelatedInstances"] = n_instances
+        out.append(attrs)
+    return Found(out, more)
+
+
+def _study_tally(s: Session, study_ids: Sequence[int]) -> dict[int, tuple[int, int, list[str]]]:
+    """``{study id: (series, instances, modalities)}`` for a page, in one grouped query."""
+    stmt = (
+        select(_SERIES.c.study_id, _SERIES.c.modality, func.count(_INSTANCES.c.id))
+        .join(_INSTANCES, _INSTANCES.c.series_id == _SERIES.c.id)
+        .where(_SERIES.c.study_id.in_(study_ids))
+        .group_by(_SERIES.c.id, _SERIES.c.study_id, _SERIES.c.modality)
+    )
+    out: dict[int, tuple[int, int, list[str]]] = {}
+    for study_id, modality, n in s.execute(stmt):
+        n_series, n_instances, modalities = out.get(study_id, (0, 0, []))
+        if modality and modality not in modalities:
+            modalities = sorted([*modalities, modality])
+        out[study_id] = (n_series + 1, n_instances + n, modalities)
+    return out
+
+
+def _study_attrs(r: Any, order: Order | None) -> dict[str, Any]:
+    received = {k: v for k, v in (r.received or {}).items() if v not in (None, "", [])}
+    patient: dict[str, Any] = {
+        "PatientName": r.patient_name,
+        "PatientID": r.patient_id,
+        "AccessionNumber": r.accession_number,
+        **received,
+    }
+    if order is not None:
+        fixes = coercion.corrections(
+            coercion.target(order), patient, overwrite=r.match_method == MatchMethod.MANUAL
+        )
+        patient.update({k: v["to"] for k, v in fixes.items()})
+    return {
+        "StudyInstanceUID": r.study_instance_uid,
+        "StudyDate": r.study_date,
+        "StudyTime": r.study_time,
+        "AccessionNumber": patient.get("AccessionNumber"),
+        "ReferringPhysicianName": order.referring_vet if order is not None else None,
+        "PatientName": patient.get("PatientName"),
+        "PatientID": patient.get("PatientID"),
+        "PatientBirthDate": patient.get("PatientBirthDate"),
+        "PatientSex": patient.get("PatientSex"),
+        "PatientSpeciesDescription": patient.get("PatientSpeciesDescription"),
+        "PatientBreedDescription": patient.get("PatientBreedDescription"),
+        "PatientSexNeutered": patient.get("PatientSexNeutered"),
+        "ResponsiblePerson": patient.get("ResponsiblePerson"),
+        "ResponsiblePersonRole": patient.get("ResponsiblePersonRole"),
+        "ResponsibleOrganization": patient.get("ResponsibleOrganization"),
+        "StudyID": None,
+        "StudyDescription": r.study_description,
+    }
+
+
+_SERIES_COLUMNS = (
+    _SERIES.c.id.label("series_id"),
+    _SERIES.c.series_instance_uid,
+    _SERIES.c.modality,
+    _SERIES.c.series_number,
+    _SERIES.c.series_description,
+)
+
+
+def _series_attrs(r: Any) -> dict[str, Any]:
+    number = r.series_number.strip() if r.series_number else ""
+    return {
+        "SeriesInstanceUID": r.series_instance_uid,
+        "Modality": r.modality,
+        "SeriesNumber": int(number) if number.lstrip("+-").isdigit() else None,
+        "SeriesDescription": r.series_description,
+    }
+
+
+def _with_study(s: Session, rows: list[Any], q: Query) -> list[dict[str, Any]]:
+    """Each row's study attributes (all of them, or only its UID)."""
+    if not q.with_study:
+        return [{"StudyInstanceUID": r.study_instance_uid} for r in rows]
+    found = orders.by_ids(s, {r.order_id for r in rows if r.order_id is not None})
+    return [_study_attrs(r, found.get(r.order_id) if r.order_id else None) for r in rows]
+
+
+def _series(s: Session, q: Query) -> Found:
+    stmt = (
+        select(*_STUDY_COLUMNS, *_SERIES_COLUMNS)
+        .join(_STUDIES, _STUDIES.c.id == _SERIES.c.study_id)
+        .where(*_study_filters(q), *_series_filters(q))
+        .order_by(_STUDIES.c.id.desc(), _SERIES.c.id)
+    )
+    rows, more = _page(s, stmt, q)
+    if not rows:
+        return Found()
+    counted = select(_INSTANCES.c.series_id, func.count(_INSTANCES.c.id)).where(
+        _INSTANCES.c.series_id.in_([r.series_id for r in rows])
+    )
+    counts: dict[int, int] = {
+        series_id: n for series_id, n in s.execute(counted.group_by(_INSTANCES.c.series_id))
+    }
+    out = []
+    for r, study in zip(rows, _with_study(s, rows, q), strict=True):
+        attrs = {**study, **_series_attrs(r)}
+        attrs["NumberOfSeriesRelatedInstances"] = counts.get(r.series_id, 0)
+        out.append(attrs)
+    return Found(out, more)
+
+
+def _instances(s: Session, q: Query) -> Found:
+    i = _INSTANCES.c
+    stmt = (
+        select(
+            *_STUDY_COLUMNS,
+            *_SERIES_COLUMNS,
+            i.sop_class_uid,
+            i.sop_instance_uid,
+            i.instance_number,
+            i.pixel_rows,
+            i.pixel_columns,
+            i.number_of_frames,
+        )
+        .select_from(_INSTANCES)
+        .join(_SERIES, _SERIES.c.id == i.series_id)
+        .join(_STUDIES, _STUDIES.c.id == i.study_id)
+        .where(*_study_filters(q), *_series_filters(q), *_instance_filters(q))
+        .order_by(_STUDIES.c.id.desc(), _SERIES.c.id, i.instance_number, i.id)
+    )
+    rows, more = _page(s, stmt, q)
+    out = []
+    for r, study in zip(rows, _with_study(s, rows, q), strict=True):
+        attrs = {**study, **(_series_attrs(r) if q.with_series else {})}
+        attrs["SeriesInstanceUID"] = r.series_instance_uid
+        attrs.update(
+            SOPClassUID=r.sop_class_uid,
+            SOPInstanceUID=r.sop_instance_uid,
+            InstanceNumber=r.instance_number,
+            Rows=r.pixel_rows,
+            Columns=r.pixel_columns,
+            NumberOfFrames=r.number_of_frames,
+        )
+        out.append(attrs)
+    return Found(out, more)
