@@ -1,25 +1,23 @@
 """Small PNG previews of stored images for the study summary page.
 
-Rendered once per instance and kept under ``<data_dir>/thumbnails``; pixel
-data is never changed by reconciliation, so a preview stays valid. Images in
-a transfer syntax this installation cannot decode get no preview rather than
-an error: the study page still lists them.
+Rendered by ``hub.archive.render`` (the hub's one rendering path) once per
+instance and kept under ``<data_dir>/thumbnails``; pixel data is never changed
+by reconciliation, so a preview stays valid. An image the decoders cannot
+read gets no preview rather than an error (the page still lists it); the
+renderer remembers and logs the reason once.
 """
 
 from __future__ import annotations
 
-import io
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from pydicom import dcmread
 
-log = logging.getLogger(__name__)
+from hub.archive import render as renderer
 
 SIZE = 256
+_OPTIONS = renderer.Options(viewport=(SIZE, SIZE), format="png", enlarge=False)
 
 
 def thumbnail_path(data_dir: Path, sop_instance_uid: str) -> Path:
@@ -31,40 +29,27 @@ def thumbnail(data_dir: Path, dicom_path: Path, sop_instance_uid: str) -> bytes 
     cached = thumbnail_path(data_dir, sop_instance_uid)
     if cached.exists():
         return cached.read_bytes()
-    try:
-        png = render(dicom_path)
-    except Exception as exc:  # any decoder may fail on any device's data
-        log.info("no preview", extra={"sop_instance_uid": sop_instance_uid, "error": str(exc)})
+    pic = renderer.picture(data_dir, dicom_path, sop_instance_uid, _OPTIONS)
+    if pic.warning is not None:
         return None
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_bytes(png)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(pic.content)
     os.replace(tmp, cached)
-    return png
+    return pic.content
 
 
 def render(dicom_path: Path) -> bytes:
-    ds = dcmread(dicom_path)
-    pixels = ds.pixel_array
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        pixels = pixels[0]
-    if samples == 3:
-        image = Image.fromarray(_to_uint8(pixels, stretch=False), mode="RGB")
-    else:
-        gray = _to_uint8(pixels, stretch=True)
-        if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
-            gray = 255 - gray
-        image = Image.fromarray(gray, mode="L")
-    image.thumbnail((SIZE, SIZE))
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    """The preview PNG of ``dicom_path``; raises ``render.CannotRender``."""
+    return renderer.render(dicom_path, _OPTIONS)
 
 
 def _to_uint8(pixels: np.ndarray, *, stretch: bool) -> np.ndarray:
-    """Map stored values to 0..255; greyscale uses the 1st-99th percentile as window."""
+    """Stored values to 0..255 (greyscale: the 1st-99th percentile as window).
+
+    Kept for ``hub.archive.bundle``'s JPEGs; new code renders through
+    ``hub.archive.render``.
+    """
     data = pixels.astype(np.float32)
     if stretch:
         low, high = np.percentile(data, [1, 99])

@@ -143,3 +143,25 @@ def of_order(s: Session, order_id: int) -> list[Study]:
     return list(
         s.scalars(select(Study).where(col(Study.order_id) == order_id).order_by(col(Study.id)))
     )
+
+
+def located(
+    s: Session,
+    study_instance_uid: str,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> list[tuple[str, Instance]]:
+    """``(series uid, instance)`` of a study, one series or one instance, in series
+    then arrival order: what DICOMweb retrieves (empty when nothing is there)."""
+    stmt = (
+        select(col(Series.series_instance_uid), Instance)
+        .join(Series, col(Series.id) == col(Instance.series_id))
+        .join(Study, col(Study.id) == col(Instance.study_id))
+        .where(col(Study.study_instance_uid) == study_instance_uid)
+    )
+    if series_instance_uid is not None:
+        stmt = stmt.where(col(Series.series_instance_uid) == series_instance_uid)
+    if sop_instance_uid is not None:
+        stmt = stmt.where(col(Instance.sop_instance_uid) == sop_instance_uid)
+    rows = s.execute(stmt.order_by(col(Series.id), col(Instance.id)))
+    return [(series_uid, inst) for series_uid, inst in rows]
