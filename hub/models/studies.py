@@ -42,7 +42,8 @@ class Study(SQLModel, table=True):
     __table_args__ = (
         Index("ix_studies_patient_id", "patient_id"),
         Index("ix_studies_accession_number", "accession_number"),
-        Index("ix_studies_study_date", "study_date"),
+        # Date ranges, and the newest-first order of DICOMweb study searches.
+        Index("ix_studies_study_date_time", "study_date", "study_time"),
         Index("ix_studies_modality", "modality"),
     )
 
