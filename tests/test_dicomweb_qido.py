@@ -196,6 +196,8 @@ def test_bad_queries_are_400_naming_the_fault(
         "ModalitiesInStudy=%3Cx%3E": "ModalitiesInStudy",
         "includefield=NotAKeyword": "NotAKeyword",
         f"PatientName={'x' * 300}": "PatientName",
+        "PatientID=P%00": "PatientID",
+        "Bogus%00=1": "Bogus",
     }
     for query, named in bad.items():
         r = client.get(f"/dicomweb/studies?{query}")

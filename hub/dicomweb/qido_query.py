@@ -30,6 +30,7 @@ _DATE = re.compile(r"^\d{8}$")
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 _CODE = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 _LIST = re.compile(r"[,\\]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 
 # Which level each matched key belongs to and which Query field it fills.
@@ -87,6 +88,8 @@ def parse(
     for key, value in items:
         if len(value) > MAX_VALUE:
             raise HTTPException(400, f"query key {key[:80]!r}: value is too long")
+        if _CONTROLS.search(value):  # a NUL would reach PostgreSQL, which refuses it
+            raise HTTPException(400, f"query key {key[:80]!r}: value has control characters")
         if key in _CONTROL:
             if key == "includefield":
                 _includes(out, value)
