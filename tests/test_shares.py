@@ -3,7 +3,9 @@ use counts, the streamed download and the 410 page of a closed link, on both dat
 
 from __future__ import annotations
 
+import html
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -90,6 +92,10 @@ def test_owner_page_is_plain_words_and_big_images(hub: Hub, client: TestClient) 
     assert "Requested by Jane Doe." in text
     assert "3 pictures: swipe" in text
     assert text.count('class="shot"') == 3
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert len(srcs) == 3 and all("/dicomweb/studies/" in x and "/rendered?" in x for x in srcs)
+    picture = client.get(html.unescape(srcs[2]), headers=ANON)  # the share's own DICOMweb
+    assert picture.status_code == 200 and picture.content[:3] == b"\xff\xd8\xff"
     assert "scroll-snap-type:x mandatory" in text
     for tool_word in ("Study UID", "Accession", "<script", "Download"):
         assert tool_word not in text  # no jargon, no tools, no download without allow_download

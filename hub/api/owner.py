@@ -20,6 +20,8 @@ from hub.api.viewer import PAGE_HEADERS
 from hub.models import Study
 from hub.services import orders, studies
 
+VIEWPORT = "1600,1600"  # sharp on a phone's screen at 3 device pixels per CSS pixel
+
 CSS = """\
 *{box-sizing:border-box}
 html,body{margin:0;height:100%;background:#111;color:#f4f4f4;
@@ -49,10 +51,17 @@ HEADERS = {
 
 
 def page(s: Session, study: Study, token: str, download: str | None) -> HTMLResponse:
-    """The owner page; images from the share's own preview route (no other study)."""
+    """The owner page; its pictures come from the share's own DICOMweb (/rendered),
+    which opens this one study only."""
     order = orders.get(s, study.order_id) if study.order_id else None
     name, lines = describe(order, study)
-    images = [i.sop_instance_uid for _, group in studies.series_of(s, study) for i in group]
+    base = f"/shared/{quote(token, safe='')}/dicomweb/studies/{quote(study.study_instance_uid)}"
+    images = [
+        f"{base}/series/{quote(series.series_instance_uid)}/instances/"
+        f"{quote(i.sop_instance_uid)}/rendered?viewport={VIEWPORT}"
+        for series, group in studies.series_of(s, study)
+        for i in group
+    ]
     banner = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
     if len(images) > 1:
         banner += f"<p>{len(images)} pictures: swipe to see the next.</p>"
@@ -61,12 +70,12 @@ def page(s: Session, study: Study, token: str, download: str | None) -> HTMLResp
             f'<p><a href="{html.escape(download, quote=True)}" download>'
             "Download the pictures (ZIP)</a></p>"
         )
-    base = f"/shared/{quote(token, safe='')}/instances"
+    # The first two load at once, the rest as the owner swipes near them.
     shots = "".join(
-        f'<figure class="shot"><img src="{html.escape(base, quote=True)}/{quote(sop, safe="")}'
-        f'/preview.png" alt="Picture {n} of {len(images)}">'
+        f'<figure class="shot"><img src="{html.escape(url, quote=True)}" '
+        f'alt="Picture {n} of {len(images)}" loading="{"eager" if n <= 2 else "lazy"}">'
         f"<figcaption>{n} / {len(images)}</figcaption></figure>"
-        for n, sop in enumerate(images, 1)
+        for n, url in enumerate(images, 1)
     )
     if not shots:
         shots = '<p class="none">The pictures are not available yet.</p>'

@@ -11,17 +11,13 @@ a CT would cost minutes of CPU.
 
 from __future__ import annotations
 
-import io
 import logging
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-from pydicom import dcmread
-
-from hub.archive import thumbnails
+from hub.archive import render
 
 log = logging.getLogger(__name__)
 
@@ -117,24 +113,11 @@ def _jpeg_of(path: Path) -> Callable[[], bytes | None]:
 
 
 def jpeg(dicom_path: Path) -> bytes | None:
-    """A JPEG of the image (first frame) as a person would look at it; None if this
-    installation cannot decode it (the DICOM file is in the archive all the same)."""
+    """A JPEG of the image (first frame) as the viewer shows it (hub/archive/render.py);
+    None if it cannot be decoded here (the DICOM file is in the archive all the same)."""
+    opts = render.Options(viewport=(JPEG_SIZE, JPEG_SIZE), format="jpeg", enlarge=False)
     try:
-        ds = dcmread(dicom_path)
-        pixels = ds.pixel_array
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-            pixels = pixels[0]
-        if int(getattr(ds, "SamplesPerPixel", 1) or 1) == 3:
-            image = Image.fromarray(thumbnails._to_uint8(pixels, stretch=False), mode="RGB")
-        else:
-            gray = thumbnails._to_uint8(pixels, stretch=True)
-            if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
-                gray = 255 - gray
-            image = Image.fromarray(gray, mode="L")
-    except Exception as exc:  # any decoder may fail on any device's data
+        return render.render(dicom_path, opts)
+    except (render.CannotRender, OSError) as exc:
         log.info("no JPEG for a download", extra={"path": str(dicom_path), "error": str(exc)})
         return None
-    image.thumbnail((JPEG_SIZE, JPEG_SIZE))
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=90)
-    return out.getvalue()
