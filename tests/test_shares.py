@@ -136,6 +136,10 @@ def test_download_is_the_dicom_files_jpegs_and_a_readme(hub: Hub, client: TestCl
     assert export.actor == f"share:{made['id']}" and export.detail
     assert export.detail["via"] == "share" and export.detail["files"] == 2
 
+    _, referral = _share(client, uid, vet, allow_download=True)  # the viewer offers it too
+    assert f"{referral}/study.zip" in client.get(referral, headers=ANON).text
+    assert client.get(f"{referral}/study.zip", headers=ANON).status_code == 200
+
     staff = client.get(f"/viewer/studies/{uid}/dicom.zip", headers=vet)
     staff_zip = zipfile.ZipFile(io.BytesIO(staff.content))
     assert [n for n in staff_zip.namelist() if not n.startswith("DICOM/")] == ["README.txt"]
