@@ -1,9 +1,9 @@
-"""The study page a vet opens from the patient record (``viewer_url``) and share links.
+"""The study page a vet opens from the patient record (``viewer_url``).
 
 A browser cannot send a Bearer header from a link in the PIMS, so a person
 signs in once with their own account (hub/api/signin.py) and the session
-cookie opens studies. Share links open the same summary, read-only, for
-someone outside the clinic. Every page view and export is audited.
+cookie opens studies. Share links, for someone outside the clinic, are
+hub/api/shared.py's. Every page view and export is audited.
 """
 
 from __future__ import annotations
