@@ -59,7 +59,7 @@ Located = list[tuple[str, Instance]]
 # -- finding what was asked for ---------------------------------------------
 
 
-def _uid(value: str, what: str) -> str:
+def check_uid(value: str, what: str) -> str:
     if not valid_uid(value):
         raise HTTPException(400, f"{what} is not a DICOM UID (digits and dots, at most 64)")
     return value
@@ -74,11 +74,11 @@ def _find(
     what: str = "retrieve",
 ) -> Located:
     """The asked instances (404 when none), after the share check; audited."""
-    _uid(study, "the study UID")
+    check_uid(study, "the study UID")
     if series is not None:
-        _uid(series, "the series UID")
+        check_uid(series, "the series UID")
     if instance is not None:
-        _uid(instance, "the SOP instance UID")
+        check_uid(instance, "the SOP instance UID")
     access.check_study(study)
     hub: Hub = request.app.state.hub
     with hub.db.read_session() as s:
@@ -98,7 +98,7 @@ def _path(request: Request, inst: Instance) -> Path:
     return Path(hub.settings.data_dir) / inst.path
 
 
-def _base(request: Request) -> str:
+def base_url(request: Request) -> str:
     """``scheme://host/dicomweb`` or ``.../shared/{token}/dicomweb``, as the client asked."""
     path = request.url.path
     cut = path.find("/dicomweb")
@@ -198,7 +198,7 @@ def _metadata_response(request: Request, study: str, found: Located) -> Response
             break
     else:
         raise HTTPException(406, f"metadata is available as {DICOM_JSON}")
-    base = _base(request)
+    base = base_url(request)
     items = [(series, inst, _path(request, inst)) for series, inst in found]
 
     def body() -> Iterator[bytes]:
