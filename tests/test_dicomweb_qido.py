@@ -23,7 +23,7 @@ JSON = "application/dicom+json"
 
 @dataclass
 class Stored:
-    rex: str  # matched to the REX order (accession A1001), DX, 2 instances
+    rex: str  # matched to the REX order by its study UID, DX, 2 instances
     rex_series: str
     rex_sops: list[str]
     bella: str  # unmatched CT, January
@@ -38,7 +38,7 @@ def _store(hub: Hub, client: TestClient) -> Stored:
         ds = sf.instance(
             study_uid=rex,
             series_uid=series,
-            accession="A1001",
+            accession="",  # matched by the order's Study Instance UID, which gives A1001
             patient_name="REX",  # the device's; the order corrects it
             rows=16,
             InstanceNumber=str(n),
@@ -99,8 +99,9 @@ def test_studies_match_and_answer_dicom_json(hub: Hub, client: TestClient) -> No
     assert found(PatientName="o'brien*", fuzzymatching="true") == [st.max]
     assert found(PatientName="%") == []  # SQL wildcards are plain characters
     assert found(PatientID="P-9") == [st.bella]
+    assert found(PatientID="P-555") == [st.rex]
     assert found(**{"00100020": "P-1*"}) == [st.max]
-    assert found(AccessionNumber="A1001") == [st.rex]
+    assert found(AccessionNumber="A1001") == [st.rex]  # the order's: the device sent none
     assert found(StudyDescription="abd*") == [st.bella]
     assert found(StudyDate="20260105") == [st.bella]
     assert found(StudyDate="20260101-20261130") == [st.rex, st.bella]
