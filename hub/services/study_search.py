@@ -2,7 +2,9 @@
 
 Matching follows PS3.4 C.2.2.2 as far as the index keeps the attributes:
 single values, ``*``/``?`` wildcards (matched case-insensitively, friendlier
-for names typed at a desk than the standard's exact case), date and time
+for names typed at a desk than the standard's exact case; SQLite folds only
+ASCII letters, PostgreSQL all), person names and descriptions compared
+case-insensitively even without wildcards, date and time
 ranges, lists of UIDs. Everything is decided in SQL through the indexes, with
 LIMIT/OFFSET there too; the page's counts and modalities come from one grouped
 query and its orders from one more, so the cost does not grow with the number
