@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydicom import dcmread
@@ -51,6 +52,8 @@ class Image:
     bits_allocated: int
     value_at: int | None  # file offset of the Pixel Data value; None when not readable in place
     length: int
+    # Compressed: each frame's fragments as (file offset, length), when the file says.
+    fragments: tuple[tuple[tuple[int, int], ...], ...] | None = None
 
     @property
     def compressed(self) -> bool:
@@ -61,16 +64,57 @@ class Image:
         return self.rows * self.columns * self.samples * self.bits_allocated
 
 
+_cache: OrderedDict[tuple[str, int, int], Image] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = 512
+
+
 def open_image(path: Path) -> Image:
-    ds = dcmread(path, defer_size=DEFER)
+    """The instance's frame layout (cached by path, size and mtime: a viewer asks
+    for the frames of one clip one by one). Raises NoPixels."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+            return found
+    img = _open(path)
+    with _cache_lock:
+        _cache[key] = img
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return img
+
+
+def _open(path: Path) -> Image:
+    """Read the header up to the pixel data, then that element's own header; the
+    value itself stays on disk (pydicom would otherwise scan a clip's fragments
+    for the sequence delimiter on every read)."""
+    with path.open("rb") as f:
+        ds = dcmread(f, stop_before_pixels=True)
+        at = f.tell()
+        head = f.read(12)
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
-    if PIXEL_DATA not in ds:
-        raise NoPixels("the instance has no pixel data")
-    raw: Any = ds.get_item(PIXEL_DATA, keep_deferred=True)
-    in_place = (
-        ts.is_little_endian and not ts.is_deflated and getattr(raw, "value", b"") is None
-    )  # deferred: still on disk at value_tell
-    return Image(
+    value_at, length = None, 0
+    if not ts.is_little_endian or ts.is_deflated:
+        full = dcmread(path)  # rare (retired or deflated): read whole
+        if PIXEL_DATA not in full:
+            raise NoPixels("the instance has no pixel data")
+    else:
+        if len(head) < 8 or struct.unpack_from("<I", head)[0] != 0x00107FE0:
+            raise NoPixels("the instance has no pixel data")
+        implicit = ds.original_encoding[0] is not False
+        if implicit:
+            (length,) = struct.unpack_from("<I", head, 4)
+            value_at = at + 8
+        elif head[4:6] in (b"OB", b"OW", b"UN", b"OD", b"OF", b"OL", b"OV"):
+            (length,) = struct.unpack_from("<I", head, 8)
+            value_at = at + 12
+        else:
+            (length,) = struct.unpack_from("<H", head, 6)
+            value_at = at + 8
+    img = Image(
         path=path,
         transfer_syntax=ts,
         frames=_int(ds.get("NumberOfFrames"), 1),
@@ -78,9 +122,16 @@ def open_image(path: Path) -> Image:
         columns=_int(ds.get("Columns"), 0),
         samples=_int(ds.get("SamplesPerPixel"), 1),
         bits_allocated=_int(ds.get("BitsAllocated"), 8),
-        value_at=raw.value_tell if in_place else None,
-        length=raw.length,
+        value_at=value_at,
+        length=length,
     )
+    if img.compressed and value_at is not None and length == _UNDEFINED:
+        found_fragments = _fragments(img)
+        if found_fragments is not None:
+            groups = _by_frame(img, *found_fragments)
+            if groups is not None:
+                img = replace(img, fragments=tuple(tuple(g) for g in groups))
+    return img
 
 
 def _int(value: object, default: int) -> int:
@@ -140,16 +191,12 @@ def _native(img: Image, n: int) -> bytes:
 
 
 def _compressed(img: Image, numbers: list[int]) -> list[bytes]:
-    fragments = _fragments(img) if img.value_at is not None else None
-    if fragments is not None:
-        bot, frags = fragments
-        by_frame = _by_frame(img, bot, frags)
-        if by_frame is not None:
-            with img.path.open("rb", buffering=0) as f:
-                return [
-                    b"".join(os.pread(f.fileno(), length, at) for at, length in by_frame[n - 1])
-                    for n in numbers
-                ]
+    if img.fragments is not None:
+        with img.path.open("rb", buffering=0) as f:
+            return [
+                b"".join(os.pread(f.fileno(), length, at) for at, length in img.fragments[n - 1])
+                for n in numbers
+            ]
     # Anything else (no offsets, several fragments a frame, deflated): pydicom's
     # frame splitting on the whole value, which looks at JPEG markers.
     ds = dcmread(img.path)

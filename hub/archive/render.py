@@ -20,6 +20,7 @@ import logging
 import os
 import textwrap
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -261,15 +262,37 @@ class Picture:
     warning: str | None = None  # the reason, when ``content`` is a placeholder
 
 
+# Recent pictures by file identity and options: a viewer's study browser asks
+# for the same thumbnails each time it opens a study.
+_recent: OrderedDict[tuple[str, int, int, Options], bytes] = OrderedDict()
+_recent_lock = threading.Lock()
+RECENT_COUNT = 256
+RECENT_MAX_BYTES = 512 * 1024
+
+
 def picture(data_dir: Path, path: Path, sop_instance_uid: str, opts: Options) -> Picture:
     """The rendered frame, or a placeholder naming why it cannot be (see module doc)."""
     media_type = MEDIA_TYPES[opts.format]
     reason = known_failure(data_dir, sop_instance_uid)
     if reason is None:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, opts)
+        with _recent_lock:
+            found = _recent.get(key)
+            if found is not None:
+                _recent.move_to_end(key)
+                return Picture(found, media_type)
         try:
-            return Picture(render(path, opts), media_type)
+            content = render(path, opts)
         except CannotRender as exc:
             reason = str(exc)
             remember_failure(data_dir, sop_instance_uid, reason)
+        else:
+            if len(content) <= RECENT_MAX_BYTES:
+                with _recent_lock:
+                    _recent[key] = content
+                    while len(_recent) > RECENT_COUNT:
+                        _recent.popitem(last=False)
+            return Picture(content, media_type)
     size = opts.viewport or (THUMBNAIL, THUMBNAIL)
     return Picture(placeholder(reason, size, opts.format), media_type, reason)
