@@ -260,8 +260,8 @@ def test_refused_and_expired_unused_share_links(hub: Hub, client: TestClient) ->
         expire(share_id, gone)
     revoked = client.delete(f"/api/v1/studies/{uid}/shares/{revoked_id}", headers=vet)
     assert revoked.status_code == 204
-    assert client.get(f"/shared/{expired_token}", headers=_anon(client)).status_code == 404
-    assert client.get(f"/shared/{revoked_token}", headers=_anon(client)).status_code == 404
+    assert client.get(f"/shared/{expired_token}", headers=_anon(client)).status_code == 410
+    assert client.get(f"/shared/{revoked_token}", headers=_anon(client)).status_code == 410
     assert client.get("/shared/made-up-token", headers=_anon(client)).status_code == 404
 
     with hub.db.read_session() as s:
