@@ -154,6 +154,8 @@ def test_frames_metadata_and_refusals(client: TestClient, hub: Hub) -> None:
     assert _parts(r) == [every[0], every[29]]
     r = client.get(_url(us, "/frames/2"), headers={"Accept": "multipart/related; type=image/jpeg"})
     assert r.status_code == 200 and _parts(r) == [every[1]]
+    everyone = ",".join(str(n) for n in range(30, 0, -1))  # streamed in batches
+    assert _parts(client.get(_url(us, f"/frames/{everyone}"), headers=star)) == every[::-1]
 
     r = client.get(_url(dose, "/frames/15"))  # no Accept: native bytes, decoded
     ds = dcmread(_testfile("rtdose_rle.dcm"))

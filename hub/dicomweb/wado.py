@@ -51,6 +51,7 @@ FRAME_TYPES = {
 }
 ANY = frozenset({"*/*", "multipart/*"})
 MAX_FRAMES_ASKED = 1000
+FRAME_BATCH = 16
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
 Located = list[tuple[str, Instance]]
@@ -334,8 +335,9 @@ def retrieve_frames(
     as_stored, part_type = _frame_choice(
         request.headers.get("accept"), str(img.transfer_syntax), img.compressed
     )
+    read = frames.stored if as_stored else frames.decoded
     try:
-        data = frames.stored(img, numbers) if as_stored else frames.decoded(img, numbers)
+        first = read(img, numbers[:FRAME_BATCH])
     except Exception as exc:  # the decoders cannot read it
         raise HTTPException(
             406,
@@ -343,9 +345,28 @@ def retrieve_frames(
             f"ask for transfer-syntax={img.transfer_syntax} to have them as stored",
         ) from None
     boundary = multipart.new_boundary()
-    parts = [multipart.Out(part_type, d) for d in data]
-    body = b"".join(multipart.stream(parts, boundary))
-    return Response(body, media_type=multipart.related(part_type.split(";")[0], boundary))
+    media = multipart.related(part_type.split(";")[0], boundary)
+    if len(numbers) <= FRAME_BATCH:
+        body = b"".join(multipart.stream([multipart.Out(part_type, d) for d in first], boundary))
+        return Response(body, media_type=media)
+
+    def parts() -> Iterator[multipart.Out]:
+        """Many frames go out a batch at a time: 1000 large frames are never in memory."""
+        batch = first
+        for at in range(FRAME_BATCH, len(numbers) + FRAME_BATCH, FRAME_BATCH):
+            yield from (multipart.Out(part_type, d) for d in batch)
+            if at >= len(numbers):
+                return
+            try:
+                batch = read(img, numbers[at : at + FRAME_BATCH])
+            except Exception as exc:
+                log.warning(
+                    "frames cut short",
+                    extra={"sop_instance_uid": instance, "error": str(exc)[:300]},
+                )
+                return
+
+    return StreamingResponse(multipart.stream(parts(), boundary), media_type=media)
 
 
 # -- rendered and thumbnails ----------------------------------------------------
@@ -396,6 +417,23 @@ def _picture(request: Request, inst: Instance, opts: render.Options) -> Response
     return Response(pic.content, media_type=pic.media_type, headers=headers)
 
 
+# Instances with no picture of their own: a study's or series' picture skips them.
+NOT_IMAGES = (
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key objects
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF/CDA
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
+)
+
+
+def _representative(found: Located) -> Instance:
+    """The study's or series' picture: its first image."""
+    for _, inst in found:
+        if not inst.sop_class_uid.startswith(NOT_IMAGES):
+            return inst
+    return found[0][1]
+
+
 def _one_frame(text: str) -> int:
     numbers = _frame_numbers(text)
     if len(numbers) != 1:
@@ -411,14 +449,15 @@ def _picture_routes(suffix: str, *, thumbnail: bool) -> None:
         study: str, request: Request, access: Access = Depends(retriever)
     ) -> Response:
         opts = _options(request, 1, thumbnail=thumbnail)
-        return _picture(request, _find(request, access, study, what=what)[0][1], opts)
+        return _picture(request, _representative(_find(request, access, study, what=what)), opts)
 
     @router.get(f"/studies/{{study}}/series/{{series}}{suffix}", name=f"series_{what}")
     def series_picture(
         study: str, series: str, request: Request, access: Access = Depends(retriever)
     ) -> Response:
         opts = _options(request, 1, thumbnail=thumbnail)
-        return _picture(request, _find(request, access, study, series, what=what)[0][1], opts)
+        found = _find(request, access, study, series, what=what)
+        return _picture(request, _representative(found), opts)
 
     @router.get(
         f"/studies/{{study}}/series/{{series}}/instances/{{instance}}{suffix}",
