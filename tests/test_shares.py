@@ -7,14 +7,16 @@ import html
 import io
 import re
 import zipfile
+from datetime import date
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from hub.api.plain import describe
 from hub.archive import bundle
 from hub.context import Hub
-from hub.models import AuditEvent
+from hub.models import AuditEvent, Order, Study
 from tests import study_factory as sf
 from tests.harness import key_for
 from tests.study_factory import place
@@ -64,10 +66,10 @@ def test_modes_are_checked_and_listed_with_their_use(hub: Hub, client: TestClien
 
     made, path = _share(client, uid, vet, mode="owner", allow_download=True, note="Mrs Smith")
     assert (made["mode"], made["allow_download"]) == ("owner", True)
-    for _ in range(2):
-        assert client.get(path, headers=ANON).status_code == 200
-    img = client.get(f"{path}/instances/{sops[0]}/preview.png", headers=ANON)
-    assert img.status_code == 200  # an image is not an opening of the page
+    assert client.get(path, headers=ANON).status_code == 200
+    src = html.unescape(re.findall(r'<img src="([^"]+)"', client.get(path, headers=ANON).text)[0])
+    assert client.get(src, headers=ANON).status_code == 200  # an image is not an opening
+    assert client.get(f"{path}/instances/{sops[0]}/preview.png", headers=ANON).status_code == 200
 
     listed = {x["id"]: x for x in client.get(f"/api/v1/studies/{uid}/shares", headers=vet).json()}
     assert listed[plain["id"]]["use_count"] == 0 and listed[plain["id"]]["last_used_at"] is None
@@ -76,8 +78,9 @@ def test_modes_are_checked_and_listed_with_their_use(hub: Hub, client: TestClien
     assert (owner["mode"], owner["allow_download"], owner["active"]) == ("owner", True, True)
     created = _audit(hub, "share")[-1]
     assert created.detail and created.detail["mode"] == "owner"
-    views = [e for e in _audit(hub, "view") if e.actor == f"share:{made['id']}"]
-    assert len(views) == 2 and views[0].detail and views[0].detail["mode"] == "owner"
+    views = [e.detail or {} for e in _audit(hub, "view") if e.actor == f"share:{made['id']}"]
+    assert [v["via"] for v in views] == ["share", "share", "dicomweb"]  # pages, then images
+    assert views[0]["mode"] == "owner"
 
 
 def test_owner_page_is_plain_words_and_big_images(hub: Hub, client: TestClient) -> None:
@@ -198,3 +201,32 @@ def test_a_zip_is_sent_in_pieces_of_one_chunk(tmp_path: Path) -> None:
     assert [zf.read(f"DICOM/01 CT/IMG000{n + 1}.dcm") for n in range(3)] == [
         f.read_bytes() for f in files
     ]
+
+
+def test_the_plain_words_for_ages_species_and_unmatched_studies() -> None:
+    study = Study(study_instance_uid="1.2", patient_name="Smith^Rex", study_date="20260303")
+    assert describe(None, study) == ("Rex", ["Rex.", "Images, 3 March 2026."])
+    study.modality, study.study_description = "US", "Abdomen"
+    assert describe(None, study)[1][1] == "Ultrasound (Abdomen), 3 March 2026."
+
+    def animal(born: date | None, species: str | None, breed: str | None = None) -> str:
+        order = Order(
+            patient_name="Mia",
+            patient_birth_date=born,
+            species_description=species,
+            breed=breed,
+            modality="DX",
+        )
+        return describe(order, study)[1][0]
+
+    assert animal(date(2018, 3, 3), "Felis catus") == "Mia, an 8-year-old cat."
+    assert animal(date(2015, 3, 4), "Felis catus", "Maine Coon") == (
+        "Mia, a 10-year-old Maine Coon (cat)."
+    )
+    assert animal(date(2025, 1, 10), "Oryctolagus cuniculus") == "Mia, a 13-month-old rabbit."
+    assert animal(date(2025, 3, 3), "Bearded dragon") == "Mia, a 1-year-old bearded dragon."
+    assert animal(date(2025, 4, 1), None) == "Mia, an 11-month-old pet."
+    assert animal(None, "Cavia porcellus") == "Mia, a guinea pig."
+    assert animal(date(2026, 3, 1), "Canis lupus familiaris", "Akita") == (
+        "Mia, a newborn Akita (dog)."
+    )
