@@ -154,6 +154,11 @@ def test_series_and_instances(hub: Hub, client: TestClient) -> None:
     assert [_value(i, "00200013") for i in one] == [2]
     assert client.get(f"/dicomweb/studies/{generate_uid()}/series").json() == []
 
+    # Indexed before migration 0012: no numbers or size known, none answered.
+    order = sf.place(client, placer_order_number="ORD-2", accession_number="A2002")
+    old = client.get(f"/dicomweb/studies/{sf.indexed_study(hub, order)}/instances").json()
+    assert len(old) == 2 and not {"00200013", "00280010", "00280011"} & set(old[0])
+
 
 def test_share_sees_one_study_and_roles(hub: Hub, client: TestClient) -> None:
     st = _store(hub, client)

@@ -56,7 +56,9 @@ SERIES = (
     "SeriesDescription",
     "NumberOfSeriesRelatedInstances",
 )
-INSTANCE = ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns")
+# InstanceNumber, Rows, Columns and NumberOfFrames only when known: instances
+# indexed before migration 0012 have none.
+INSTANCE = ("SOPClassUID", "SOPInstanceUID")
 _REQUIRED = frozenset((*STUDY, *SERIES, *INSTANCE))
 _STUDY_KEYS = frozenset(STUDY) | {
     "PatientSpeciesDescription",
