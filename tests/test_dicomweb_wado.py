@@ -214,6 +214,12 @@ def test_frames_metadata_and_refusals(client: TestClient, hub: Hub) -> None:
     assert anon.get(f"/shared/{token}/dicomweb/studies/{mr[0]}/metadata").status_code == 404
     assert anon.get(f"/dicomweb/studies/{mr[0]}/metadata").status_code == 401
 
+    # A file the disk lost: 404 naming it, not a 500.
+    _stored_file(hub.settings.data_dir, *mr).unlink()
+    for tail in ("", "/frames/1", "/rendered", "/bulkdata/7FE00010"):
+        r = client.get(_url(mr, tail))
+        assert r.status_code == 404 and "missing" in r.json()["detail"], tail
+
 
 def test_rendered_pictures_and_placeholders(
     client: TestClient, hub: Hub, caplog: pytest.LogCaptureFixture

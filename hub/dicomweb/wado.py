@@ -99,6 +99,15 @@ def _path(request: Request, inst: Instance) -> Path:
     return Path(hub.settings.data_dir) / inst.path
 
 
+def _file(request: Request, inst: Instance) -> Path:
+    """The instance's file, or 404 (logged: the index knows a file the disk lost)."""
+    path = _path(request, inst)
+    if not path.is_file():
+        log.error("stored file missing", extra={"sop_instance_uid": inst.sop_instance_uid})
+        raise HTTPException(404, f"the file of instance {inst.sop_instance_uid} is missing")
+    return path
+
+
 def base_url(request: Request) -> str:
     """``scheme://host/dicomweb`` or ``.../shared/{token}/dicomweb``, as the client asked."""
     path = request.url.path
@@ -146,9 +155,14 @@ def _instances_response(request: Request, found: Located) -> Response:
                     f"transfer-syntax=*) or {EXPLICIT_LE}",
                 )
     paths = [(inst, _path(request, inst)) for _, inst in found]
+    if len(paths) == 1:
+        _file(request, paths[0][0])
 
     def parts() -> Iterator[multipart.Out]:
         for inst, path in paths:
+            if not path.is_file():
+                log.error("stored file missing", extra={"sop_instance_uid": inst.sop_instance_uid})
+                continue
             stored = inst.transfer_syntax_uid
             if wanted in ("*", stored):
                 yield multipart.Out(f"application/dicom; transfer-syntax={stored}", path)
@@ -259,7 +273,7 @@ def bulkdata(
     if not _TAG.match(tag):
         raise HTTPException(400, "the bulk data tag must be 8 hexadecimal digits (e.g. 7FE00010)")
     _, inst = _find(request, access, study, series, instance, what="bulkdata")[0]
-    value = dicomjson.bulk_value(_path(request, inst), int(tag, 16))
+    value = dicomjson.bulk_value(_file(request, inst), int(tag, 16))
     if value is None:
         raise HTTPException(404, f"instance {instance} has no binary value ({tag.upper()})")
     boundary = multipart.new_boundary()
@@ -326,7 +340,7 @@ def retrieve_frames(
     numbers = _frame_numbers(frame_list)
     _, inst = _find(request, access, study, series, instance, what="frames")[0]
     try:
-        img = frames.open_image(_path(request, inst))
+        img = frames.open_image(_file(request, inst))
         frames.check(img, numbers)
     except frames.NoPixels as exc:
         raise HTTPException(404, f"instance {instance}: {exc}") from None
@@ -401,7 +415,7 @@ def _options(request: Request, frame: int, *, thumbnail: bool) -> render.Options
 
 def _picture(request: Request, inst: Instance, opts: render.Options) -> Response:
     hub: Hub = request.app.state.hub
-    path = _path(request, inst)
+    path = _file(request, inst)
     if opts.frame > 1:
         try:
             frames.check(frames.open_image(path), [opts.frame])
