@@ -27,7 +27,7 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from pynetdicom import AE
 
-from hub.archive import ingest, thumbnails
+from hub.archive import ingest, render, thumbnails
 from hub.context import Hub
 from hub.services import links
 from tests import study_factory as sf
@@ -268,7 +268,7 @@ def test_rendered_pictures_and_placeholders(
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
         assert r.headers["warning"].startswith('299 vethub "cannot decode: ')
     assert [rec.message for rec in caplog.records].count("image cannot be rendered") == 1
-    assert (hub.settings.data_dir / "render" / f"{bad[2]}.reason").exists()
+    assert render.reason_path(hub.settings.data_dir, bad[2]).exists()
 
     # The summary page's previews use the same renderer.
     stored = _stored_file(hub.settings.data_dir, *cases["examples_palette.dcm"])

@@ -8,13 +8,15 @@ the file's VOI LUT, else the value range), MONOCHROME1 inverted, palette
 colour applied, YBR converted to RGB, then the viewport.
 
 An image the decoders cannot read gets a placeholder that says why, with the
-reason kept on disk per instance (``<data_dir>/render/<uid>.reason``): it is
+reason kept on disk per instance (``<data_dir>/render/<decoders>/<uid>.reason``,
+<decoders> a stamp of the decoders' versions): it is
 not decoded again on every view, and the failure is logged once, not as a
 traceback a viewer would repeat hundreds of times.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -23,6 +25,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
@@ -228,8 +231,24 @@ def placeholder(reason: str, size: tuple[int, int], fmt: Format) -> bytes:
     return encode(image, fmt)
 
 
+def _decoder_stamp() -> str:
+    """The installed decoders' versions, short: an upgrade that may read more
+    images forgets the failures the old decoders had."""
+    found = []
+    for name in ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
+                 "pylibjpeg-rle", "pillow", "numpy"):  # fmt: skip
+        try:
+            found.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name}=-")
+    return hashlib.sha256(" ".join(found).encode()).hexdigest()[:12]
+
+
+DECODERS = _decoder_stamp()
+
+
 def reason_path(data_dir: Path, sop_instance_uid: str) -> Path:
-    return data_dir / "render" / f"{sop_instance_uid}.reason"
+    return data_dir / "render" / DECODERS / f"{sop_instance_uid}.reason"
 
 
 def known_failure(data_dir: Path, sop_instance_uid: str) -> str | None:
