@@ -8,10 +8,10 @@ the file's VOI LUT, else the value range), MONOCHROME1 inverted, palette
 colour applied, YBR converted to RGB, then the viewport.
 
 An image the decoders cannot read gets a placeholder that says why, with the
-reason kept on disk per instance (``<data_dir>/render/<decoders>/<uid>.reason``,
-<decoders> a stamp of the decoders' versions): it is
-not decoded again on every view, and the failure is logged once, not as a
-traceback a viewer would repeat hundreds of times.
+reason kept on disk per instance (``<data_dir>/render/<stamp>/<uid>.reason``,
+the stamp naming the decoders' versions): it is not decoded again on every
+view, and the failure is logged once, not as a traceback a viewer would
+repeat hundreds of times.
 """
 
 from __future__ import annotations
