@@ -23,9 +23,14 @@ def require_chromium() -> ModuleType:
     return pytest.importorskip("playwright.sync_api")
 
 
+# WebGL in software, for the viewer's Cornerstone3D viewports on machines without a GPU.
+SOFTWARE_GL = ["--use-gl=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+
+
 def launch(playwright: Any) -> Any:
-    """Headless Chromium; as root (CI containers) without the sandbox it refuses to run in."""
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    """Headless Chromium with software WebGL; as root (CI containers) without the
+    sandbox it refuses to run in."""
+    args = SOFTWARE_GL + (["--no-sandbox"] if os.geteuid() == 0 else [])
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
 
 

@@ -35,6 +35,8 @@ from hub.services import links, orders, priors, users
 router = APIRouter(tags=["viewer"], include_in_schema=False)
 STAFF_APP = "/viewer/app"
 STATIC_DIR = Path(__file__).resolve().parent / "viewer_static"
+# OHIF's own comparison protocol (extension-default); the hub script picks its
+# one-row stage (its stages have no ids a URL could name).
 COMPARE_PROTOCOL = "@ohif/hpCompare"
 
 

@@ -61,7 +61,8 @@ def app_config(app_base: str, dicomweb_root: str, *, show_study_list: bool) -> s
         "routerBasename": app_base,
         "extensions": [],
         "modes": [],
-        "customizationService": {},
+        # No guided tour popping over the first image a vet opens.
+        "customizationService": {"ohif.tours": {"$set": []}},
         "showStudyList": show_study_list,
         "maxNumberOfWebWorkers": 3,
         "showWarningMessageForCrossOrigin": False,
@@ -70,6 +71,10 @@ def app_config(app_base: str, dicomweb_root: str, *, show_study_list: bool) -> s
         "strictZSpacingForVolumeViewport": True,
         "groupEnabledModesFirst": True,
         "investigationalUseDialog": {"option": "never"},
+        # Measurements are saved with the study as they are made (hub script):
+        # no "track measurements for this series?" prompt, no unsaved-work prompts.
+        "measurementTrackingMode": "simplified",
+        "disableConfirmationPrompts": True,
         "maxNumRequests": {"interaction": 100, "thumbnail": 5, "prefetch": 25},
         "showErrorDetails": "production",
         "defaultDataSourceName": "vethub",
@@ -178,10 +183,12 @@ def _file(path: str) -> Path | None:
 
 @lru_cache(maxsize=256)
 def _prepared(file: Path, mtime: float) -> tuple[bytes, bytes]:
-    """The file as served (public path moved) and gzipped, once per process."""
+    """The file as served (public path and root links moved) and gzipped, once per process."""
     body = file.read_bytes()
     if file.suffix == ".js" and _PUBLIC_PATH in body:
         body = body.replace(_PUBLIC_PATH, f'__webpack_require__.p = "{ASSET_PREFIX}";'.encode())
+    if file.suffix == ".css":  # fonts linked from the site root
+        body = body.replace(b"url(/", f"url({ASSET_PREFIX}".encode())
     return body, gzip.compress(body, compresslevel=4, mtime=0)
 
 

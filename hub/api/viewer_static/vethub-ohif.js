@@ -14,6 +14,7 @@
   "use strict";
 
   var SAVE_DELAY_MS = 700;
+  var COMPARE = "@ohif/hpCompare";
   var TOOL_TYPES = {
     Length: "length",
     Angle: "angle",
@@ -82,30 +83,50 @@
     return out.length ? out : null;
   }
 
-  // Side by side: one zoom/pan and one scroll position for both studies.
-  if (studyUids.length > 1) {
-    every(
-      200,
-      function () {
-        var vps = liveViewports();
-        return vps && vps.length > 1 ? vps : null;
-      },
-      function (vps) {
-        var sync = window.services.syncGroupService;
-        vps.forEach(function (v) {
-          var engine = v.viewport.getRenderingEngine().id;
-          sync.addViewportToSyncGroup(v.id, engine, { type: "zoompan", id: "vethub-zoompan", source: true, target: true });
-          sync.addViewportToSyncGroup(v.id, engine, { type: "imageSlice", id: "vethub-slice", source: true, target: true });
-        });
-        state.linked = true;
+  // Side by side: OHIF's compare protocol opens as 2x2 (current and prior, two
+  // series each); one row of two fits radiographs. Every viewport it shows (they
+  // are re-created as the layout or series change) joins one zoom/pan and one
+  // scroll synchronizer.
+  function linkViewports() {
+    var s = window.services;
+    var vps = liveViewports();
+    if (!vps) return;
+    var hp = s.hangingProtocolService.getState();
+    if (hp.protocolId === COMPARE && hp.stageIndex === 0 && !state.staged) {
+      state.staged = true;
+      window.commandsManager.runCommand("setHangingProtocol", { protocolId: COMPARE, stageIndex: 1 });
+      return;
+    }
+    vps.forEach(function (v) {
+      var joined = s.syncGroupService.getSynchronizersForViewport(v.id).map(function (sync) {
+        return sync.id;
+      });
+      var engine = v.viewport.getRenderingEngine().id;
+      if (joined.indexOf("vethub-zoompan") < 0) {
+        s.syncGroupService.addViewportToSyncGroup(v.id, engine, { type: "zoompan", id: "vethub-zoompan", source: true, target: true });
       }
-    );
+      if (joined.indexOf("vethub-slice") < 0) {
+        s.syncGroupService.addViewportToSyncGroup(v.id, engine, { type: "imageSlice", id: "vethub-slice", source: true, target: true });
+      }
+    });
+    state.linked = vps.length > 1 && (hp.protocolId !== COMPARE || hp.stageIndex === 1);
+  }
+  if (studyUids.length > 1) {
+    state.staged = false;
+    setInterval(function () {
+      try {
+        linkViewports();
+      } catch (e) {
+        console.warn("vethub: linking the viewports failed", e);
+      }
+    }, 300);
   }
 
   if (meta("vethub-annotate") !== "1" || !studyUids.length) return;
   var csrf = meta("vethub-csrf") || "";
   var restoring = false;
   var timer = null;
+  var saved = {}; // study -> fingerprint of what the hub holds
 
   function api(uid) {
     return "/api/v1/studies/" + encodeURIComponent(uid) + "/annotations";
@@ -182,6 +203,20 @@
     return anns.map(toItem).filter(Boolean);
   }
 
+  // What makes two sets of annotations the same (not the stats drawn from them).
+  function fingerprint(items) {
+    return JSON.stringify(
+      items.map(function (i) {
+        var points = i.world.map(function (p) {
+          return p.map(function (v) {
+            return Math.round(v * 1000) / 1000;
+          });
+        });
+        return [i.tool, i.sop_instance_uid, i.frame, points, i.text];
+      })
+    );
+  }
+
   function save() {
     timer = null;
     var items = allItems();
@@ -190,6 +225,9 @@
       var mine = items.filter(function (i) {
         return i.study_instance_uid === uid;
       });
+      var print = fingerprint(mine);
+      if (print === saved[uid]) return; // redrawn, not changed
+      saved[uid] = print;
       fetch(api(uid), {
         method: "PUT",
         credentials: "same-origin",
@@ -204,6 +242,7 @@
           });
         })
         .catch(function (e) {
+          saved[uid] = null; // try again on the next change
           notify("The measurements were not saved: " + e.message);
         });
     });
@@ -222,8 +261,11 @@
     try {
       documents.forEach(function (doc) {
         state.versions[doc.study_instance_uid] = doc.version;
-        doc.annotations.forEach(function (item) {
-          if (!item.tool || !item.world || !item.image_id) return;
+        var usable = doc.annotations.filter(function (item) {
+          return item.tool && item.world && item.image_id;
+        });
+        saved[doc.study_instance_uid] = fingerprint(usable);
+        usable.forEach(function (item) {
           cst.annotation.state.addAnnotation(fromItem(item), item.frame_of_reference_uid);
           count += 1;
         });
