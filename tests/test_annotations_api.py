@@ -3,11 +3,15 @@ viewer's saved measurements, versioned, for vets and techs only, audited, on bot
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 
 from hub.context import Hub
-from hub.services import users
-from tests.harness import key_for
+from hub.errors import Conflict
+from hub.services import annotation, users
+from tests.harness import empty_tables, key_for, make_settings
 from tests.study_factory import indexed_study, place
 
 LENGTH = {
@@ -122,3 +126,25 @@ def test_only_vets_and_techs_and_sessions_need_csrf(hub: Hub, client: TestClient
     saved = client.put(_url(uid), json=body, headers={"X-CSRF-Token": csrf})
     assert saved.status_code == 200 and saved.json()["version"] == 1
     assert saved.json()["updated_by"].endswith(":vera")
+
+
+def test_a_save_racing_another_is_a_conflict_not_a_lost_update(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL runs two saves of one study at once (SQLite queues its writers): the
+    one that read version 1 after the other wrote version 2 must not overwrite it."""
+    hub = Hub.open(make_settings(tmp_path, pg_url), upgrade=True)
+    empty_tables(hub.db)
+    try:
+        with hub.db.session() as s:
+            annotation.save(s, "1.2.3", [LENGTH], "user:1:vera")
+        with pytest.raises(Conflict) as lost, hub.db.session() as first:
+            read = annotation.of_study(first, "1.2.3")  # read version 1 (and kept) ...
+            assert read is not None and read.version == 1
+            with hub.db.session() as second:  # ... while another save commits version 2
+                annotation.save(second, "1.2.3", [], "user:2:tom", base_version=1)
+            annotation.save(first, "1.2.3", [LENGTH, LENGTH], "user:1:vera", base_version=1)
+        assert lost.value.field == "base_version"
+        with hub.db.read_session() as s:
+            row = annotation.of_study(s, "1.2.3")
+            assert row is not None and (row.version, row.document) == (2, [])
+    finally:
+        hub.close()
