@@ -23,8 +23,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.encaps import generate_frames
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import MPEG4HP41, ExplicitVRLittleEndian, RLELossless, generate_uid
 from pynetdicom import AE
 
 from hub.archive import ingest, render, thumbnails
@@ -117,6 +118,14 @@ def _store_file(hub: Hub, name: str) -> tuple[str, str, str]:
             sop_instance_uid=ds.SOPInstanceUID,
             transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
         ),
+    )
+    return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+
+def _store_ds(hub: Hub, ds: Dataset, syntax: str) -> tuple[str, str, str]:
+    ingest.store_instance(
+        hub,
+        ingest.Incoming(sf.encode(ds), ds.SOPClassUID, ds.SOPInstanceUID, syntax),
     )
     return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
 
@@ -269,6 +278,26 @@ def test_rendered_pictures_and_placeholders(
         assert r.headers["warning"].startswith('299 vethub "cannot decode: ')
     assert [rec.message for rec in caplog.records].count("image cannot be rendered") == 1
     assert render.reason_path(hub.settings.data_dir, bad[2]).exists()
+
+    # Not still images: a video's stream as stored, a PDF as a PDF (OHIF plays
+    # and shows them from /rendered), bulk data single-part when asked so.
+    mp4 = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
+    video = sf.instance(NumberOfFrames=25)
+    video.PixelData = encapsulate([mp4])
+    video["PixelData"].VR, video["PixelData"].is_undefined_length = "OB", True
+    video_ids = _store_ds(hub, video, MPEG4HP41)
+    r = client.get(_url(video_ids, "/rendered"))
+    assert r.headers["content-type"] == "video/mp4" and r.content == mp4
+    pdf_bytes = b"%PDF-1.4 a referral letter %%EOF\r\n"  # even: no padding
+    pdf = sf.instance(sop_class="1.2.840.10008.5.1.4.1.1.104.1", EncapsulatedDocument=pdf_bytes)
+    del pdf.PixelData
+    pdf_ids = _store_ds(hub, pdf, ExplicitVRLittleEndian)
+    r = client.get(_url(pdf_ids, "/rendered"))
+    assert r.headers["content-type"] == "application/pdf" and r.content == pdf_bytes
+    r = client.get(
+        _url(pdf_ids, "/bulkdata/00420011"), headers={"Accept": "application/octet-stream"}
+    )
+    assert r.headers["content-type"] == "application/octet-stream" and r.content == pdf_bytes
 
     # The summary page's previews use the same renderer.
     stored = _stored_file(hub.settings.data_dir, *cases["examples_palette.dcm"])

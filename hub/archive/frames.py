@@ -204,6 +204,12 @@ def _compressed(img: Image, numbers: list[int]) -> list[bytes]:
     return [frames[n - 1] for n in numbers]
 
 
+def whole_stream(path: Path) -> bytes:
+    """All fragments of the encapsulated pixel data joined: an MPEG video's stream."""
+    ds = dcmread(path)
+    return next(generate_frames(ds.PixelData, number_of_frames=1))
+
+
 def _fragments(img: Image) -> tuple[list[int], list[tuple[int, int]]] | None:
     """The Basic Offset Table and each fragment's ``(file offset, length)``."""
     assert img.value_at is not None

@@ -276,9 +276,23 @@ def bulkdata(
     value = dicomjson.bulk_value(_file(request, inst), int(tag, 16))
     if value is None:
         raise HTTPException(404, f"instance {instance} has no binary value ({tag.upper()})")
+    single = _single_part(request.headers.get("accept"))
+    if single is not None:
+        return Response(value, media_type=single)
     boundary = multipart.new_boundary()
     body = b"".join(multipart.stream([multipart.Out(OCTETS, value)], boundary))
     return Response(body, media_type=multipart.related(OCTETS, boundary))
+
+
+def _single_part(header: str | None) -> str | None:
+    """The bare media type a client asked bulk data in (OHIF's ``singlepart``), or
+    None for multipart/related, the default."""
+    for r in multipart.accept(header):
+        if r.type in ANY or r.type == "multipart/related":
+            return None
+        if "/" in r.type and not r.type.endswith("/*"):
+            return r.type
+    return None
 
 
 # -- frames -------------------------------------------------------------------
@@ -431,6 +445,45 @@ def _picture(request: Request, inst: Instance, opts: render.Options) -> Response
     return Response(pic.content, media_type=pic.media_type, headers=headers)
 
 
+# What /rendered answers for an instance that is not a still image: a video's
+# stream as stored (a <video> element plays it), an encapsulated PDF as a PDF.
+VIDEO_TYPES = {
+    "1.2.840.10008.1.2.4.100": "video/mpeg",
+    "1.2.840.10008.1.2.4.101": "video/mpeg",
+    **{f"1.2.840.10008.1.2.4.{n}": "video/mp4" for n in range(102, 109)},
+}
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+def _media(request: Request, inst: Instance) -> Response | None:
+    """The video or PDF of the instance, when it is one and the client takes it."""
+    kind = VIDEO_TYPES.get(inst.transfer_syntax_uid)
+    if kind is None and inst.sop_class_uid == ENCAPSULATED_PDF:
+        kind = "application/pdf"
+    if kind is None:
+        return None
+    major = kind.split("/")[0] + "/*"
+    if not any(
+        r.type in ("*/*", major, kind) for r in multipart.accept(request.headers.get("accept"))
+    ):
+        return None
+    path = _file(request, inst)
+    try:
+        if kind == "application/pdf":
+            content = dicomjson.bulk_value(path, 0x00420011)
+        else:
+            content = frames.whole_stream(path)
+    except Exception as exc:
+        log.warning(
+            "media not readable",
+            extra={"sop_instance_uid": inst.sop_instance_uid, "error": str(exc)[:300]},
+        )
+        return None
+    if not content:
+        return None
+    return Response(content, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
+
+
 # Instances with no picture of their own: a study's or series' picture skips them.
 NOT_IMAGES = (
     "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key objects
@@ -484,8 +537,11 @@ def _picture_routes(suffix: str, *, thumbnail: bool) -> None:
         request: Request,
         access: Access = Depends(retriever),
     ) -> Response:
-        opts = _options(request, 1, thumbnail=thumbnail)
         found = _find(request, access, study, series, instance, what=what)
+        media = None if thumbnail else _media(request, found[0][1])
+        if media is not None:
+            return media
+        opts = _options(request, 1, thumbnail=thumbnail)
         return _picture(request, found[0][1], opts)
 
     @router.get(
