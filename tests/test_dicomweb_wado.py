@@ -165,6 +165,15 @@ def test_frames_metadata_and_refusals(client: TestClient, hub: Hub) -> None:
     assert r.status_code == 200 and _parts(r) == [every[1]]
     everyone = ",".join(str(n) for n in range(30, 0, -1))  # streamed in batches
     assert _parts(client.get(_url(us, f"/frames/{everyone}"), headers=star)) == every[::-1]
+    # Several fragments a frame, found through the Basic Offset Table.
+    split = dcmread(_testfile("examples_ybr_color.dcm"))
+    split.SOPInstanceUID = split.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    split.PixelData = encapsulate(every, fragments_per_frame=3, has_bot=True)
+    split_ids = _store_ds(hub, split, split.file_meta.TransferSyntaxUID)
+    assert _parts(client.get(_url(split_ids, "/frames/7,30"), headers=star)) == [
+        every[6],
+        every[29],
+    ]
 
     r = client.get(_url(dose, "/frames/15"))  # no Accept: native bytes, decoded
     ds = dcmread(_testfile("rtdose_rle.dcm"))
