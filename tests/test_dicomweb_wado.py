@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from fastapi.testclient import TestClient
@@ -287,6 +288,22 @@ def test_rendered_pictures_and_placeholders(
         assert r.headers["warning"].startswith('299 vethub "cannot decode: ')
     assert [rec.message for rec in caplog.records].count("image cannot be rendered") == 1
     assert render.reason_path(hub.settings.data_dir, bad[2]).exists()
+
+    # Rescale, the file's window, MONOCHROME1 inverted (PNG: exact values).
+    grey = np.zeros((8, 8), "<u2")
+    grey[:, 4:] = 1000  # stored 1000 = 1000 HU with slope 2, intercept -1000
+    for photometric, left, right in (("MONOCHROME2", 0, 255), ("MONOCHROME1", 255, 0)):
+        ds = sf.instance(
+            PhotometricInterpretation=photometric,
+            RescaleSlope="2",
+            RescaleIntercept="-1000",
+            WindowCenter="500",
+            WindowWidth="1000",
+        )
+        ds.PixelData = grey.tobytes()
+        r = client.get(_url(_store_ds(hub, ds, ELE), "/rendered"), headers={"Accept": "image/png"})
+        shown = np.asarray(Image.open(io.BytesIO(r.content)))
+        assert (shown[0, 0], shown[0, 7]) == (left, right), photometric
 
     # Not still images: a video's stream as stored, a PDF as a PDF (OHIF plays
     # and shows them from /rendered), bulk data single-part when asked so.
