@@ -11,6 +11,7 @@ and the staff prefix share one cache.
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import threading
@@ -33,12 +34,14 @@ PIXEL_TAGS = {0x7FE00010: "7FE00010", 0x7FE00008: "7FE00008", 0x7FE00009: "7FE00
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 CACHE_SIZE = 2000
 
-_cache: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 _lock = threading.Lock()
+_RELATIVE = '"BulkDataURI":"bulkdata/'
 
 
-def instance(path: Path) -> dict[str, Any]:
-    """The instance's DICOM JSON with relative BulkDataURIs (cached; do not modify)."""
+def instance(path: Path) -> str:
+    """The instance's DICOM JSON as text, with relative BulkDataURIs (cached as text:
+    a few KB an instance, where the parsed form would cost ten times that)."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     with _lock:
@@ -46,22 +49,19 @@ def instance(path: Path) -> dict[str, Any]:
         if found is not None:
             _cache.move_to_end(key)
             return found
-    doc = _read(path)
+    text = json.dumps(_read(path), separators=(",", ":"), ensure_ascii=False)
     with _lock:
-        _cache[key] = doc
+        _cache[key] = text
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
-    return doc
+    return text
 
 
-def with_base(doc: dict[str, Any], instance_url: str) -> dict[str, Any]:
-    """``doc`` with its relative BulkDataURIs under ``instance_url``."""
-    out = dict(doc)
-    for key, elem in doc.items():
-        uri = elem.get("BulkDataURI")
-        if uri is not None:
-            out[key] = {"vr": elem["vr"], "BulkDataURI": f"{instance_url}/{uri}"}
-    return out
+def with_base(text: str, instance_url: str) -> str:
+    """``text`` with its relative BulkDataURIs under ``instance_url``. A value that
+    merely contains these characters is escaped in JSON (``\\"``), so only the
+    URIs match."""
+    return text.replace(_RELATIVE, f'"BulkDataURI":"{instance_url}/bulkdata/')
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ caller and study (``access.audit_retrieve``).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -229,8 +228,7 @@ def _metadata_response(request: Request, study: str, found: Located) -> Response
                 )
                 continue
             url = instance_url(base, study, series, inst.sop_instance_uid)
-            text = json.dumps(dicomjson.with_base(doc, url), separators=(",", ":"))
-            yield (b"" if first else b",") + text.encode()
+            yield (b"" if first else b",") + dicomjson.with_base(doc, url).encode()
             first = False
         yield b"]"
 
