@@ -1,8 +1,8 @@
 """The diagnostic viewer in a real browser (headless Debian Chromium, WebGL in
 software) against a real ``vethub serve`` and its DICOMweb: a vet signs in from
 the study link, drags window/level, measures a length in mm that is still there
-after a reload, opens a prior side by side (linked), and a multi-frame
-ultrasound plays. One served hub and four page loads for the module.
+after a reload, opens a prior side by side (linked; the prior JPEG 2000
+compressed, decoded in the browser), and a multi-frame ultrasound plays. One served hub and four page loads for the module.
 
 Screenshots go to ``$VETHUB_SCREENSHOTS`` (default tests/artifacts/)."""
 
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import JPEG2000Lossless, generate_uid
+from pynetdicom import AE
 
 from hub.api import ohif_assets
 from hub.db import Database
@@ -66,6 +67,17 @@ def _us_cine(frames: int = 8, rows: int = 96) -> Dataset:
     return ds
 
 
+def _send_compressed(port: int, ds: Dataset) -> int:
+    ae = AE(ae_title="DX_ROOM1")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
+    assert assoc.is_established
+    try:
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
 @pytest.fixture(scope="module")
 def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedHub, dict]]:
     assert ohif_assets.installed(), "the OHIF build is not installed: run `make viewer-assets`"
@@ -84,15 +96,20 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
                 json=rex(placer_order_number="ORD-900", accession_number="A0900"),
             ).json()
         cine = _us_cine()
-        # A ~0.5 MB radiograph, an older one of the same dog, an ultrasound clip.
-        sent = [_dx(now, 512, "20261127"), _dx(then, 256, "20250310"), cine]
-        assert sf.send(hub.dicom, sent) == [0, 0, 0]
+        # A ~0.5 MB radiograph, an ultrasound clip, and an older radiograph of the
+        # same dog as its modality sent it, JPEG 2000 compressed (decoded by OHIF).
+        assert sf.send(hub.dicom, [_dx(now, 512, "20261127"), cine]) == [0, 0]
+        prior = _dx(then, 256, "20250310")
+        prior_sum = int(prior.pixel_array.sum())
+        prior.compress(JPEG2000Lossless)
+        assert _send_compressed(hub.dicom, prior) == 0
         yield (
             hub,
             {
                 "now": now["study_instance_uid"],
                 "then": then["study_instance_uid"],
                 "us": str(cine.StudyInstanceUID),
+                "prior_sum": prior_sum,
             },
         )
     finally:
@@ -198,6 +215,13 @@ def test_a_vet_reads_measures_and_compares(
                 "() => cornerstone.getRenderingEngines()[0].getViewports().map(v => v.getZoom())"
             )
             assert ohif.evaluate(zooms) == [1, 1]
+            # The prior came in JPEG 2000: decoded in the browser, its real pixels.
+            prior = ohif.evaluate(
+                "() => { const v = cornerstone.getRenderingEngines()[0].getViewports()[1];"
+                " const img = cornerstone.cache.getImage(v.getCurrentImageId());"
+                " return [img.rows, img.getPixelData().reduce((a, b) => a + b, 0)]; }"
+            )
+            assert prior == [256, uids["prior_sum"]], prior
             left = app.locator(".cornerstone-canvas").first.bounding_box()
             page.mouse.move(left["x"] + 100, left["y"] + 200)
             page.mouse.down(button="right")  # right-button drag zooms
