@@ -2,7 +2,8 @@
 software) against a real ``vethub serve`` and its DICOMweb: a vet signs in from
 the study link, drags window/level, measures a length in mm that is still there
 after a reload, opens a prior side by side (linked; the prior JPEG 2000
-compressed, decoded in the browser), and a multi-frame ultrasound plays. One served hub and four page loads for the module.
+compressed, decoded in the browser), and a multi-frame ultrasound plays. One
+served hub and four page loads for the module.
 
 Screenshots go to ``$VETHUB_SCREENSHOTS`` (default tests/artifacts/)."""
 
