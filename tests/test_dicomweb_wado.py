@@ -288,6 +288,8 @@ def test_rendered_pictures_and_placeholders(
         assert r.headers["warning"].startswith('299 vethub "cannot decode: ')
     assert [rec.message for rec in caplog.records].count("image cannot be rendered") == 1
     assert render.reason_path(hub.settings.data_dir, bad[2]).exists()
+    r = client.get(_url(bad), headers={"Accept": "multipart/related; type=application/dicom"})
+    assert r.status_code == 406 and "transfer-syntax=*" in r.json()["detail"]
 
     # Rescale, the file's window, MONOCHROME1 inverted (PNG: exact values).
     grey = np.zeros((8, 8), "<u2")

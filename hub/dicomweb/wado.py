@@ -154,6 +154,21 @@ def _instances_response(request: Request, found: Located) -> Response:
                     f"transfer-syntax=*) or {EXPLICIT_LE}",
                 )
     paths = [(inst, _path(request, inst)) for _, inst in found]
+    boundary = multipart.new_boundary()
+    media_type = multipart.related("application/dicom", boundary)
+    if len(paths) == 1 and wanted not in ("*", paths[0][0].transfer_syntax_uid):
+        inst = paths[0][0]
+        try:
+            body = transcode.explicit_little(_file(request, inst))
+        except Exception as exc:  # one instance: say why rather than send nothing
+            raise HTTPException(
+                406,
+                f"instance {inst.sop_instance_uid} cannot be decoded to {EXPLICIT_LE} "
+                f"({str(exc)[:200]}); ask for transfer-syntax=* to have it as stored "
+                f"({inst.transfer_syntax_uid})",
+            ) from None
+        part = multipart.Out(f"application/dicom; transfer-syntax={EXPLICIT_LE}", body)
+        return Response(b"".join(multipart.stream([part], boundary)), media_type=media_type)
     if len(paths) == 1:
         _file(request, paths[0][0])
 
@@ -176,11 +191,7 @@ def _instances_response(request: Request, found: Located) -> Response:
                 continue
             yield multipart.Out(f"application/dicom; transfer-syntax={EXPLICIT_LE}", body)
 
-    boundary = multipart.new_boundary()
-    return StreamingResponse(
-        multipart.stream(parts(), boundary),
-        media_type=multipart.related("application/dicom", boundary),
-    )
+    return StreamingResponse(multipart.stream(parts(), boundary), media_type=media_type)
 
 
 @router.get("/studies/{study}")
