@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from hub.archive import render as renderer
 
 SIZE = 256
@@ -42,19 +40,3 @@ def thumbnail(data_dir: Path, dicom_path: Path, sop_instance_uid: str) -> bytes 
 def render(dicom_path: Path) -> bytes:
     """The preview PNG of ``dicom_path``; raises ``render.CannotRender``."""
     return renderer.render(dicom_path, _OPTIONS)
-
-
-def _to_uint8(pixels: np.ndarray, *, stretch: bool) -> np.ndarray:
-    """Stored values to 0..255 (greyscale: the 1st-99th percentile as window).
-
-    Kept for ``hub.archive.bundle``'s JPEGs; new code renders through
-    ``hub.archive.render``.
-    """
-    data = pixels.astype(np.float32)
-    if stretch:
-        low, high = np.percentile(data, [1, 99])
-    else:
-        low, high = (0.0, 255.0) if pixels.dtype == np.uint8 else (data.min(), data.max())
-    if high <= low:
-        high = low + 1
-    return np.clip((data - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
