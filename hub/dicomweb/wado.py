@@ -51,6 +51,9 @@ FRAME_TYPES = {
 ANY = frozenset({"*/*", "multipart/*"})
 MAX_FRAMES_ASKED = 1000
 FRAME_BATCH = 16
+# Pixel data never changes once stored (reconciliation corrects headers only), so
+# a viewer's browser may keep frames; private: never in a shared cache.
+FRAME_CACHE = {"Cache-Control": "private, max-age=86400"}
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
 Located = list[tuple[str, Instance]]
@@ -385,7 +388,7 @@ def retrieve_frames(
     media = multipart.related(part_type.split(";")[0], boundary)
     if len(numbers) <= FRAME_BATCH:
         body = b"".join(multipart.stream([multipart.Out(part_type, d) for d in first], boundary))
-        return Response(body, media_type=media)
+        return Response(body, media_type=media, headers=FRAME_CACHE)
 
     def parts() -> Iterator[multipart.Out]:
         """Many frames go out a batch at a time: 1000 large frames are never in memory."""
@@ -403,7 +406,9 @@ def retrieve_frames(
                 )
                 return
 
-    return StreamingResponse(multipart.stream(parts(), boundary), media_type=media)
+    return StreamingResponse(
+        multipart.stream(parts(), boundary), media_type=media, headers=FRAME_CACHE
+    )
 
 
 # -- rendered and thumbnails ----------------------------------------------------
