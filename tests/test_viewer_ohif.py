@@ -86,6 +86,22 @@ def test_the_page_has_the_banner_the_priors_and_ohif(hub: Hub, client: TestClien
     assert (uid, "viewer") in viewed and (prior, "viewer") in viewed
 
 
+def test_an_unmatched_study_shows_what_the_device_sent(hub: Hub, client: TestClient) -> None:
+    # Keyed in at the unit, no order: priors are the other unmatched studies of the
+    # same patient ID as sent, not another patient's.
+    sent = [
+        sf.instance(patient_id=pid, patient_name="Doe^Rex", study_date=day, rows=8)
+        for pid, day in (("U-1", "20261127"), ("U-1", "20260101"), ("U-2", "20260102"))
+    ]
+    for ds in sent:
+        sf.store(hub, ds)
+    uid, prior, other = (str(ds.StudyInstanceUID) for ds in sent)
+    vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
+    page = client.get(f"/viewer/studies/{uid}", headers=vet).text
+    assert "Doe Rex" in page and "not matched to an order" in page
+    assert "Priors (1)" in page and f"?compare={prior}" in page and other not in page
+
+
 def test_ohif_opens_for_staff_and_referral_shares_only(hub: Hub, client: TestClient) -> None:
     uid = _study(client, hub)
     client.headers.pop("Authorization")
@@ -147,6 +163,13 @@ def test_ohif_opens_for_staff_and_referral_shares_only(hub: Hub, client: TestCli
     assert client.get(f"/shared/{shares['owner']}/app/viewer", headers=HTML).status_code == 404
     assert client.get(f"/shared/{token}x/app/viewer", headers=HTML).status_code == 404
     assert client.get(f"/shared/{token}x/app/app-config.js").status_code == 404
+    # Withdrawn: the viewer left open stops at its next page or config load.
+    listed = client.get(f"/api/v1/studies/{uid}/shares", headers=vet).json()
+    referral = next(x for x in listed if x["mode"] == "referral")
+    revoked = client.delete(f"/api/v1/studies/{uid}/shares/{referral['id']}", headers=vet)
+    assert revoked.status_code == 204, revoked.text
+    assert client.get(f"/shared/{token}/app/viewer", headers=HTML).status_code == 410
+    assert client.get(f"/shared/{token}/app/app-config.js").status_code == 410
 
 
 def test_ohif_files_are_served_once_for_all_with_long_caching(client: TestClient) -> None:

@@ -299,12 +299,16 @@ def staff_app(request: Request, route: str = "") -> Response:
     return _app_index(request, STAFF_SCOPE, None)
 
 
-def _share_scope(hub: Hub, token: str) -> ViewerScope | None:
-    """The viewer scope a ``referral`` share opens; None for any other token."""
+def _share_scope(hub: Hub, token: str) -> ViewerScope | int:
+    """The viewer scope a ``referral`` share opens, or the status refusing it: 410
+    once expired or withdrawn (as its DICOMweb answers), 404 for an owner's link
+    (the plain page, not this viewer) or a token that names no share."""
     with hub.db.read_session() as s:
         share = links.open_share(s, token)
-        if share is None or getattr(share, "mode", "referral") != "referral":
-            return None
+        if share is None:
+            return 410 if links.refusal(s, token) is not None else 404
+        if share.mode != "referral":
+            return 404
     base = f"/shared/{quote(token, safe='')}"
     return ViewerScope(
         app_base=f"{base}/app",
@@ -317,8 +321,8 @@ def _share_scope(hub: Hub, token: str) -> ViewerScope | None:
 @router.get("/shared/{token}/app/app-config.js")
 def shared_config(token: str, request: Request) -> Response:
     scope = _share_scope(request.app.state.hub, token)
-    if scope is None:
-        return Response(status_code=404)
+    if isinstance(scope, int):
+        return Response(status_code=scope)
     return _config(scope, show_study_list=False)
 
 
@@ -327,12 +331,9 @@ def shared_config(token: str, request: Request) -> Response:
 def shared_app(token: str, request: Request, route: str = "") -> Response:
     """OHIF for a referral share: its one study, read-only, by the token in the path."""
     scope = _share_scope(request.app.state.hub, token)
-    if scope is None:
-        return HTMLResponse(
-            "This link is not valid: it has expired or was withdrawn.",
-            status_code=404,
-            headers=PAGE_HEADERS,
-        )
+    if isinstance(scope, int):
+        text = "This link has expired or was withdrawn." if scope == 410 else "No such link."
+        return HTMLResponse(text, status_code=scope, headers=PAGE_HEADERS)
     return _app_index(request, scope, None)
 
 
