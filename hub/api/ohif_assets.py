@@ -172,11 +172,11 @@ def _file(path: str) -> Path | None:
     if path in _NOT_SERVED or "\\" in path or path.startswith("/"):
         return None
     root = OHIF_DIR.resolve()
-    try:
+    try:  # NUL bytes, names too long for the file system: no such file
         file = (root / path).resolve()
+        if root not in file.parents or not file.is_file():
+            return None
     except (OSError, ValueError):
-        return None
-    if root not in file.parents or not file.is_file():
         return None
     return file
 
