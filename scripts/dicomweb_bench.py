@@ -37,7 +37,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,10 +49,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.harness import ADMIN_KEY, ServedHub, start_hub
+from tests.harness import ADMIN_KEY, ServedHub, pg_admin, pg_database_url, start_hub
 
 ORTHANC_HTTP = 18042
 ORTHANC_DICOM = 14242
@@ -218,7 +218,7 @@ class Server:
     dicom_port: int
     ae_title: str
     headers: dict[str, str] = field(default_factory=dict)
-    db_path: str = ""  # the hub's SQLite file, for counting what it holds
+    db_url: str = ""  # the hub's database, for counting what it holds
     stop: Callable[[], object] = lambda: None
 
     def client(self) -> httpx.Client:
@@ -263,20 +263,28 @@ def start_orthanc(work: Path) -> Server:
     return Server("orthanc", f"{url}/dicom-web", ORTHANC_DICOM, "ORTHANC", stop=stop)
 
 
-def start_vethub(work: Path) -> Server:
+PG_DATABASE = "dicomweb_bench"
+
+
+def start_vethub(work: Path, postgres: bool = False) -> Server:
+    """``vethub serve`` on SQLite under WORK, or on database PG_DATABASE of the test
+    PostgreSQL server (made if missing, kept between runs like WORK)."""
     work.mkdir(parents=True, exist_ok=True)
-    hub: ServedHub = start_hub(
-        work / "data",
-        f"sqlite:///{work}/vethub.db",
-        VETHUB_DICOM_ALLOW_UNKNOWN_AE="true",
-    )
+    db_url = f"sqlite:///{work}/vethub.db"
+    if postgres:
+        with pg_admin() as admin:
+            made = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,))
+            if made.fetchone() is None:
+                admin.execute(f"CREATE DATABASE {PG_DATABASE}")
+        db_url = pg_database_url(PG_DATABASE)
+    hub: ServedHub = start_hub(work / "data", db_url, VETHUB_DICOM_ALLOW_UNKNOWN_AE="true")
     return Server(
-        "vethub",
+        "vethub-pg" if postgres else "vethub",
         f"{hub.url}/dicomweb",
         hub.dicom,
         hub.ae_title,
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        db_path=str(work / "vethub.db"),
+        db_url=db_url,
         stop=hub.stop,
     )
 
@@ -285,8 +293,12 @@ def study_count(server: Server) -> int:
     """How many studies the server holds, not asked through DICOMweb."""
     if server.name == "orthanc":
         return int(httpx.get(f"{server.base.rsplit('/', 1)[0]}/statistics").json()["CountStudies"])
-    with sqlite3.connect(f"file:{server.db_path}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM studies").fetchone()[0])
+    engine = create_engine(server.db_url)
+    try:
+        with engine.connect() as db:
+            return int(db.execute(text("SELECT count(*) FROM studies")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def load(server: Server, data: Path, manifest: dict[str, Any], streams: int) -> float:
@@ -545,7 +557,11 @@ def run(args: argparse.Namespace) -> None:
     want = manifest["studies"] + 1
     if args.fresh and work.exists():
         shutil.rmtree(work)
-    starters = {"orthanc": start_orthanc, "vethub": start_vethub}
+    starters: dict[str, Callable[[Path], Server]] = {
+        "orthanc": start_orthanc,
+        "vethub": start_vethub,
+        "vethub-pg": lambda work: start_vethub(work, postgres=True),
+    }
     servers: list[Server] = []
     try:
         for name in args.servers.split(","):
@@ -581,7 +597,9 @@ def main() -> None:
     r = sub.add_parser("run", help="start, load and measure the servers")
     r.add_argument("--data", required=True)
     r.add_argument("--work", required=True, help="the servers' storage (kept between runs)")
-    r.add_argument("--servers", default="orthanc,vethub")
+    r.add_argument(
+        "--servers", default="orthanc,vethub", help="of orthanc, vethub, vethub-pg (PostgreSQL)"
+    )
     r.add_argument("--reps", type=int, default=25, help="timed QIDO requests per kind")
     r.add_argument("--rounds", type=int, default=3, help="WADO rounds per server")
     r.add_argument("--concurrency", type=int, default=4, help="frame requests in flight")
