@@ -119,7 +119,7 @@ def index_html(app_base: str, meta: dict[str, str]) -> tuple[str, list[str]]:
     doc = re.sub(r'<script[^>]*src="/init-service-worker\.js"[^>]*></script>', "", doc)
     doc = re.sub(r'(href|src)="/(?!/)', rf'\1="{ASSET_PREFIX}', doc)
     doc = doc.replace(f'src="{ASSET_PREFIX}app-config.js"', f'src="{app_base}/app-config.js"')
-    doc = doc.replace(f'href="{ASSET_PREFIX}manifest.json"', 'href="data:,"')
+    doc = re.sub(r'<link rel="manifest"[^>]*>', "", doc)  # not an installable app here
     tags = "".join(
         f'<meta name="{_attr(name)}" content="{_attr(value)}">' for name, value in meta.items()
     )
