@@ -248,7 +248,7 @@ def _priors(study: Study, found: list[Study], compare_with: Study | None) -> str
 # OHIF's own pages (the frame), per scope.
 
 
-def _app_index(request: Request, scope: ViewerScope, study_uid: str | None) -> Response:
+def _app_index(request: Request, scope: ViewerScope) -> Response:
     if not ohif_assets.installed():
         return HTMLResponse(
             f"The viewer is not installed: run {ohif_assets.INSTALL_HINT}.",
@@ -258,8 +258,6 @@ def _app_index(request: Request, scope: ViewerScope, study_uid: str | None) -> R
     meta = {"vethub-annotate": "1" if scope.can_annotate else "0"}
     if scope.can_annotate and (token := request.cookies.get(SESSION_COOKIE)):
         meta["vethub-csrf"] = users.csrf_token(token)
-    if study_uid:
-        meta["vethub-study"] = study_uid
     doc, hashes = ohif_assets.index_html(scope.app_base, meta)
     headers = PAGE_HEADERS | {
         "Content-Security-Policy": ohif_assets.content_security_policy(hashes),
@@ -268,10 +266,9 @@ def _app_index(request: Request, scope: ViewerScope, study_uid: str | None) -> R
     return HTMLResponse(doc, headers=headers)
 
 
-def _config(scope: ViewerScope, show_study_list: bool) -> Response:
-    body = ohif_assets.app_config(
-        scope.app_base, scope.dicomweb_root, show_study_list=show_study_list
-    )
+def _config(scope: ViewerScope) -> Response:
+    # No study list: the viewer opens from a study's link, never as a PACS browser.
+    body = ohif_assets.app_config(scope.app_base, scope.dicomweb_root, show_study_list=False)
     return Response(
         body,
         media_type="text/javascript",
@@ -285,7 +282,7 @@ def staff_config(request: Request) -> Response:
         viewer.staff(request)
     except viewer.Refused as err:
         return Response(status_code=err.status)
-    return _config(STAFF_SCOPE, show_study_list=False)
+    return _config(STAFF_SCOPE)
 
 
 @router.get(STAFF_APP)
@@ -296,7 +293,7 @@ def staff_app(request: Request, route: str = "") -> Response:
         viewer.staff(request)
     except viewer.Refused as err:
         return viewer.refused(request, err)
-    return _app_index(request, STAFF_SCOPE, None)
+    return _app_index(request, STAFF_SCOPE)
 
 
 def _share_scope(hub: Hub, token: str) -> ViewerScope | int:
@@ -323,7 +320,7 @@ def shared_config(token: str, request: Request) -> Response:
     scope = _share_scope(request.app.state.hub, token)
     if isinstance(scope, int):
         return Response(status_code=scope)
-    return _config(scope, show_study_list=False)
+    return _config(scope)
 
 
 @router.get("/shared/{token}/app")
@@ -334,7 +331,7 @@ def shared_app(token: str, request: Request, route: str = "") -> Response:
     if isinstance(scope, int):
         text = "This link has expired or was withdrawn." if scope == 410 else "No such link."
         return HTMLResponse(text, status_code=scope, headers=PAGE_HEADERS)
-    return _app_index(request, scope, None)
+    return _app_index(request, scope)
 
 
 @router.get("/viewer/ohif/{path:path}")
