@@ -9,13 +9,14 @@ PatientID, owner^pet names with umlauts, StudyDate over 2026, Modality
 DX/CR/US/CT/MR, AccessionNumber all varied) and one CT series of SLICES
 512x512 16-bit slices (uncompressed, ~0.5 MB each), with a manifest.
 
-``run`` starts both servers itself on loopback: Orthanc (the Debian package,
+``run`` starts the servers itself on loopback: Orthanc (the Debian package,
 DICOMweb plugin, its own config and storage under WORK/orthanc, HTTP 18042,
 DICOM 14242, authentication off) and ``vethub serve`` (the test harness's
-``start_hub``, SQLite under WORK/hub, admin Bearer key). Both are loaded with
-DCMTK ``storescu`` over C-STORE (a few associations at once), unless they
-already hold the data from an earlier run. Then, the servers taking turns
-request by request so a load change on the machine hits both alike:
+``start_hub``, admin Bearer key): ``vethub`` on SQLite under WORK/vethub,
+``vethub-pg`` on database dicomweb_bench of the test PostgreSQL server. Each
+is loaded with DCMTK ``storescu`` over C-STORE (a few associations at once)
+unless it already holds the data from an earlier run. Then, the servers
+taking turns request by request so a load change hits them all alike:
 
 - QIDO-RS study searches by kind, REPS timed requests each after 2 warm-ups:
   median and p95 ms, and the number of studies each answered;
@@ -555,8 +556,11 @@ def run(args: argparse.Namespace) -> None:
     data, work = Path(args.data), Path(args.work)
     manifest = json.loads((data / "manifest.json").read_text())
     want = manifest["studies"] + 1
-    if args.fresh and work.exists():
-        shutil.rmtree(work)
+    if args.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+        if "vethub-pg" in args.servers:
+            with pg_admin() as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE}")
     starters: dict[str, Callable[[Path], Server]] = {
         "orthanc": start_orthanc,
         "vethub": start_vethub,
@@ -604,7 +608,9 @@ def main() -> None:
     r.add_argument("--rounds", type=int, default=3, help="WADO rounds per server")
     r.add_argument("--concurrency", type=int, default=4, help="frame requests in flight")
     r.add_argument("--streams", type=int, default=3, help="storescu processes at once")
-    r.add_argument("--fresh", action="store_true", help="empty WORK first")
+    r.add_argument(
+        "--fresh", action="store_true", help="empty WORK (and the PostgreSQL database) first"
+    )
     r.add_argument("--out")
     args = parser.parse_args()
     if args.command == "gen":
