@@ -100,7 +100,23 @@ class Out:
 
 
 def stream(parts: Iterable[Out], boundary: str) -> Iterator[bytes]:
-    """The multipart body, part by part; files are read in CHUNK steps."""
+    """The multipart body in pieces of about CHUNK bytes.
+
+    A streaming response hands each piece from a worker thread to the event
+    loop; coalescing the small pieces (part headers, delimiters, small files)
+    keeps that to about one hop per CHUNK rather than four per instance.
+    """
+    pending = bytearray()
+    for piece in _pieces(parts, boundary):
+        pending += piece
+        if len(pending) >= CHUNK:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+def _pieces(parts: Iterable[Out], boundary: str) -> Iterator[bytes]:
     dash = f"--{boundary}".encode()
     for part in parts:
         head = [dash, f"Content-Type: {part.content_type}".encode()]
