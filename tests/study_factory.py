@@ -254,3 +254,21 @@ def indexed_study(hub: Hub, order: dict, instances: int = 2) -> str:
             )
         events.record(s, "study.received", order_id=order["id"], study_instance_uid=uid)
     return uid
+
+
+def stored_series(hub: Hub, order: dict, n: int = 2) -> tuple[str, list[str]]:
+    """``n`` small images of one series stored for ``order`` (through the real
+    ingest, files and all); the study UID and the SOP instance UIDs."""
+    sops: list[str] = []
+    series = None
+    for _ in range(n):
+        ds = instance(
+            accession=order["accession_number"],
+            study_uid=order["study_instance_uid"],
+            series_uid=series,
+            rows=32,
+        )
+        series = ds.SeriesInstanceUID
+        store(hub, ds)
+        sops.append(ds.SOPInstanceUID)
+    return order["study_instance_uid"], sops

@@ -24,22 +24,6 @@ from tests.study_factory import place
 ANON = {"Authorization": ""}
 
 
-def _study(hub: Hub, client: TestClient, n: int = 2) -> tuple[str, list[str]]:
-    order = place(client)
-    sops, series = [], None
-    for _ in range(n):
-        ds = sf.instance(
-            accession=order["accession_number"],
-            study_uid=order["study_instance_uid"],
-            series_uid=series,
-            rows=32,
-        )
-        series = ds.SeriesInstanceUID
-        sf.store(hub, ds)
-        sops.append(ds.SOPInstanceUID)
-    return order["study_instance_uid"], sops
-
-
 def _share(client: TestClient, uid: str, vet: dict[str, str], **body: object) -> tuple[dict, str]:
     r = client.post(f"/api/v1/studies/{uid}/shares", json=body, headers=vet)
     assert r.status_code == 201, r.text
@@ -53,7 +37,7 @@ def _audit(hub: Hub, action: str) -> list[AuditEvent]:
 
 
 def test_modes_are_checked_and_listed_with_their_use(hub: Hub, client: TestClient) -> None:
-    uid, sops = _study(hub, client, n=1)
+    uid, sops = sf.stored_series(hub, place(client), n=1)
     vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
     plain, _ = _share(client, uid, vet)
     assert (plain["mode"], plain["allow_download"]) == ("referral", False)
@@ -84,7 +68,7 @@ def test_modes_are_checked_and_listed_with_their_use(hub: Hub, client: TestClien
 
 
 def test_owner_page_is_plain_words_and_big_images(hub: Hub, client: TestClient) -> None:
-    uid, _ = _study(hub, client, n=3)
+    uid, _ = sf.stored_series(hub, place(client), n=3)
     vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
     _, path = _share(client, uid, vet, mode="owner")
     page = client.get(path, headers=ANON)
@@ -113,7 +97,7 @@ def test_owner_page_is_plain_words_and_big_images(hub: Hub, client: TestClient) 
 
 
 def test_download_is_the_dicom_files_jpegs_and_a_readme(hub: Hub, client: TestClient) -> None:
-    uid, _ = _study(hub, client, n=2)
+    uid, _ = sf.stored_series(hub, place(client), n=2)
     vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
     made, path = _share(client, uid, vet, mode="owner", allow_download=True)
     assert f"{path}/study.zip" in client.get(path, headers=ANON).text
@@ -150,7 +134,7 @@ def test_download_is_the_dicom_files_jpegs_and_a_readme(hub: Hub, client: TestCl
 
 
 def test_a_closed_link_is_410_and_an_unknown_one_404(hub: Hub, client: TestClient) -> None:
-    uid, sops = _study(hub, client, n=1)
+    uid, sops = sf.stored_series(hub, place(client), n=1)
     vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
     made, path = _share(client, uid, vet, mode="owner", allow_download=True)
     assert client.delete(f"/api/v1/studies/{uid}/shares/{made['id']}", headers=vet).status_code

@@ -19,28 +19,12 @@ from tests.study_factory import place
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _store(hub: Hub, order: dict, n: int = 2) -> tuple[str, list[str]]:
-    sops = []
-    series = None
-    for _ in range(n):
-        ds = sf.instance(
-            accession=order["accession_number"],
-            study_uid=order["study_instance_uid"],
-            series_uid=series,
-            rows=32,
-        )
-        series = ds.SeriesInstanceUID
-        sf.store(hub, ds)
-        sops.append(ds.SOPInstanceUID)
-    return order["study_instance_uid"], sops
-
-
 def _anon(client: TestClient) -> dict[str, str]:
     return {"Authorization": ""}
 
 
 def test_viewer_needs_staff_and_shows_the_study(hub: Hub, client: TestClient) -> None:
-    uid, sops = _store(hub, place(client))
+    uid, sops = sf.stored_series(hub, place(client))
     page = f"/viewer/studies/{uid}"
     anon = client.get(page, headers=_anon(client))
     assert anon.status_code == 401 and "Sign in" in anon.text
@@ -73,7 +57,7 @@ def test_viewer_needs_staff_and_shows_the_study(hub: Hub, client: TestClient) ->
 def test_viewer_sends_a_browser_to_sign_in_and_opens_for_its_session(
     hub: Hub, client: TestClient
 ) -> None:
-    uid, _ = _store(hub, place(client), n=1)
+    uid, _ = sf.stored_series(hub, place(client), n=1)
     client.headers.pop("Authorization")
     page = f"/viewer/studies/{uid}"
     html = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -112,7 +96,7 @@ def _audit(hub: Hub) -> list[AuditEvent]:
 
 
 def test_share_links_expire_and_can_be_revoked(hub: Hub, client: TestClient) -> None:
-    uid, sops = _store(hub, place(client), n=1)
+    uid, sops = sf.stored_series(hub, place(client), n=1)
     vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
     desk = {"Authorization": f"Bearer {key_for(hub, 'frontdesk')}"}
     assert client.post(f"/api/v1/studies/{uid}/shares", json={}, headers=desk).status_code == 403
@@ -169,7 +153,7 @@ def _inline_style_hash(page: str) -> str:
 
 
 def test_every_page_refuses_framing_sniffing_and_caching(hub: Hub, client: TestClient) -> None:
-    uid, _ = _store(hub, place(client), n=1)
+    uid, _ = sf.stored_series(hub, place(client), n=1)
     vet = {"Authorization": f"Bearer {key_for(hub, 'vet')}"}
     pages = [
         client.get(f"/viewer/studies/{uid}", headers=vet),  # patient data
