@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +20,8 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID
+
+from hub.archive.filecache import ByFile
 
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)
@@ -64,27 +64,14 @@ class Image:
         return self.rows * self.columns * self.samples * self.bits_allocated
 
 
-_cache: OrderedDict[tuple[str, int, int], Image] = OrderedDict()
-_cache_lock = threading.Lock()
 CACHE_SIZE = 512
+_layouts: ByFile[Image] = ByFile(CACHE_SIZE)
 
 
 def open_image(path: Path) -> Image:
-    """The instance's frame layout (cached by path, size and mtime: a viewer asks
-    for the frames of one clip one by one). Raises NoPixels."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _cache_lock:
-        found = _cache.get(key)
-        if found is not None:
-            _cache.move_to_end(key)
-            return found
-    img = _open(path)
-    with _cache_lock:
-        _cache[key] = img
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return img
+    """The instance's frame layout (cached while the file is unchanged: a viewer
+    asks for the frames of one clip one by one). Raises NoPixels."""
+    return _layouts.get(path, _open)
 
 
 def _open(path: Path) -> Image:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+
+from hub.archive.filecache import ByFile
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +34,18 @@ PIXEL_TAGS = {0x7FE00010: "7FE00010", 0x7FE00008: "7FE00008", 0x7FE00009: "7FE00
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 CACHE_SIZE = 2000
 
-_cache: OrderedDict[tuple[str, int, int], str] = OrderedDict()
-_lock = threading.Lock()
+_texts: ByFile[str] = ByFile(CACHE_SIZE)
 _RELATIVE = '"BulkDataURI":"bulkdata/'
 
 
 def instance(path: Path) -> str:
     """The instance's DICOM JSON as text, with relative BulkDataURIs (cached as text:
     a few KB an instance, where the parsed form would cost ten times that)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _lock:
-        found = _cache.get(key)
-        if found is not None:
-            _cache.move_to_end(key)
-            return found
-    text = json.dumps(_read(path), separators=(",", ":"), ensure_ascii=False)
-    with _lock:
-        _cache[key] = text
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return text
+    return _texts.get(path, _json_text)
+
+
+def _json_text(path: Path) -> str:
+    return json.dumps(_read(path), separators=(",", ":"), ensure_ascii=False)
 
 
 def with_base(text: str, instance_url: str) -> str:
