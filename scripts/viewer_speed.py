@@ -1,6 +1,6 @@
 """First-image time of the diagnostic viewer, from navigation, in headless Chromium.
 
-    .venv/bin/python scripts/viewer_speed.py [RUNS]
+    .venv/bin/python scripts/viewer_speed.py [RUNS] [--cpu] [--chunks]
 
 Starts ``vethub serve`` on a throwaway SQLite database (the test harness's
 ``start_hub``), stores one 512x512 16-bit radiograph (0.5 MB, as in
@@ -9,11 +9,17 @@ times (default 3) in a fresh browser context (cold: nothing cached) and RUNS
 times more in the same context (warm: OHIF's code cached, as on a vet's second
 study of the day). Prints the median seconds from navigation until the
 viewport shows the image, and OHIF's own studyToFirstImage timer.
+
+``--cpu``: Cornerstone's CPU rendering instead of WebGL (OHIF's
+``useCPURendering`` added to the config the browser gets), to compare.
+``--chunks``: also print the OHIF chunks the first cold start loads before it
+asks for the image (``ohif_assets.FIRST_CHUNKS``, re-listed after an upgrade).
 Figures: docs/viewer.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import statistics
 import sys
@@ -59,7 +65,22 @@ def first_image(page: Any, link: str) -> tuple[float, float | None]:
     return took, (timer[0] if timer else None)
 
 
-def main(runs: int) -> None:
+CHUNKS = (
+    "() => { const res = performance.getEntriesByType('resource');"
+    " const frame = res.find(e => e.name.includes('/frames/'));"
+    " return res.filter(e => e.initiatorType !== 'other')"  # workers: not preloadable
+    ".filter(e => !frame || e.startTime < frame.startTime)"
+    ".map(e => e.name.split('/').pop()).filter(n => /^\\d+\\.(bundle\\.\\w+\\.js|css)$/.test(n))"
+    ".map(n => n.split('.')[0]); }"
+)
+
+
+def _cpu_config(route: Any) -> None:
+    body = route.fetch().text() + "window.config.useCPURendering = true;\n"
+    route.fulfill(body=body, content_type="text/javascript")
+
+
+def main(runs: int, cpu: bool = False, chunks: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/vethub.db"
         hub = start_hub(Path(tmp) / "data", db_url)
@@ -77,6 +98,8 @@ def main(runs: int) -> None:
                 cold, warm = [], []
                 for n in range(runs):
                     context = browser.new_context(viewport={"width": 1280, "height": 900})
+                    if cpu:
+                        context.route("**/app-config.js", _cpu_config)
                     page = context.new_page()
                     page.goto(f"{hub.url}/sign-in")
                     page.get_by_label("Username").fill("vera")
@@ -84,6 +107,12 @@ def main(runs: int) -> None:
                     page.get_by_role("button", name="Sign in").click()
                     page.wait_for_load_state()
                     cold.append(first_image(page, link))
+                    if chunks and n == 0:
+                        inner = next(f for f in page.frames if "/viewer/app/" in f.url)
+                        print(
+                            "chunks before the image:",
+                            " ".join(sorted(set(inner.evaluate(CHUNKS)), key=int)),
+                        )
                     if n == runs - 1:
                         warm = [first_image(page, link) for _ in range(runs)]
                     context.close()
@@ -98,4 +127,9 @@ def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="?", type=int, default=3)
+    parser.add_argument("--cpu", action="store_true", help="Cornerstone's CPU rendering")
+    parser.add_argument("--chunks", action="store_true", help="list the chunks loaded first")
+    args = parser.parse_args()
+    main(args.runs, args.cpu, args.chunks)

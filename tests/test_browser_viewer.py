@@ -160,6 +160,7 @@ def test_a_vet_reads_measures_and_compares(
             for shown in ("Rex", "Labrador Retriever", "7 y 7 mo", "Anna Smith", "A1001"):
                 assert shown in banner
             ohif = _ohif(page)
+            assert ohif.evaluate("() => window.vethub.contexts") == 1  # one WebGL context
             app = page.frame_locator("iframe.ohif")
             canvas = app.locator(".cornerstone-canvas").first
             box = canvas.bounding_box()

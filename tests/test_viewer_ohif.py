@@ -126,6 +126,10 @@ def test_ohif_opens_for_staff_and_referral_shares_only(hub: Hub, client: TestCli
     csrf = users.csrf_token(client.cookies["vethub_session"])
     assert f'<meta name="vethub-csrf" content="{csrf}">' in doc
     assert not re.search(r'(src|href)="/(?!viewer/)', doc)  # nothing left at the root
+    # The chunks OHIF loads before its first image download while its bundle compiles.
+    preloaded = re.findall(r'<link rel="preload" href="/viewer/ohif/([^"]+)" as="(\w+)">', doc)
+    assert {name.split(".")[0] for name, _ in preloaded} == set(ohif_assets.FIRST_CHUNKS)
+    assert {kind for _, kind in preloaded} == {"script", "style"}
 
     csp = index.headers["content-security-policy"]
     assert "'wasm-unsafe-eval'" in csp and "worker-src 'self' blob:" in csp
@@ -190,6 +194,8 @@ def test_ohif_files_are_served_once_for_all_with_long_caching(client: TestClient
     odd = ("..%2F..%2Fpyproject.toml", "nope.js", "a%00b.js", "x" * 5000, "assets/" + "y/" * 900)
     for path in ("index.html", "app-config.js", "sw.js", *odd):
         assert client.get(f"/viewer/ohif/{path}").status_code == 404, path[:40]
+    for name in ohif_assets._first_chunk_files(ohif_assets.OHIF_DIR):
+        assert client.get(f"/viewer/ohif/{name}").status_code == 200, name
     script = client.get("/viewer/static/vethub-ohif.js")
     assert script.status_code == 200 and "window.vethub" in script.text
 

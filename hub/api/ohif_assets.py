@@ -45,6 +45,18 @@ _NOT_SERVED = frozenset(
 # from disk as they are rather than held in memory.
 _MAX_HELD = 24 * 1024 * 1024
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+# The webpack chunks OHIF 3.13.2 loads, one after another, before it asks for the
+# first image (its code, styles; `scripts/viewer_speed.py --chunks` lists them
+# from Chromium's resource timings). ``index.html`` preloads them so that, cold,
+# they download while the 17 MB app bundle compiles rather than after it. A new
+# OHIF build has new chunks: re-list them (tests/test_viewer_ohif.py checks that
+# each one is on disk).
+FIRST_CHUNKS = (
+    "89", "100", "781", "899", "1180", "1206", "1483", "1673", "2623", "2779", "3500",
+    "3760", "3833", "4683", "5406", "5448", "5696", "5910", "6214", "6489", "6495",
+    "6749", "6938", "7248", "7463", "7499", "8478", "8492", "9068", "9116", "9290",
+    "9383", "9415",
+)  # fmt: skip
 
 MIME = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript"}
 
@@ -123,10 +135,27 @@ def index_html(app_base: str, meta: dict[str, str]) -> tuple[str, list[str]]:
     tags = "".join(
         f'<meta name="{_attr(name)}" content="{_attr(value)}">' for name, value in meta.items()
     )
+    tags += "".join(
+        f'<link rel="preload" href="{ASSET_PREFIX}{name}" as="{_PRELOAD_AS[Path(name).suffix]}">'
+        for name in _first_chunk_files(OHIF_DIR)
+    )
     tags += f'<script defer src="{HUB_SCRIPT}"></script>'
     doc = doc.replace("</head>", tags + "</head>", 1)
     hashes = [_sha256(m.group(1)) for m in _INLINE_SCRIPT.finditer(doc)]
     return doc, hashes
+
+
+_PRELOAD_AS = {".js": "script", ".css": "style"}
+
+
+@lru_cache(maxsize=1)
+def _first_chunk_files(folder: Path) -> list[str]:
+    """The files of ``FIRST_CHUNKS`` in the build: ``<id>.bundle.<hash>.js``, ``<id>.css``."""
+    found = []
+    for chunk in FIRST_CHUNKS:
+        found += sorted(p.name for p in folder.glob(f"{chunk}.bundle.*.js"))
+        found += [f"{chunk}.css"] if (folder / f"{chunk}.css").is_file() else []
+    return found
 
 
 def content_security_policy(script_hashes: list[str]) -> str:

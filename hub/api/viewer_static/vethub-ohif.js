@@ -9,6 +9,8 @@
 //    GET /api/v1/studies/{uid}/annotations into Cornerstone's annotation state
 //    and saves them with PUT (session cookie + X-CSRF-Token) a moment after a
 //    measurement is made, moved or deleted.
+//  - before the first viewport: one WebGL context for Cornerstone's viewports
+//    instead of its default pool of seven (see oneContext below).
 // window.vethub reports what it did (the browser tests read it).
 (function () {
   "use strict";
@@ -43,6 +45,7 @@
     versions: {}, // study -> saved version
     saves: 0,
     errors: [],
+    contexts: null, // WebGL contexts asked of Cornerstone, once set
   });
 
   function every(ms, test, then) {
@@ -59,6 +62,22 @@
       }
     }, ms);
   }
+
+  // Cornerstone opens a pool of seven WebGL contexts when OHIF makes its rendering
+  // engine; the viewer shows one or two viewports. One context (Cornerstone's own
+  // choice on mobile) brought the first image 0.2 s sooner with software WebGL
+  // (docs/viewer.md, Speed). It must be set after Cornerstone's init (which
+  // replaces its configuration) and before the engine exists.
+  var contextTimer = setInterval(function () {
+    var cs = window.cornerstone;
+    if (!cs || !cs.isCornerstoneInitialized || !cs.isCornerstoneInitialized()) return;
+    clearInterval(contextTimer);
+    if (cs.getRenderingEngines().length) return; // too late: keep the default
+    var config = cs.getConfiguration();
+    var rendering = Object.assign({}, config.rendering, { webGlContextCount: 1 });
+    cs.setConfiguration(Object.assign({}, config, { rendering: rendering }));
+    state.contexts = 1;
+  }, 5);
 
   function notify(message, type) {
     state.errors.push(message);
