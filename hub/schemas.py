@@ -11,7 +11,14 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic.config import JsonDict
 
 from hub.mappings import MODALITIES
@@ -103,6 +110,22 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PatientIdType = Literal["TEXT", "RFID", "BARCODE"]  # TypeOfPatientID (0010,0022)
+
+
+class OtherIdIn(_In):
+    """Another id of the animal (a tattoo, a registry or insurance number)."""
+
+    id: Text64
+    issuer: Text64 | None = None  # IssuerOfPatientID: who gave the number
+    type: PatientIdType = "TEXT"
+
+
+def _one_or_many(v: Any) -> Any:
+    """``alerts`` may be one text or a list of them."""
+    return [v] if isinstance(v, str) else v
+
+
 class PatientIn(_In):
     id: Text64
     name: Name64
@@ -112,6 +135,13 @@ class PatientIn(_In):
     neutered: bool | None = None
     birth_date: date | None = None
     weight_kg: float | None = Field(default=None, gt=0, le=20000)
+    # MedicalAlerts (0010,2000), one value each: "caution: bites".
+    alerts: Annotated[list[Text64], BeforeValidator(_one_or_many), Field(max_length=8)] | None = (
+        None
+    )
+    # The transponder number (ISO 11784: 15 digits, older chips 9-10 characters).
+    microchip: Text64 | None = None
+    other_ids: list[OtherIdIn] | None = Field(default=None, max_length=8)
 
 
 class OwnerIn(_In):
@@ -165,9 +195,17 @@ class OrderIn(_In):
     station_ae_title: AeTitle | None = None
     scheduled_start: datetime | None = None
     referring_vet: Name64 | None = None
+    # ReasonForTheRequestedProcedure (0040,1002): "lameness left fore".
+    reason: Text64 | None = None
     site: Text64 | None = None
     priority: Priority = "routine"
     notes: Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_nul)] | None = None
+
+
+class OtherIdOut(BaseModel):
+    id: str
+    issuer: str | None
+    type: PatientIdType
 
 
 class PatientOut(BaseModel):
@@ -180,6 +218,9 @@ class PatientOut(BaseModel):
     neutered: bool | None
     birth_date: date | None
     weight_kg: float | None
+    alerts: list[str] = Field(default_factory=list)
+    microchip: str | None = None
+    other_ids: list[OtherIdOut] = Field(default_factory=list)
 
 
 class OwnerOut(BaseModel):
@@ -211,6 +252,7 @@ class OrderOut(BaseModel):
     station_ae_title: str | None
     scheduled_start: datetime
     referring_vet: str | None
+    reason: str | None = None
     site: str | None
     priority: Priority
     notes: str | None

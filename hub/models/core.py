@@ -75,6 +75,11 @@ class Order(SQLModel, table=True):
     species_scheme: str | None = Field(default=None, max_length=16)
     species_meaning: str | None = Field(default=None, max_length=64)
     breed: str | None = Field(default=None, max_length=64)
+    # MedicalAlerts values joined by "\\" (the DICOM value delimiter), e.g. "caution: bites".
+    patient_alerts: str | None = Field(default=None, max_length=520)
+    patient_microchip: str | None = Field(default=None, max_length=64)
+    # Further ids: [{"id", "issuer", "type"}], the OtherPatientIDsSequence items.
+    patient_other_ids: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
 
     owner_id: str | None = Field(default=None, max_length=64)
     owner_last_name: str | None = Field(default=None, max_length=64)
@@ -96,6 +101,7 @@ class Order(SQLModel, table=True):
     sps_start_time: str = Field(max_length=6)  # DICOM TM (HHMMSS)
 
     referring_vet: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=64)  # ReasonForTheRequestedProcedure
     priority: str = Field(default="routine", max_length=8)
     notes: str | None = Field(default=None, max_length=1024)
 

@@ -24,7 +24,7 @@ from hub import names
 from hub.errors import Conflict, FieldError, Invalid, NotFound
 from hub.mappings import Mappings
 from hub.models import Order, OrderStatus, as_utc, utcnow
-from hub.schemas import OrderIn, OrderOut, OwnerOut, PatientOut, ProcedureOut
+from hub.schemas import OrderIn, OrderOut, OtherIdOut, OwnerOut, PatientOut, ProcedureOut
 from hub.services import events, paging
 from hub.uids import new_uid
 
@@ -47,6 +47,9 @@ SENDER_IDS = (
     "scheduled_step_id",
 )
 _SINCE_V11 = ("study_instance_uid", "requested_procedure_id", "scheduled_step_id")
+# Order details added later (docs/interface.md "Orders"), left out of the hash when absent too.
+_SINCE_V12 = ("reason",)
+_PATIENT_SINCE_V12 = ("alerts", "microchip", "other_ids")
 _ACCESSION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I look-alikes
 _ORDERS: Table = SQLModel.metadata.tables["orders"]  # Order's table, for Core statements
 
@@ -86,9 +89,15 @@ class OrderFilter:
 
 
 def request_hash(req: OrderIn) -> str:
-    """What "the same order again" means. The identifiers a request may carry since
-    v1.1 are left out when absent, so an order stored before still matches its resend."""
-    absent = {name for name in _SINCE_V11 if getattr(req, name) is None}
+    """What "the same order again" means. Fields a request may carry since v1.1 (ids)
+    or issue #12 (details) are left out when absent, so an order stored before still
+    matches its resend."""
+    absent: dict[str, Any] = {
+        name: True for name in _SINCE_V11 + _SINCE_V12 if getattr(req, name) is None
+    }
+    patient_absent = {name for name in _PATIENT_SINCE_V12 if getattr(req.patient, name) is None}
+    if patient_absent:
+        absent["patient"] = patient_absent
     return hashlib.sha256(req.model_dump_json(exclude=absent).encode()).hexdigest()
 
 
@@ -367,6 +376,9 @@ def as_request(order: Order) -> dict[str, Any]:
             if order.patient_birth_date
             else None,
             "weight_kg": order.patient_weight_kg,
+            "alerts": alerts(order) or None,
+            "microchip": order.patient_microchip,
+            "other_ids": order.patient_other_ids or None,
         },
         "owner": {
             "id": order.owner_id,
@@ -379,10 +391,16 @@ def as_request(order: Order) -> dict[str, Any]:
         "station_ae_title": order.station_ae_title,
         "scheduled_start": order.scheduled_start.isoformat(),
         "referring_vet": order.referring_vet,
+        "reason": order.reason,
         "site": order.site,
         "priority": order.priority,
         "notes": order.notes,
     }
+
+
+def alerts(order: Order) -> list[str]:
+    """The order's MedicalAlerts values (stored joined by the DICOM delimiter)."""
+    return order.patient_alerts.split("\\") if order.patient_alerts else []
 
 
 def to_out(order: Order) -> OrderOut:
@@ -403,6 +421,9 @@ def to_out(order: Order) -> OrderOut:
             neutered=order.patient_neutered,
             birth_date=order.patient_birth_date,
             weight_kg=order.patient_weight_kg,
+            alerts=alerts(order),
+            microchip=order.patient_microchip,
+            other_ids=[OtherIdOut.model_validate(i) for i in order.patient_other_ids or ()],
         ),
         owner=OwnerOut(
             id=order.owner_id,
@@ -415,6 +436,7 @@ def to_out(order: Order) -> OrderOut:
         station_ae_title=order.station_ae_title,
         scheduled_start=order.scheduled_start,
         referring_vet=order.referring_vet,
+        reason=order.reason,
         site=order.site,
         priority=order.priority,
         notes=order.notes,
@@ -480,6 +502,9 @@ def _values(req: OrderIn, ctx: OrderContext) -> dict[str, Any]:
         "species_scheme": species.scheme if species else None,
         "species_meaning": species.meaning if species else None,
         "breed": p.breed,
+        "patient_alerts": "\\".join(p.alerts) if p.alerts else None,
+        "patient_microchip": p.microchip,
+        "patient_other_ids": [i.model_dump() for i in p.other_ids] if p.other_ids else None,
         "owner_id": owner.id,
         "owner_last_name": owner.last_name,
         "owner_first_name": owner.first_name,
@@ -497,6 +522,7 @@ def _values(req: OrderIn, ctx: OrderContext) -> dict[str, Any]:
         "sps_start_date": start.strftime("%Y%m%d"),
         "sps_start_time": start.strftime("%H%M%S"),
         "referring_vet": req.referring_vet,
+        "reason": req.reason,
         "priority": req.priority,
         "notes": req.notes,
     }
