@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from pydantic import (
 
 SPECIES_FILE = "species.yaml"
 PROCEDURES_FILE = "procedures.yaml"
+MODALITY_ALIASES_FILE = "modality_aliases.yaml"
 
 # DICOM Modality (0008,0060) defined terms a worklist item may plausibly schedule
 # (PS3.3 C.7.3.1.1.1); derived objects (SR, KO, PR, SEG...) are not ordered.
@@ -146,6 +147,25 @@ class _ProceduresFile(_Entry):
     procedures: dict[str, _ProcedureEntry]
 
 
+class _ModalityAliasesFile(_Entry):
+    groups: list[list[str]]
+
+    @field_validator("groups")
+    @classmethod
+    def _known_groups(cls, value: list[list[str]]) -> list[list[str]]:
+        seen: set[str] = set()
+        for number, group in enumerate(value, 1):
+            if len(set(group)) < 2:
+                raise ValueError(f"group {number} needs at least two different modalities")
+            for code in group:
+                if code not in MODALITIES:
+                    raise ValueError(f"group {number}: unknown DICOM modality {code!r}")
+                if code in seen:
+                    raise ValueError(f"group {number}: {code} is already in another group")
+                seen.add(code)
+        return value
+
+
 # --- catalogues -----------------------------------------------------------------
 
 
@@ -195,11 +215,33 @@ class ProcedureCatalog:
         return len(self._procedures)
 
 
+class ModalityAliases:
+    """Which modality codes a worklist query for one code also matches (symmetric groups)."""
+
+    def __init__(self, groups: list[list[str]] | None = None) -> None:
+        self._group: dict[str, tuple[str, ...]] = {}
+        for group in groups or ():
+            members = tuple(dict.fromkeys(group))
+            for code in members:
+                self._group[code] = members
+
+    def of(self, code: str) -> tuple[str, ...]:
+        """``code`` and its aliases, ``code`` first."""
+        members = self._group.get(code)
+        if members is None:
+            return (code,)
+        return (code, *(m for m in members if m != code))
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+
 @dataclass(frozen=True)
 class Mappings:
     species: SpeciesCatalog
     procedures: ProcedureCatalog
     root: Path
+    modality_aliases: ModalityAliases = field(default_factory=ModalityAliases)
 
 
 def default_mappings_dir() -> Path:
@@ -214,6 +256,7 @@ def load_mappings(root: Path | None = None) -> Mappings:
         species=_load_species(root / SPECIES_FILE),
         procedures=_load_procedures(root / PROCEDURES_FILE),
         root=root,
+        modality_aliases=_load_modality_aliases(root / MODALITY_ALIASES_FILE),
     )
 
 
@@ -329,3 +372,11 @@ def _load_procedures(path: Path) -> ProcedureCatalog:
             )
         )
     return ProcedureCatalog(procedures)
+
+
+def _load_modality_aliases(path: Path) -> ModalityAliases:
+    """The alias groups; a mappings directory from before the file existed has none."""
+    if not path.exists():
+        return ModalityAliases()
+    parsed: _ModalityAliasesFile = _read(path, _ModalityAliasesFile)
+    return ModalityAliases(parsed.groups)

@@ -14,6 +14,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import date
 from typing import Any, Union
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -64,7 +65,11 @@ T = {
         "PatientName",
         "PatientID",
         "IssuerOfPatientID",
+        "TypeOfPatientID",
+        "OtherPatientIDsSequence",
         "PatientBirthDate",
+        "PatientAge",
+        "MedicalAlerts",
         "PatientSex",
         "PatientWeight",
         "PatientSpeciesDescription",
@@ -82,6 +87,8 @@ T = {
         "ScheduledProcedureStepSequence",
         "RequestedProcedureID",
         "RequestedProcedurePriority",
+        "ReasonForTheRequestedProcedure",
+        "RequestingPhysician",
         "PlacerOrderNumberImagingServiceRequest",
         "ImagingServiceRequestComments",
         "Modality",
@@ -123,8 +130,43 @@ def _code(value: str, scheme: str, meaning: str) -> Item:
     }
 
 
-def build_item(o: Any) -> Item:
-    """The worklist item of an order row (an ``Order`` or a Core row with its columns)."""
+def patient_age(birth: date | None, on: str) -> str:
+    """DICOM AS age on the day ``on`` (YYYYMMDD): days under a month, months under two
+    years (a young animal's age is told in months), then years; "" when unknown."""
+    if birth is None or len(on) != 8:
+        return ""
+    day = date(int(on[:4]), int(on[4:6]), int(on[6:]))
+    if day < birth:
+        return ""
+    months = (day.year - birth.year) * 12 + day.month - birth.month - (day.day < birth.day)
+    if months < 1:
+        return f"{(day - birth).days:03d}D"
+    if months < 24:
+        return f"{months:03d}M"
+    return f"{min(months // 12, 999):03d}Y"
+
+
+def _other_ids(o: Any) -> list[Item]:
+    """OtherPatientIDsSequence: the microchip (RFID) first, then the order's other ids."""
+    items: list[Item] = []
+    if o.patient_microchip:
+        items.append(
+            {T["PatientID"]: ("LO", o.patient_microchip), T["TypeOfPatientID"]: ("CS", "RFID")}
+        )
+    for other in o.patient_other_ids or ():
+        entry: Item = {T["PatientID"]: ("LO", other["id"])}
+        if other.get("issuer"):
+            entry[T["IssuerOfPatientID"]] = ("LO", other["issuer"])
+        entry[T["TypeOfPatientID"]] = ("CS", other.get("type") or "TEXT")
+        items.append(entry)
+    return items
+
+
+def build_item(o: Any, modality: str | None = None) -> Item:
+    """The worklist item of an order row (an ``Order`` or a Core row with its columns).
+
+    ``modality`` stands in for the order's when the device asked for an alias of it.
+    """
     owner_head = o.owner_last_name or o.owner_organization
     procedure = o.procedure_description or o.procedure_code or ""
     accession = o.accession_number
@@ -140,7 +182,10 @@ def build_item(o: Any) -> Item:
             "DA",
             o.patient_birth_date.strftime("%Y%m%d") if o.patient_birth_date else "",
         ),
+        T["PatientAge"]: ("AS", patient_age(o.patient_birth_date, o.sps_start_date)),
         T["PatientSex"]: ("CS", SEX.get(o.patient_sex, "O")),
+        T["OtherPatientIDsSequence"]: ("SQ", _other_ids(o)),
+        T["MedicalAlerts"]: ("LO", o.patient_alerts.split("\\") if o.patient_alerts else ""),
         T["PatientSpeciesDescription"]: ("LO", o.species_description or o.species_input or ""),
         T["PatientSpeciesCodeSequence"]: (
             "SQ",
@@ -171,6 +216,9 @@ def build_item(o: Any) -> Item:
         ),
         T["RequestedProcedureID"]: ("SH", o.requested_procedure_id or accession),
         T["RequestedProcedurePriority"]: ("CS", "STAT" if o.priority == "stat" else "ROUTINE"),
+        T["ReasonForTheRequestedProcedure"]: ("LO", o.reason or ""),
+        # The referring vet is who asks for the images: no separate requester is kept.
+        T["RequestingPhysician"]: ("PN", referring_pn(o.referring_vet)),
         T["PlacerOrderNumberImagingServiceRequest"]: ("LO", o.placer_order_number),
         T["ImagingServiceRequestComments"]: ("LT", o.notes or ""),
     }
@@ -179,7 +227,7 @@ def build_item(o: Any) -> Item:
     if o.patient_neutered is not None:
         item[T["PatientSexNeutered"]] = ("CS", "ALTERED" if o.patient_neutered else "UNALTERED")
     sps: Item = {
-        T["Modality"]: ("CS", o.modality or ""),
+        T["Modality"]: ("CS", modality or o.modality or ""),
         T["ScheduledStationAETitle"]: ("AE", o.station_ae_title or ""),
         T["ScheduledProcedureStepStartDate"]: ("DA", o.sps_start_date),
         T["ScheduledProcedureStepStartTime"]: ("TM", o.sps_start_time),
@@ -214,28 +262,44 @@ def _header(tag_value: int, vr: str, length: int, implicit: bool) -> bytes:
     return struct.pack("<HH2sH", group, element, vr.encode(), length)
 
 
-def _value_bytes(vr: str, value: str, charset: str) -> bytes:
-    if vr not in _FREE_TEXT_VRS and "\\" in value:
-        value = value.replace("\\", "/")
-    raw = encode_text(value, charset) if vr in _CHARSET_VRS else value.encode("ascii", "replace")
+def _value_bytes(vr: str, value: str | list[str], charset: str, strict: bool) -> bytes:
+    if isinstance(value, list):  # several values: each on its own, then joined
+        raw = b"\\".join(_one_value(vr, v, charset, strict) for v in value)
+    else:
+        raw = _one_value(vr, value, charset, strict)
     if len(raw) % 2:
         raw += b"\0" if vr == "UI" else b" "
     return raw
 
 
+def _one_value(vr: str, value: str, charset: str, strict: bool) -> bytes:
+    if vr not in _FREE_TEXT_VRS and "\\" in value:
+        value = value.replace("\\", "/")
+    if vr in _CHARSET_VRS:
+        return encode_text(value, charset, strict=strict)
+    return value.encode("ascii", "replace")
+
+
 def _encode_element(
-    tag_value: int, vr: str, value: Any, sub: Any, charset: str, implicit: bool
+    tag_value: int, vr: str, value: Any, sub: Any, charset: str, implicit: bool, strict: bool
 ) -> bytes:
     if vr == "SQ":
         body = b"".join(
             _ITEM + struct.pack("<I", len(enc)) + enc
             for enc in (
-                encode(entry, None if sub == ALL else sub, charset, implicit, top=False)
+                encode(
+                    entry,
+                    None if sub == ALL else sub,
+                    charset,
+                    implicit,
+                    top=False,
+                    strict=strict,
+                )
                 for entry in value
             )
         )
         return _header(tag_value, "SQ", len(body), implicit) + body
-    raw = _value_bytes(vr, value, charset)
+    raw = _value_bytes(vr, value, charset, strict)
     return _header(tag_value, vr, len(raw), implicit) + raw
 
 
@@ -246,17 +310,21 @@ def encode(
     implicit: bool,
     *,
     top: bool = True,
+    strict: bool = False,
 ) -> bytes:
     """Little-endian encoding of the requested keys of ``item`` (every key when spec is None).
 
     A requested key the item has no value for comes back empty, as PS3.4 asks.
     The top level starts with SpecificCharacterSet unless the answer is ASCII.
+    ``strict``: raise UnicodeEncodeError if a value does not fit ``charset``.
     """
     parts: list[bytes] = []
     if top:
         sc = specific_character_set(charset)
         if sc:
-            parts.append(_encode_element(SPECIFIC_CHARACTER_SET, "CS", sc, None, charset, implicit))
+            parts.append(
+                _encode_element(SPECIFIC_CHARACTER_SET, "CS", sc, None, charset, implicit, False)
+            )
     pairs = spec if spec is not None else tuple((t, ALL) for t in sorted(item))
     for tag_value, sub in pairs:
         if tag_value == SPECIFIC_CHARACTER_SET:
@@ -267,8 +335,25 @@ def encode(
             parts.append(_header(tag_value, vr, 0, implicit))
             continue
         vr, value = entry
-        parts.append(_encode_element(tag_value, vr, value, sub, charset, implicit))
+        parts.append(_encode_element(tag_value, vr, value, sub, charset, implicit, strict))
     return b"".join(parts)
+
+
+def encode_answer(
+    item: Mapping[int, tuple[str, Any]],
+    spec: Spec | None,
+    asked: str | None,
+    fallback: str,
+    implicit: bool,
+) -> bytes:
+    """The answer in the query's set ``asked`` when every value fits it, else in ``fallback``
+    (the device's setting)."""
+    if asked is not None and asked != fallback:
+        try:
+            return encode(item, spec, asked, implicit, strict=True)
+        except UnicodeEncodeError:
+            pass
+    return encode(item, spec, fallback, implicit)
 
 
 class EncodingCache:

@@ -25,8 +25,8 @@ from hub.services import modalities
 from worklist import charset as charsets
 from worklist import encoded, status
 from worklist.encoded import EncodedIdentifier
-from worklist.items import EncodingCache, build_item, encode
-from worklist.query import QueryError, Scope, parse, statement
+from worklist.items import EncodingCache, build_item, encode_answer
+from worklist.query import QueryError, Scope, answer_modality, parse, statement
 
 log = logging.getLogger("worklist.mwl")
 
@@ -73,8 +73,11 @@ class WorklistService:
                 None,
             )
             return
+        aliases = self.hub.mappings.modality_aliases
         try:
-            query = parse(event.identifier, self.dialect)
+            identifier = event.identifier
+            query = parse(identifier, self.dialect, aliases)
+            asked = charsets.of_query(identifier.get("SpecificCharacterSet"))
         except QueryError as exc:
             yield status.failure(exc.status, exc.comment, calling_ae=calling), None
             return
@@ -113,6 +116,7 @@ class WorklistService:
                     max_age_days=settings.worklist_max_age_days,
                     scope=scope,
                     limit=settings.worklist_max_results,
+                    aliases=aliases,
                 )
                 if device is not None:
                     self._touch(calling)
@@ -122,10 +126,12 @@ class WorklistService:
                         log.info("worklist query cancelled", extra={"calling_ae": calling})
                         yield status.CANCEL, None
                         return
-                    key = (row.id, row.version, charset, implicit, query.spec)
+                    modality = answer_modality(query, row.modality, aliases)
+                    key = (row.id, row.version, asked, charset, implicit, query.spec, modality)
                     data = self.cache.get(key)
                     if data is None:
-                        data = encode(build_item(row), query.spec, charset, implicit)
+                        item = build_item(row, modality)
+                        data = encode_answer(item, query.spec, asked, charset, implicit)
                         self.cache.put(key, data)
                     sent += 1
                     answer = EncodedIdentifier(data, implicit)

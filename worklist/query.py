@@ -33,6 +33,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, inspect, or_, select
 from sqlalchemy.sql.elements import ColumnClause
 from sqlmodel import col
 
+from hub.mappings import ModalityAliases
 from hub.models import Order, OrderStatus
 from hub.names import fold
 from worklist import status
@@ -43,6 +44,7 @@ _DA_OLD = re.compile(r"\d{4}\.\d{2}\.\d{2}")
 _TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
 _DT = re.compile(r"(\d{4,14})(\.\d{1,6})?([+-]\d{4})?")
 _UID = re.compile(r"[0-9.]{1,64}")
+_NO_ALIASES = ModalityAliases()
 
 
 class QueryError(Exception):
@@ -69,6 +71,8 @@ class WorklistQuery:
     spec: Spec
     clauses: list[ColumnElement[bool]] = field(default_factory=list)
     constrained: set[str] = field(default_factory=set)  # keywords that carried a value
+    # Exact Modality values asked for, when aliases widened the match (see ``answer_modality``).
+    modalities: tuple[str, ...] = ()
 
 
 # -- value helpers ----------------------------------------------------------
@@ -304,7 +308,6 @@ _TEXT_TOP: dict[str, Any] = {
 }
 _TEXT_SPS: dict[str, Any] = {
     "ScheduledStationAETitle": Order.station_ae_title,
-    "Modality": Order.modality,
     "ScheduledProcedureStepID": Order.scheduled_step_id,
     "ScheduledProcedureStepLocation": Order.site,
     "ScheduledProcedureStepDescription": Order.procedure_description,
@@ -374,10 +377,15 @@ def _text(ds: Dataset, keyword: str) -> list[str]:
     return _values(elem.value)
 
 
-def parse(identifier: Dataset, dialect: str) -> WorklistQuery:
-    """Translate a decoded MWL identifier into a query; raises QueryError for odd content."""
+def parse(
+    identifier: Dataset, dialect: str, aliases: ModalityAliases | None = None
+) -> WorklistQuery:
+    """Translate a decoded MWL identifier into a query; raises QueryError for odd content.
+
+    ``aliases``: a Modality asked for also matches the codes grouped with it.
+    """
     try:
-        return _parse(identifier, dialect)
+        return _parse(identifier, dialect, aliases or _NO_ALIASES)
     except QueryError:
         raise
     except (UnicodeError, LookupError) as exc:
@@ -388,7 +396,7 @@ def parse(identifier: Dataset, dialect: str) -> WorklistQuery:
         raise QueryError(f"identifier not understood: {exc}"[:64]) from None
 
 
-def _parse(identifier: Dataset, dialect: str) -> WorklistQuery:
+def _parse(identifier: Dataset, dialect: str, aliases: ModalityAliases) -> WorklistQuery:
     query = WorklistQuery(spec=_spec_of(identifier, ""))
     add = query.clauses.append
 
@@ -436,7 +444,7 @@ def _parse(identifier: Dataset, dialect: str) -> WorklistQuery:
             identifier["ScheduledProcedureStepSequence"], "ScheduledProcedureStepSequence"
         )
         if items:
-            _parse_sps(items[0], query, dialect, constrain)
+            _parse_sps(items[0], query, dialect, constrain, aliases)
     return query
 
 
@@ -464,9 +472,11 @@ def _parse_sps(
     query: WorklistQuery,
     dialect: str,
     constrain: Callable[[str, ColumnElement[bool] | None], None],
+    aliases: ModalityAliases,
 ) -> None:
     for keyword, column in _TEXT_SPS.items():
         constrain(keyword, text_clause(column, _text(sps, keyword), dialect))
+    constrain("Modality", _modality_clause(_text(sps, "Modality"), dialect, aliases, query))
     column, mapping = _ENUM["ScheduledProcedureStepStatus"]
     constrain(
         "ScheduledProcedureStepStatus",
@@ -496,6 +506,36 @@ def _parse_sps(
             query.constrained.add("ScheduledProcedureStepStartTime")
 
 
+def _modality_clause(
+    raw: list[str], dialect: str, aliases: ModalityAliases, query: WorklistQuery
+) -> ColumnElement[bool] | None:
+    """Modality matching, an exact code widened to its alias group (CR finds DX orders)."""
+    values = [v.strip() for v in raw]
+    if not values or any(_is_universal(v) for v in values) or any(map(_has_wildcard, values)):
+        return text_clause(col(Order.modality), raw, dialect)
+    wanted = tuple(dict.fromkeys(code for v in values for code in aliases.of(v)))
+    if len(wanted) > len(set(values)):
+        query.modalities = tuple(dict.fromkeys(values))
+    return col(Order.modality).in_(wanted) if len(wanted) > 1 else col(Order.modality) == wanted[0]
+
+
+def answer_modality(
+    query: WorklistQuery, order_modality: str | None, aliases: ModalityAliases | None
+) -> str | None:
+    """The Modality an answer carries in place of the order's, or None to keep it.
+
+    A device asking for CR gets the DX orders its alias finds labelled CR:
+    a matching key's returned value must match it (PS3.4 C.2.2.2), and
+    strict devices drop answers that do not.
+    """
+    if not query.modalities or order_modality in query.modalities or aliases is None:
+        return None
+    for asked in query.modalities:
+        if order_modality in aliases.of(asked):
+            return asked
+    return None
+
+
 def _single(values: list[str], keyword: str) -> str:
     if len(values) > 1:
         raise QueryError(f"{keyword} takes one value or range, not a list")
@@ -515,22 +555,35 @@ ITEM_COLUMNS: tuple[ColumnClause[Any], ...] = tuple(
         "species_scheme", "species_meaning", "breed", "owner_last_name", "owner_first_name",
         "owner_organization", "procedure_code", "procedure_description", "modality",
         "station_ae_title", "site", "sps_start_date", "sps_start_time", "referring_vet",
-        "priority", "notes",
+        "priority", "notes", "patient_alerts", "patient_microchip", "patient_other_ids",
+        "reason",
     )
 )  # fmt: skip
 
 
 def apply_scope(
-    query: WorklistQuery, scope: Scope | None, today: date
+    query: WorklistQuery,
+    scope: Scope | None,
+    today: date,
+    aliases: ModalityAliases | None = None,
 ) -> list[ColumnElement[bool]]:
-    """Extra clauses from a device's scoping, for the keys its query left universal."""
+    """Extra clauses from a device's scoping, for the keys its query left universal.
+
+    A device scoped to its modality is treated as if it had asked for it,
+    aliases included (``query.modalities`` is set for ``answer_modality``).
+    """
     if scope is None:
         return []
     extra: list[ColumnElement[bool]] = []
     if scope.station and "ScheduledStationAETitle" not in query.constrained:
         extra.append(col(Order.station_ae_title) == scope.station)
     if scope.modality and "Modality" not in query.constrained:
-        extra.append(col(Order.modality) == scope.modality)
+        wanted = (aliases or _NO_ALIASES).of(scope.modality)
+        if len(wanted) > 1:
+            query.modalities = (scope.modality,)
+            extra.append(col(Order.modality).in_(wanted))
+        else:
+            extra.append(col(Order.modality) == scope.modality)
     if scope.site and "ScheduledProcedureStepLocation" not in query.constrained:
         extra.append(col(Order.site) == scope.site)
     if (
@@ -551,6 +604,7 @@ def statement(
     scope: Scope | None = None,
     limit: int = 0,
     extra: Iterable[ColumnElement[bool]] = (),
+    aliases: ModalityAliases | None = None,
 ) -> Select[Any]:
     """The SELECT answering ``query``: open orders only, minus those past the age cut-off."""
     stmt = select(*ITEM_COLUMNS).where(col(Order.status).in_(OrderStatus.OPEN))
@@ -560,7 +614,7 @@ def statement(
             col(Order.sps_start_date) >= cutoff.strftime("%Y%m%d"),
             col(Order.scheduled_start) >= cutoff,
         )
-    clauses = [*query.clauses, *apply_scope(query, scope, now.date()), *extra]
+    clauses = [*query.clauses, *apply_scope(query, scope, now.date(), aliases), *extra]
     if clauses:
         stmt = stmt.where(*clauses)
     stmt = stmt.order_by(col(Order.sps_start_date), col(Order.sps_start_time), col(Order.id))
