@@ -2,19 +2,25 @@
 software) against a real ``vethub serve`` and its DICOMweb: a vet signs in from
 the study link, drags window/level, measures a length in mm that is still there
 after a reload, opens a prior side by side (linked; the prior JPEG 2000
-compressed, decoded in the browser), and a multi-frame ultrasound plays. One
-served hub and four page loads for the module.
+compressed, decoded in the browser), and a multi-frame ultrasound plays; a
+referral share of a study with one series per stored transfer syntax shows each
+one decoded and drawn. One served hub and five page loads for the module.
 
 Screenshots go to ``$VETHUB_SCREENSHOTS`` (default tests/artifacts/)."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, generate_uid
 from pynetdicom import AE
@@ -68,15 +74,56 @@ def _us_cine(frames: int = 8, rows: int = 96) -> Dataset:
     return ds
 
 
-def _send_compressed(port: int, ds: Dataset) -> int:
+def _send_compressed(port: int, *datasets: Dataset) -> list[int]:
+    """C-STORE each data set in its own transfer syntax (as a modality sends it)."""
     ae = AE(ae_title="DX_ROOM1")
-    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    for ds in datasets:
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
     assert assoc.is_established
     try:
-        return int(assoc.send_c_store(ds).Status)
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
     finally:
         assoc.release()
+
+
+# One small image per stored transfer syntax besides uncompressed and JPEG 2000
+# lossless (the prior above): pydicom's own test files (shipped with it), given
+# one new study. Lossless ones must reach the viewer with their exact pixels.
+# (Explicit VR big endian is refused when received, so never stored or shown.)
+CODECS = {
+    "JPEG baseline (colour)": ("SC_rgb_jpeg_dcmtk.dcm", False),
+    "JPEG extended 12-bit": ("JPEG-lossy.dcm", False),
+    "JPEG lossless SV1 (colour)": ("SC_rgb_jpeg_gdcm.dcm", False),
+    "JPEG-LS lossless": ("MR_small_jpeg_ls_lossless.dcm", True),
+    "JPEG-LS near-lossless": ("JPEGLSNearLossless_16.dcm", False),
+    "JPEG 2000": ("JPEG2000.dcm", False),
+    "RLE lossless": ("MR_small_RLE.dcm", True),
+    "deflated little endian": ("image_dfl.dcm", True),
+}
+
+
+def _codec_study() -> tuple[list[Dataset], dict[str, dict[str, Any]]]:
+    """The CODECS images as one study of patient P-777, and per series what the
+    viewer must show: name, rows, columns, the grayscale pixel sum if exact."""
+    study = generate_uid()
+    datasets, expected = [], {}
+    for number, (name, (file, exact)) in enumerate(CODECS.items(), start=1):
+        path = Path(str(get_testdata_file(file)))  # bundled: never downloaded
+        assert Path(pydicom.__file__).parent in path.parents, path
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientID, ds.PatientName, ds.StudyDate = "P-777", "Codec^Dog", "20261128"
+        ds.SeriesNumber, ds.SeriesDescription = number, name
+        expected[str(ds.SeriesInstanceUID)] = {
+            "name": name,
+            "rows": int(ds.Rows),
+            "columns": int(ds.Columns),
+            "sum": int(ds.pixel_array.sum()) if exact else None,
+        }
+        datasets.append(ds)
+    return datasets, expected
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +150,9 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
         prior = _dx(then, 256, "20250310")
         prior_sum = int(prior.pixel_array.sum())
         prior.compress(JPEG2000Lossless)
-        assert _send_compressed(hub.dicom, prior) == 0
+        assert _send_compressed(hub.dicom, prior) == [0]
+        codecs, shown = _codec_study()
+        assert _send_compressed(hub.dicom, *codecs) == [0] * len(codecs)
         yield (
             hub,
             {
@@ -111,6 +160,8 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
                 "then": then["study_instance_uid"],
                 "us": str(cine.StudyInstanceUID),
                 "prior_sum": prior_sum,
+                "codecs": str(codecs[0].StudyInstanceUID),
+                "codec_series": shown,
             },
         )
     finally:
@@ -246,3 +297,80 @@ def test_a_vet_reads_measures_and_compares(
         finally:
             browser.close()
     print("OHIF timers:", "; ".join(timers))
+
+
+SHOW_SERIES = """series => {
+  const set = services.displaySetService.getActiveDisplaySets()
+    .find(d => d.SeriesInstanceUID === series);
+  const viewportId = services.viewportGridService.getActiveViewportId();
+  commandsManager.runCommand('setDisplaySetsForViewports', {
+    viewportsToUpdate: [{viewportId, displaySetInstanceUIDs: [set.displaySetInstanceUID]}],
+  });
+}"""
+# The image the active viewport shows, once it is that series' and decoded.
+SHOWN_IMAGE = """series => {
+  const id = services.viewportGridService.getActiveViewportId();
+  const vp = services.cornerstoneViewportService.getCornerstoneViewport(id);
+  const imageId = vp && vp.getCurrentImageId && vp.getCurrentImageId();
+  const ours = imageId && imageId.includes('/series/' + series + '/');
+  const img = ours && cornerstone.cache.getImage(imageId);
+  if (!img) return null;
+  const px = img.getPixelData();
+  let min = Infinity, max = -Infinity, sum = 0;
+  for (let i = 0; i < px.length; i++) {
+    const x = px[i];
+    sum += x;
+    min = Math.min(min, x);
+    max = Math.max(max, x);
+  }
+  return {rows: img.rows, columns: img.columns, color: !!img.color, min, max, sum};
+}"""
+
+
+DRAWN = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def test_every_stored_transfer_syntax_displays(viewer_hub: tuple[ServedHub, dict]) -> None:
+    """A referral share of a study with one series per stored transfer syntax: each
+    series, put in the viewport, is decoded (lossless ones to their exact pixels)
+    and drawn (the canvas is not blank). One page load, no sign-in."""
+    hub, uids = viewer_hub
+    expected = uids["codec_series"]
+    with hub.api() as api:
+        made = api.post(f"/api/v1/studies/{uids['codecs']}/shares", json={"mode": "referral"})
+        assert made.status_code == 201, made.text
+    token = made.json()["url"].rsplit("/", 1)[-1]
+    failed: dict[str, str] = {}
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page, blocked = watched_page(browser)
+            page.goto(f"{hub.url}/shared/{token}")
+            app = page.frame_locator("iframe.ohif")
+            canvas = app.locator(".cornerstone-canvas").first
+            canvas.wait_for(timeout=60_000)
+            ohif = next(f for f in page.frames if "/app/" in f.url)
+            sets = "services.displaySetService.getActiveDisplaySets().length"
+            ohif.wait_for_function(f"() => {sets} === {len(expected)}", timeout=30_000)
+            for series, want in expected.items():
+                ohif.evaluate(SHOW_SERIES, series)
+                try:
+                    shown = ohif.wait_for_function(SHOWN_IMAGE, arg=series, timeout=15_000)
+                except sync_api.TimeoutError:
+                    failed[want["name"]] = "not decoded or not shown"
+                    continue
+                got = shown.json_value()
+                ohif.evaluate(DRAWN)
+                low, high = Image.open(io.BytesIO(canvas.screenshot())).convert("L").getextrema()
+                if (got["rows"], got["columns"]) != (want["rows"], want["columns"]):
+                    failed[want["name"]] = f"{got['rows']}x{got['columns']} shown"
+                elif got["max"] <= got["min"] or high - low < 16:
+                    failed[want["name"]] = f"blank: {got['min']}..{got['max']}, drawn {low}..{high}"
+                elif want["sum"] is not None and got["sum"] != want["sum"]:
+                    failed[want["name"]] = f"pixel sum {got['sum']} not {want['sum']}"
+            shot = screenshots() / "viewer-codecs.png"
+            page.screenshot(path=str(shot))
+            assert blocked == [], blocked
+        finally:
+            browser.close()
+    assert failed == {}, failed
