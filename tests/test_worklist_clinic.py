@@ -1,0 +1,190 @@
+"""The worklist as clinics' devices meet it (issue #12): the query's character set,
+modality aliases, and the patient details an order carries (alerts, microchip,
+age, reason, requesting vet), asked by pynetdicom and by DCMTK findscu.
+
+One hub and one DICOM door per database for the module; the orders are placed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from hub.context import Hub
+from hub.services import modalities
+from tests.conftest import BACKENDS
+from tests.harness import empty_tables, make_settings
+from tests.worklist_scu import find, findscu, identifier, order, place, running_door
+
+TODAY = date.today()
+START = f"{TODAY.isoformat()}T10:00:00"
+DA = TODAY.strftime("%Y%m%d")
+
+ORDERS = [
+    # Müller fits Latin-1; all the details a practice system may send.
+    order(
+        1,
+        scheduled_start=START,
+        reason="lameness left fore",
+        patient={
+            "birth_date": "2019-04-02",
+            "alerts": ["caution: bites", "epileptic"],
+            "microchip": "276098106123456",
+            "other_ids": [{"id": "T-55", "issuer": "SKG tattoo", "type": "TEXT"}],
+        },
+    ),
+    # Łukasiewicz does not fit Latin-1.
+    order(2, scheduled_start=START, owner={"last_name": "Łukasiewicz"}),
+    # A phosphor-plate order among the DX ones, and an ultrasound.
+    order(3, scheduled_start=START, modality="CR", owner={"last_name": "Meier"}),
+    order(4, scheduled_start=START, modality="US", station_ae_title="US_ROOM1"),
+    # Young animals: ages in months and days.
+    order(5, scheduled_start=START, patient={"birth_date": f"{TODAY.year - 1}-{TODAY:%m-%d}"}),
+]
+DEVICES = {
+    "LEGACY": {},  # registered without a character set: UTF-8 unless the query says otherwise
+    "CRREADER": {"modality": "CR", "scope_modality": True},
+    "FINDSCU": {},
+}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def door(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Hub, int]]:
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'vethub.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    hub = Hub.open(make_settings(tmp, url), upgrade=True)
+    if request.param == "postgresql":
+        empty_tables(hub.db)
+    hub.settings.worklist_max_age_days = 0
+    place(hub, ORDERS)
+    with hub.db.session() as s:
+        for ae, values in DEVICES.items():
+            modalities.put(s, ae, values, actor="test")
+    try:
+        with running_door(hub) as port:
+            yield hub, port
+    finally:
+        hub.close()
+
+
+def ask(port: int, aet: str = "LEGACY", charset: str | None = None, **sps: str) -> list[Dataset]:
+    q = identifier(
+        charset=charset,
+        AccessionNumber="",
+        PatientName="",
+        sps={"Modality": "", "ScheduledProcedureStepStartDate": DA, **sps},
+    )
+    answers, status, _ = find(port, q, aet=aet)
+    assert status == 0x0000
+    return answers
+
+
+def by_accession(answers: list[Dataset]) -> dict[str, Dataset]:
+    return {str(a.AccessionNumber): a for a in answers}
+
+
+def test_latin1_query_is_answered_in_latin1_where_the_answer_fits(door: tuple[Hub, int]) -> None:
+    _, port = door
+    answers = by_accession(ask(port, charset="ISO_IR 100"))
+    assert answers["A1"].SpecificCharacterSet == "ISO_IR 100"
+    assert str(answers["A1"].PatientName) == "Müller^Rex"
+    # Ł has no Latin-1 letter: that answer goes out in the device's set, intact.
+    assert answers["A2"].SpecificCharacterSet == "ISO_IR 192"
+    assert str(answers["A2"].PatientName) == "Łukasiewicz^Rex"
+    # No character set in the query: the device's setting, as before.
+    assert {a.SpecificCharacterSet for a in ask(port)} == {"ISO_IR 192"}
+
+
+def test_findscu_latin1_query_gets_latin1_umlauts(door: tuple[Hub, int], tmp_path: Path) -> None:
+    _, port = door
+    keys = [
+        "SpecificCharacterSet=ISO_IR 100",
+        "AccessionNumber=A1",
+        "PatientName",
+        "ScheduledProcedureStepSequence[0].Modality",
+    ]
+    proc, answers = findscu(port, keys, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [a.SpecificCharacterSet for a in answers] == ["ISO_IR 100"]
+    assert str(answers[0].PatientName) == "Müller^Rex"
+
+
+def test_cr_query_finds_dx_orders_answered_as_cr(door: tuple[Hub, int]) -> None:
+    _, port = door
+    cr = by_accession(ask(port, Modality="CR"))
+    assert set(cr) == {"A1", "A2", "A3", "A5"}
+    assert {a.ScheduledProcedureStepSequence[0].Modality for a in cr.values()} == {"CR"}
+    dx = by_accession(ask(port, Modality="DX"))
+    assert set(dx) == set(cr)
+    assert {a.ScheduledProcedureStepSequence[0].Modality for a in dx.values()} == {"DX"}
+    assert set(by_accession(ask(port, Modality="US"))) == {"A4"}
+    assert set(by_accession(ask(port, Modality="C*"))) == {"A3"}  # wildcards: no aliases
+    # A device scoped to its modality sees the aliases' orders too, under its own code.
+    scoped = ask(port, aet="CRREADER")
+    assert {str(a.AccessionNumber) for a in scoped} == set(cr)
+    assert {a.ScheduledProcedureStepSequence[0].Modality for a in scoped} == {"CR"}
+
+
+def test_findscu_cr_query_finds_dx_orders(door: tuple[Hub, int], tmp_path: Path) -> None:
+    _, port = door
+    keys = [
+        "AccessionNumber",
+        f"ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={DA}",
+        "ScheduledProcedureStepSequence[0].Modality=CR",
+    ]
+    proc, answers = findscu(port, keys, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert {str(a.AccessionNumber) for a in answers} == {"A1", "A2", "A3", "A5"}
+    assert {a.ScheduledProcedureStepSequence[0].Modality for a in answers} == {"CR"}
+
+
+DETAILS = dict(
+    MedicalAlerts="",
+    OtherPatientIDsSequence=[],
+    PatientAge="",
+    PatientBirthDate="",
+    ReasonForTheRequestedProcedure="",
+    RequestingPhysician="",
+    ReferencedStudySequence=[],
+    PatientBreedCodeSequence=[],
+)
+
+
+def test_order_details_fill_the_worklist_item(door: tuple[Hub, int]) -> None:
+    _, port = door
+    q = identifier(AccessionNumber="", **DETAILS)
+    answers, status, _ = find(port, q, aet="LEGACY")
+    assert status == 0x0000
+    a = by_accession(answers)
+    rex = a["A1"]
+    assert list(rex.MedicalAlerts) == ["caution: bites", "epileptic"]
+    chip, tattoo = rex.OtherPatientIDsSequence
+    assert (chip.PatientID, chip.TypeOfPatientID) == ("276098106123456", "RFID")
+    assert (tattoo.PatientID, tattoo.IssuerOfPatientID, tattoo.TypeOfPatientID) == (
+        "T-55",
+        "SKG tattoo",
+        "TEXT",
+    )
+    born = date(2019, 4, 2)
+    years = TODAY.year - born.year - ((TODAY.month, TODAY.day) < (born.month, born.day))
+    assert rex.PatientAge == f"{years:03d}Y"
+    assert rex.ReasonForTheRequestedProcedure == "lameness left fore"
+    assert str(rex.RequestingPhysician) == "Doe^Jane"
+    assert a["A5"].PatientAge == "012M"
+    # An order without the details still answers, the keys present and empty.
+    plain = a["A2"]
+    for keyword in ("MedicalAlerts", "ReasonForTheRequestedProcedure"):
+        assert keyword in plain and not plain[keyword].value
+    assert plain.OtherPatientIDsSequence == []
+    assert plain.ReferencedStudySequence == []
+    assert plain.PatientBreedCodeSequence == []
+    assert plain.PatientAge == rex.PatientAge  # same birth date as Rex
