@@ -7,18 +7,23 @@ One hub and one DICOM door per database for the module; the orders are placed on
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from hub.context import Hub
+from hub.mappings import MappingError, default_mappings_dir, load_mappings
 from hub.services import modalities
 from tests.conftest import BACKENDS
 from tests.harness import empty_tables, make_settings
 from tests.worklist_scu import find, findscu, identifier, order, place, running_door
+from worklist import charset as charsets
+from worklist.items import T, encode_answer, patient_age
 
 TODAY = date.today()
 START = f"{TODAY.isoformat()}T10:00:00"
@@ -188,3 +193,78 @@ def test_order_details_fill_the_worklist_item(door: tuple[Hub, int]) -> None:
     assert plain.ReferencedStudySequence == []
     assert plain.PatientBreedCodeSequence == []
     assert plain.PatientAge == rex.PatientAge  # same birth date as Rex
+
+
+# -- the pieces, without a door ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("born", "on", "age"),
+    [
+        (date(2026, 11, 8), "20261129", "021D"),
+        (date(2026, 10, 29), "20261129", "001M"),
+        (date(2025, 12, 30), "20261129", "010M"),
+        (date(2024, 11, 30), "20261129", "023M"),
+        (date(2024, 11, 29), "20261129", "002Y"),
+        (date(2022, 4, 2), "20261129", "004Y"),
+        (date(2026, 11, 30), "20261129", ""),  # born after the appointment: a typo, no age
+        (None, "20261129", ""),
+    ],
+)
+def test_patient_age_in_dicom_as(born: date | None, on: str, age: str) -> None:
+    assert patient_age(born, on) == age
+
+
+@pytest.mark.parametrize(
+    ("value", "charset"),
+    [
+        ("ISO_IR 100", "ISO_IR 100"),
+        ("ISO_IR 6", "ASCII"),
+        ("iso_ir 192", "ISO_IR 192"),
+        ("ISO_IR 144", "ISO_IR 144"),
+        ("", None),
+        (None, None),
+        (MultiValue(str, ["", "ISO 2022 IR 100"]), None),  # code extensions: not answered in
+        ("ISO 2022 IR 87", None),
+    ],
+)
+def test_the_query_character_set(value: object, charset: str | None) -> None:
+    assert charsets.of_query(value) == charset
+
+
+def test_an_ascii_query_gets_the_devices_set_for_an_umlaut() -> None:
+    item = {T["PatientName"]: ("PN", "Müller^Rex")}
+    spec = ((T["PatientName"], None),)
+    plain = encode_answer(
+        {T["PatientName"]: ("PN", "Smith^Rex")}, spec, "ASCII", "ISO_IR 192", True
+    )
+    assert b"ISO_IR" not in plain and b"Smith^Rex" in plain
+    umlaut = encode_answer(item, spec, "ASCII", "ISO_IR 100", True)
+    assert b"ISO_IR 100" in umlaut and "Müller".encode("latin-1") in umlaut
+
+
+@pytest.mark.parametrize(
+    ("groups", "fault"),
+    [
+        ("groups:\n  - [DX, XRAY]\n", "unknown DICOM modality 'XRAY'"),
+        ("groups:\n  - [DX, CR]\n  - [CR, RG]\n", "CR is already in another group"),
+        ("groups:\n  - [DX]\n", "at least two different modalities"),
+        ("aliases: []\n", "groups"),
+    ],
+)
+def test_a_broken_alias_file_stops_the_start(tmp_path: Path, groups: str, fault: str) -> None:
+    shipped = default_mappings_dir()
+    for name in ("species.yaml", "procedures.yaml"):
+        shutil.copy(shipped / name, tmp_path / name)
+    (tmp_path / "modality_aliases.yaml").write_text(groups, encoding="utf-8")
+    with pytest.raises(MappingError, match=r"modality_aliases\.yaml") as err:
+        load_mappings(tmp_path)
+    assert fault in str(err.value)
+
+
+def test_aliases_shipped_and_absent(tmp_path: Path) -> None:
+    assert load_mappings().modality_aliases.of("CR") == ("CR", "DX")
+    shipped = default_mappings_dir()
+    for name in ("species.yaml", "procedures.yaml"):
+        shutil.copy(shipped / name, tmp_path / name)
+    assert load_mappings(tmp_path).modality_aliases.of("CR") == ("CR",)
