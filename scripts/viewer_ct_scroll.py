@@ -24,9 +24,11 @@ slice the time from key press to the slice drawn (median, p95, max), how
 many slices were not yet in Cornerstone's memory at their key press, and
 the frame requests started during the scroll. Times are the page's own
 clocks (the keydown event's timeStamp, when the browser took the key in;
-IMAGE_RENDERED listeners; resource timings), not Python's. ``--config-js`` appends a line of JavaScript to the served
-``app-config.js`` in the browser, to try an OHIF setting without changing the
-hub, e.g. ``--config-js "window.config.maxNumRequests.prefetch = 6;"``.
+IMAGE_RENDERED listeners; resource timings), not Python's.
+
+``--config-js`` appends a line of JavaScript to the served ``app-config.js``
+in the browser, to try an OHIF setting without changing the hub, e.g.
+``--config-js "window.config.maxNumRequests.prefetch = 6;"``.
 Figures: docs/performance.md, "Scrolling a 300-slice CT in the viewer".
 """
 
