@@ -135,12 +135,12 @@ def patient_age(birth: date | None, on: str) -> str:
     years (a young animal's age is told in months), then years; "" when unknown."""
     if birth is None or len(on) != 8:
         return ""
-    day = date(int(on[:4]), int(on[4:6]), int(on[6:]))
-    if day < birth:
+    year, month, day = int(on[:4]), int(on[4:6]), int(on[6:])
+    months = (year - birth.year) * 12 + month - birth.month - (day < birth.day)
+    if months < 0:  # born after the appointment: a typo, no age
         return ""
-    months = (day.year - birth.year) * 12 + day.month - birth.month - (day.day < birth.day)
     if months < 1:
-        return f"{(day - birth).days:03d}D"
+        return f"{(date(year, month, day) - birth).days:03d}D"
     if months < 24:
         return f"{months:03d}M"
     return f"{min(months // 12, 999):03d}Y"
@@ -170,9 +170,10 @@ def build_item(o: Any, modality: str | None = None) -> Item:
     owner_head = o.owner_last_name or o.owner_organization
     procedure = o.procedure_description or o.procedure_code or ""
     accession = o.accession_number
+    vet = referring_pn(o.referring_vet)
     item: Item = {
         T["AccessionNumber"]: ("SH", accession),
-        T["ReferringPhysicianName"]: ("PN", referring_pn(o.referring_vet)),
+        T["ReferringPhysicianName"]: ("PN", vet),
         T["ReferencedStudySequence"]: ("SQ", []),
         T["ReferencedPatientSequence"]: ("SQ", []),
         T["PatientName"]: ("PN", names.animal_patient_name(owner_head, o.patient_name)),
@@ -218,7 +219,7 @@ def build_item(o: Any, modality: str | None = None) -> Item:
         T["RequestedProcedurePriority"]: ("CS", "STAT" if o.priority == "stat" else "ROUTINE"),
         T["ReasonForTheRequestedProcedure"]: ("LO", o.reason or ""),
         # The referring vet is who asks for the images: no separate requester is kept.
-        T["RequestingPhysician"]: ("PN", referring_pn(o.referring_vet)),
+        T["RequestingPhysician"]: ("PN", vet),
         T["PlacerOrderNumberImagingServiceRequest"]: ("LO", o.placer_order_number),
         T["ImagingServiceRequestComments"]: ("LT", o.notes or ""),
     }
