@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import time
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A DICOM UID (PS3.5 9.1): dotted digits, at most 64 characters.
+Uid = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
 
 
 class Settings(BaseSettings):
@@ -36,6 +40,11 @@ class Settings(BaseSettings):
     # A Deflated Explicit VR Little Endian data set may inflate to at most this
     # many MB; beyond it the C-STORE is refused (deflate bombs reach 1000:1).
     dicom_max_inflated_mb: int = Field(1024, ge=1)
+    # The Storage SCP takes every storage SOP class pynetdicom knows in every
+    # transfer syntax pydicom knows (worklist/storage.py); UIDs listed here are
+    # refused at association time instead (a JSON list, e.g. '["1.2.840.10008.1.2.2"]').
+    dicom_refused_sop_classes: list[Uid] = Field(default_factory=list)
+    dicom_refused_transfer_syntaxes: list[Uid] = Field(default_factory=list)
     hl7_host: str = "0.0.0.0"
     hl7_port: int = Field(2575, ge=0, le=65535)
     # HL7 over TLS (MLLP inside TLS) on its own port; off when unset.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from pydicom import uid
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config, evt, sop_class
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 
 from hub.archive import files, ingest
@@ -29,64 +29,40 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worklist.storage")
 
-# PS3.4 Annex B storage classes a veterinary clinic's devices send.
-_STORAGE_NAMES = (
-    "ComputedRadiographyImageStorage",
-    "DigitalXRayImageStorageForPresentation",
-    "DigitalXRayImageStorageForProcessing",
-    "DigitalIntraOralXRayImageStorageForPresentation",
-    "DigitalIntraOralXRayImageStorageForProcessing",
-    "CTImageStorage",
-    "EnhancedCTImageStorage",
-    "UltrasoundMultiFrameImageStorage",
-    "MRImageStorage",
-    "EnhancedMRImageStorage",
-    "UltrasoundImageStorage",
-    "SecondaryCaptureImageStorage",
-    "MultiFrameSingleBitSecondaryCaptureImageStorage",
-    "MultiFrameGrayscaleByteSecondaryCaptureImageStorage",
-    "MultiFrameGrayscaleWordSecondaryCaptureImageStorage",
-    "MultiFrameTrueColorSecondaryCaptureImageStorage",
-    "XRayAngiographicImageStorage",
-    "XRayRadiofluoroscopicImageStorage",
-    "NuclearMedicineImageStorage",
-    "VLEndoscopicImageStorage",
-    "VideoEndoscopicImageStorage",
-    "VLMicroscopicImageStorage",
-    "VLPhotographicImageStorage",
-    "VideoPhotographicImageStorage",
-    "BasicTextSRStorage",
-    "EnhancedSRStorage",
-    "ComprehensiveSRStorage",
-    "EncapsulatedPDFStorage",
-    "GrayscaleSoftcopyPresentationStateStorage",
-    "KeyObjectSelectionDocumentStorage",
-)
-STORAGE_SOP_CLASSES: dict[str, str] = {name: getattr(sop_class, name) for name in _STORAGE_NAMES}
+# Every storage SOP class pynetdicom knows (PS3.4 Annex B: images, RT, ECG and
+# other waveforms, segmentations, SRs including X-Ray Radiation Dose SR,
+# ophthalmic photography, encapsulated PDF, video, ...), as DCMTK storescp
+# takes them. An acceptor is not bound by the 128-context limit: that bounds
+# what one A-ASSOCIATE-RQ proposes, and the requestor picks its own subset.
 # Older ultrasound devices still send the retired classes, which pynetdicom
 # does not name (PS3.4 B.5: 1.2.840.10008.5.1.4.1.1.3 and .6).
-STORAGE_SOP_CLASSES["UltrasoundMultiFrameImageStorageRetired"] = uid.UID(
-    "1.2.840.10008.5.1.4.1.1.3"
+STORAGE_SOP_CLASSES: tuple[str, ...] = (
+    *(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
+    "1.2.840.10008.5.1.4.1.1.3",
+    "1.2.840.10008.5.1.4.1.1.6",
 )
-STORAGE_SOP_CLASSES["UltrasoundImageStorageRetired"] = uid.UID("1.2.840.10008.5.1.4.1.1.6")
 
-TRANSFER_SYNTAXES = [
-    uid.ImplicitVRLittleEndian,
-    uid.ExplicitVRLittleEndian,
-    uid.DeflatedExplicitVRLittleEndian,
-    uid.JPEGBaseline8Bit,
-    uid.JPEGExtended12Bit,
-    uid.JPEGLossless,
-    uid.JPEGLosslessSV1,
-    uid.JPEGLSLossless,
-    uid.JPEGLSNearLossless,
-    uid.JPEG2000Lossless,
-    uid.JPEG2000,
-    uid.RLELossless,
-    uid.MPEG2MPML,  # US clips, video endoscopy
-    uid.MPEG4HP41,
-    uid.MPEG4HP41BD,
+# Every transfer syntax pydicom knows: uncompressed (big endian too), deflated,
+# JPEG, JPEG-LS, JPEG 2000 (Part 2 too), HTJ2K, JPIP, RLE, MPEG-2/4 and HEVC
+# video. Of several proposed in one context pynetdicom takes the requestor's
+# first. The SMPTE ST 2110 syntaxes are for real-time streams (DICOM-RTV),
+# never a C-STORE, and are left out.
+_RTV_ONLY = frozenset(("1.2.840.10008.1.2.7.1", "1.2.840.10008.1.2.7.2", "1.2.840.10008.1.2.7.3"))
+TRANSFER_SYNTAXES: list[str] = [
+    str(ts) for ts in uid.AllTransferSyntaxes if str(ts) not in _RTV_ONLY
 ]
+
+
+def accepted_sop_classes(refused: list[str]) -> list[str]:
+    """The storage classes the door takes: all known, less ``VETHUB_DICOM_REFUSED_SOP_CLASSES``."""
+    out = set(refused)
+    return [c for c in STORAGE_SOP_CLASSES if c not in out]
+
+
+def accepted_transfer_syntaxes(refused: list[str]) -> list[str]:
+    """All known syntaxes, less ``VETHUB_DICOM_REFUSED_TRANSFER_SYNTAXES``."""
+    out = set(refused)
+    return [t for t in TRANSFER_SYNTAXES if t not in out]
 
 
 class StorageService:
@@ -100,8 +76,11 @@ class StorageService:
             log.info("removed unfinished temp files", extra={"count": swept})
 
     def add_contexts(self, ae: AE) -> None:
-        for abstract in STORAGE_SOP_CLASSES.values():
-            ae.add_supported_context(abstract, TRANSFER_SYNTAXES)
+        s = self.hub.settings
+        syntaxes = accepted_transfer_syntaxes(s.dicom_refused_transfer_syntaxes)
+        if syntaxes:
+            for abstract in accepted_sop_classes(s.dicom_refused_sop_classes):
+                ae.add_supported_context(abstract, syntaxes)
         # Process-wide, and set here because this is where the door takes C-STORE:
         # every data set is received into a temp file instead of memory.
         _config.STORE_RECV_CHUNKED_DATASET = True

@@ -203,14 +203,13 @@ def _summary(s: Session, study: Study, preview_base: str, download: str | None) 
 
 
 def preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
-    """One image's PNG preview (204 if it cannot be rendered); the caller checked access."""
+    """One image's PNG preview (a placeholder naming why when it cannot be
+    rendered); the caller checked access."""
     with hub.db.read_session() as s:
         study = studies.get(s, study_uid)
         inst = studies.instance_of(s, study, sop_uid)
         path = Path(hub.settings.data_dir) / inst.path
     png = thumbnails.thumbnail(Path(hub.settings.data_dir), path, sop_uid)
-    if png is None:
-        return Response(status_code=204)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 

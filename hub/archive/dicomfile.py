@@ -9,7 +9,7 @@ import io
 import mmap
 import struct
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, decode_bytes
@@ -48,6 +48,9 @@ IMPLICIT_LE = str(ImplicitVRLittleEndian)
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
 DEFLATED_LE = str(DeflatedExplicitVRLittleEndian)
 EXPLICIT_BE = str(ExplicitVRBigEndian)
+# Syntaxes whose data set is one raw deflate stream (PS3.5 A.5; JPIP Referenced
+# Deflate A.7.1 and its HTJ2K kin), inflated before the walk.
+DEFLATED = frozenset((DEFLATED_LE, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"))
 
 # What the one-pass header scan reads: what indexing needs, what coercion
 # compares and keeps for the audit, and the character set to decode them in.
@@ -176,37 +179,41 @@ def scan(
     instance, so the full reads that follow (coercion, thumbnails) only ever
     see data sets known to inflate within the bound.
     """
-    if transfer_syntax_uid == DEFLATED_LE:
+    if transfer_syntax_uid in DEFLATED:
         raw = inflate(raw, max_inflated, start)
         start = 0
         transfer_syntax_uid = EXPLICIT_LE
-    if transfer_syntax_uid == EXPLICIT_BE:
-        raise Incomplete("Explicit VR Big Endian (retired) is not accepted")
     implicit = transfer_syntax_uid == IMPLICIT_LE
+    # Explicit VR Big Endian (retired, still sent by old devices): only the
+    # numbers' byte order differs, every other syntax is little endian.
+    order = ">" if transfer_syntax_uid == EXPLICIT_BE else "<"
     if len(raw) <= start:
         raise Incomplete("empty data set")
     picked: list[tuple[int, bytes, int, int, int]] = []
-    end = _walk(raw, start, implicit, nested=False, picked=picked)
+    end = _walk(raw, start, implicit, nested=False, picked=picked, order=order)
     if end != len(raw):
         raise Incomplete(f"{len(raw) - end} bytes after the last element")
-    return _decode(raw, picked, implicit)
+    return _decode(raw, picked, implicit, order)
 
 
-def _decode(raw: Buffer, picked: list[tuple[int, bytes, int, int, int]], implicit: bool) -> dict:
+def _decode(
+    raw: Buffer, picked: list[tuple[int, bytes, int, int, int]], implicit: bool, order: str = "<"
+) -> dict:
     out: dict[str, Any] = {}
     encodings = ["iso8859"]
     for tag, vr_bytes, start, value_at, end in picked:
         keyword = _KEYWORDS[tag]
         vr = dictionary_VR(tag) if implicit else vr_bytes.decode("ascii")
         if vr == "SQ":
-            elem = read_dataset(io.BytesIO(raw[start:end]), implicit, True)
+            elem = read_dataset(io.BytesIO(raw[start:end]), implicit, order == "<")
             out[keyword] = [
                 {k: str(item.get(k, "") or "") for k in _CODE_KEYS} for item in elem[tag].value
             ]
             continue
         value = bytes(raw[value_at:end])
         if vr == "US":  # Rows, Columns: binary, given as decimal text like the rest
-            out[keyword] = str(int.from_bytes(value[:2], "little")) if len(value) >= 2 else ""
+            endian: Literal["little", "big"] = "little" if order == "<" else "big"
+            out[keyword] = str(int.from_bytes(value[:2], endian)) if len(value) >= 2 else ""
             continue
         if vr in _TEXT_VRS:
             text = decode_bytes(value, encodings, _PN_DELIMS if vr == "PN" else set())
@@ -247,6 +254,7 @@ def _walk(
     *,
     nested: bool,
     picked: list[tuple[int, bytes, int, int, int]] | None = None,
+    order: str = "<",
 ) -> int:
     """Skip data elements from ``pos``; in a nested item stop after an item delimiter.
 
@@ -254,11 +262,12 @@ def _walk(
     ``picked`` as (tag, VR, element start, value start, end).
     """
     n = len(buf)
+    tag_fmt, long_fmt, short_fmt = order + "HH", order + "I", order + "H"
     while pos < n:
         start = pos
         if pos + 8 > n:
             raise Incomplete(f"element header cut off at byte {pos}")
-        group, elem = struct.unpack_from("<HH", buf, pos)
+        group, elem = struct.unpack_from(tag_fmt, buf, pos)
         tag = (group << 16) | elem
         if tag == _ITEM_END:
             if not nested:
@@ -267,7 +276,7 @@ def _walk(
         if group == 0xFFFE:
             raise Incomplete(f"unexpected item tag at byte {pos}")
         if implicit:
-            (length,) = struct.unpack_from("<I", buf, pos + 4)
+            (length,) = struct.unpack_from(long_fmt, buf, pos + 4)
             pos += 8
             vr = b"??"
         else:
@@ -277,15 +286,15 @@ def _walk(
             if vr in _LONG_VRS:
                 if pos + 12 > n:
                     raise Incomplete(f"element header cut off at byte {pos}")
-                (length,) = struct.unpack_from("<I", buf, pos + 8)
+                (length,) = struct.unpack_from(long_fmt, buf, pos + 8)
                 pos += 12
             else:
-                (length,) = struct.unpack_from("<H", buf, pos + 6)
+                (length,) = struct.unpack_from(short_fmt, buf, pos + 6)
                 pos += 8
         value_at = pos
         if length == _UNDEFINED:
             # A sequence (or encapsulated pixel data); UN content is implicit VR.
-            pos = _walk_items(buf, pos, implicit or vr == b"UN")
+            pos = _walk_items(buf, pos, implicit or vr == b"UN", order)
         else:
             pos += length
             if pos > n:
@@ -297,12 +306,13 @@ def _walk(
     return pos
 
 
-def _walk_items(buf: Buffer, pos: int, implicit: bool) -> int:
+def _walk_items(buf: Buffer, pos: int, implicit: bool, order: str = "<") -> int:
     n = len(buf)
+    item_fmt = order + "HHI"
     while True:
         if pos + 8 > n:
             raise Incomplete(f"sequence cut off at byte {pos}")
-        group, elem, length = struct.unpack_from("<HHI", buf, pos)
+        group, elem, length = struct.unpack_from(item_fmt, buf, pos)
         tag = (group << 16) | elem
         pos += 8
         if tag == _SEQ_END:
@@ -310,7 +320,7 @@ def _walk_items(buf: Buffer, pos: int, implicit: bool) -> int:
         if tag != _ITEM:
             raise Incomplete(f"expected an item at byte {pos - 8}")
         if length == _UNDEFINED:
-            pos = _walk(buf, pos, implicit, nested=True)
+            pos = _walk(buf, pos, implicit, nested=True, order=order)
         else:
             pos += length
             if pos > n:

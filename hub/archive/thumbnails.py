@@ -2,9 +2,11 @@
 
 Rendered by ``hub.archive.render`` (the hub's one rendering path) once per
 instance and kept under ``<data_dir>/thumbnails``; pixel data is never changed
-by reconciliation, so a preview stays valid. An image the decoders cannot
-read gets no preview rather than an error (the page still lists it); the
-renderer remembers and logs the reason once.
+by reconciliation, so a preview stays valid. An instance the decoders cannot
+read (or one that is no image: an SR, an ECG) gets the renderer's placeholder
+saying why, never an empty answer the page would show as a broken image; the
+renderer remembers and logs the reason once, and the placeholder is not kept
+here (a decoder upgrade may read the image after all).
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ def thumbnail_path(data_dir: Path, sop_instance_uid: str) -> Path:
     return data_dir / "thumbnails" / f"{sop_instance_uid}.png"
 
 
-def thumbnail(data_dir: Path, dicom_path: Path, sop_instance_uid: str) -> bytes | None:
-    """The PNG preview of one instance, rendered on first use; None if it cannot be."""
+def thumbnail(data_dir: Path, dicom_path: Path, sop_instance_uid: str) -> bytes:
+    """The PNG preview of one instance, rendered on first use, or the placeholder."""
     cached = thumbnail_path(data_dir, sop_instance_uid)
     if cached.exists():
         return cached.read_bytes()
     pic = renderer.picture(data_dir, dicom_path, sop_instance_uid, _OPTIONS)
     if pic.warning is not None:
-        return None
+        return pic.content
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(pic.content)
