@@ -30,6 +30,7 @@ from pydantic import (
 SPECIES_FILE = "species.yaml"
 PROCEDURES_FILE = "procedures.yaml"
 MODALITY_ALIASES_FILE = "modality_aliases.yaml"
+BREEDS_FILE = "breeds.yaml"
 
 # DICOM Modality (0008,0060) defined terms a worklist item may plausibly schedule
 # (PS3.3 C.7.3.1.1.1); derived objects (SR, KO, PR, SEG...) are not ordered.
@@ -56,6 +57,13 @@ class Species:
     code: str | None
     scheme: str | None
     meaning: str | None
+
+
+@dataclass(frozen=True)
+class Breed:
+    code: str
+    meaning: str
+    species: str | None  # the species' SNOMED CT code
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,24 @@ class _ProceduresFile(_Entry):
     procedures: dict[str, _ProcedureEntry]
 
 
+class _BreedEntry(_Entry):
+    code: str  # SNOMED CT concept id, CID 7480
+    meaning: str = Field(min_length=1, max_length=64)
+    species: str | None = None
+    synonyms: list[str] = Field(default_factory=list)
+
+    @field_validator("code", "species")
+    @classmethod
+    def _sctid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{6,18}", value):
+            raise ValueError(f"{value!r} is not a SNOMED CT concept id (6-18 digits)")
+        return value
+
+
+class _BreedsFile(_Entry):
+    breeds: list[_BreedEntry]
+
+
 class _ModalityAliasesFile(_Entry):
     groups: list[list[str]]
 
@@ -215,6 +241,30 @@ class ProcedureCatalog:
         return len(self._procedures)
 
 
+class BreedCatalog:
+    """Coded breeds by any spelling, per species: "Lab" for a dog is 62137007."""
+
+    def __init__(self, index: dict[tuple[str, str | None], Breed] | None = None) -> None:
+        self._index = index or {}
+        self._any: dict[str, list[Breed]] = {}
+        for (key, _), breed in self._index.items():
+            self._any.setdefault(key, []).append(breed)
+
+    def resolve(self, text: str | None, species_code: str | None) -> Breed | None:
+        """The coded breed ``text`` names for an animal of ``species_code``; None when
+        unknown, or ambiguous ("mixed") without a species."""
+        if not text or not self._index:
+            return None
+        key = normalize(text)
+        if species_code:
+            return self._index.get((key, species_code)) or self._index.get((key, None))
+        found = self._any.get(key, [])
+        return found[0] if len(found) == 1 else None
+
+    def __len__(self) -> int:
+        return len({b.code for b in self._index.values()})
+
+
 class ModalityAliases:
     """Which modality codes a worklist query for one code also matches (symmetric groups)."""
 
@@ -242,6 +292,7 @@ class Mappings:
     procedures: ProcedureCatalog
     root: Path
     modality_aliases: ModalityAliases = field(default_factory=ModalityAliases)
+    breeds: BreedCatalog = field(default_factory=BreedCatalog)
 
 
 def default_mappings_dir() -> Path:
@@ -257,6 +308,7 @@ def load_mappings(root: Path | None = None) -> Mappings:
         procedures=_load_procedures(root / PROCEDURES_FILE),
         root=root,
         modality_aliases=_load_modality_aliases(root / MODALITY_ALIASES_FILE),
+        breeds=_load_breeds(root / BREEDS_FILE),
     )
 
 
@@ -380,3 +432,23 @@ def _load_modality_aliases(path: Path) -> ModalityAliases:
         return ModalityAliases()
     parsed: _ModalityAliasesFile = _read(path, _ModalityAliasesFile)
     return ModalityAliases(parsed.groups)
+
+
+def _load_breeds(path: Path) -> BreedCatalog:
+    """The breed codes; a mappings directory from before the file existed has none."""
+    if not path.exists():
+        return BreedCatalog()
+    parsed: _BreedsFile = _read(path, _BreedsFile)
+    index: dict[tuple[str, str | None], Breed] = {}
+    for entry in parsed.breeds:
+        breed = Breed(entry.code, entry.meaning, entry.species)
+        for name in (entry.meaning, *entry.synonyms):
+            key = (normalize(name), entry.species)
+            other = index.get(key)
+            if other is not None and other != breed:
+                raise MappingError(
+                    f"{path}: synonym {name!r} of {entry.meaning!r}"
+                    f" already names {other.meaning!r} for the same species"
+                )
+            index[key] = breed
+    return BreedCatalog(index)

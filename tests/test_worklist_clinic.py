@@ -7,14 +7,17 @@ One hub and one DICOM door per database for the module; the orders are placed on
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sr.codedict import codes
 
 from hub.context import Hub
 from hub.mappings import MappingError, default_mappings_dir, load_mappings
@@ -43,13 +46,17 @@ ORDERS = [
         },
     ),
     # Łukasiewicz does not fit Latin-1.
-    order(2, scheduled_start=START, owner={"last_name": "Łukasiewicz"}),
+    order(
+        2, scheduled_start=START, owner={"last_name": "Łukasiewicz"}, patient={"breed": "Wäller"}
+    ),
     # A phosphor-plate order among the DX ones, and an ultrasound.
     order(3, scheduled_start=START, modality="CR", owner={"last_name": "Meier"}),
     order(4, scheduled_start=START, modality="US", station_ae_title="US_ROOM1"),
     # Young animals: ages in months and days.
     order(5, scheduled_start=START, patient={"birth_date": f"{TODAY.year - 1}-{TODAY:%m-%d}"}),
 ]
+DOG, CAT = "448771007", "448169003"
+ALIASES, BREEDS = "modality_aliases.yaml", "breeds.yaml"
 DEVICES = {
     "LEGACY": {},  # registered without a character set: UTF-8 unless the query says otherwise
     "CRREADER": {"modality": "CR", "scope_modality": True},
@@ -184,6 +191,9 @@ def test_order_details_fill_the_worklist_item(door: tuple[Hub, int]) -> None:
     assert rex.PatientAge == f"{years:03d}Y"
     assert rex.ReasonForTheRequestedProcedure == "lameness left fore"
     assert str(rex.RequestingPhysician) == "Doe^Jane"
+    (breed,) = rex.PatientBreedCodeSequence  # "Labrador Retriever", mappings/breeds.yaml
+    assert (breed.CodeValue, breed.CodingSchemeDesignator) == ("62137007", "SCT")
+    assert breed.CodeMeaning == "Labrador retriever dog breed"
     assert a["A5"].PatientAge == "012M"
     # An order without the details still answers, the keys present and empty.
     plain = a["A2"]
@@ -191,7 +201,7 @@ def test_order_details_fill_the_worklist_item(door: tuple[Hub, int]) -> None:
         assert keyword in plain and not plain[keyword].value
     assert plain.OtherPatientIDsSequence == []
     assert plain.ReferencedStudySequence == []
-    assert plain.PatientBreedCodeSequence == []
+    assert plain.PatientBreedCodeSequence == []  # a breed the catalogue does not know
     assert plain.PatientAge == rex.PatientAge  # same birth date as Rex
 
 
@@ -244,27 +254,51 @@ def test_an_ascii_query_gets_the_devices_set_for_an_umlaut() -> None:
 
 
 @pytest.mark.parametrize(
-    ("groups", "fault"),
+    ("name", "text", "fault"),
     [
-        ("groups:\n  - [DX, XRAY]\n", "unknown DICOM modality 'XRAY'"),
-        ("groups:\n  - [DX, CR]\n  - [CR, RG]\n", "CR is already in another group"),
-        ("groups:\n  - [DX]\n", "at least two different modalities"),
-        ("aliases: []\n", "groups"),
+        (ALIASES, "groups:\n  - [DX, XRAY]\n", "unknown DICOM modality 'XRAY'"),
+        (ALIASES, "groups:\n  - [DX, CR]\n  - [CR, RG]\n", "CR is already in another group"),
+        (ALIASES, "groups:\n  - [DX]\n", "at least two different modalities"),
+        (ALIASES, "aliases: []\n", "groups"),
+        (BREEDS, "breeds:\n  - {code: lab, meaning: Labrador}\n", "not a SNOMED CT concept id"),
+        (
+            BREEDS,
+            "breeds:\n  - {code: '1234567', meaning: A, synonyms: [x]}\n"
+            "  - {code: '7654321', meaning: B, synonyms: [X]}\n",
+            "'X' of 'B' already names 'A'",
+        ),
     ],
 )
-def test_a_broken_alias_file_stops_the_start(tmp_path: Path, groups: str, fault: str) -> None:
-    shipped = default_mappings_dir()
-    for name in ("species.yaml", "procedures.yaml"):
-        shutil.copy(shipped / name, tmp_path / name)
-    (tmp_path / "modality_aliases.yaml").write_text(groups, encoding="utf-8")
-    with pytest.raises(MappingError, match=r"modality_aliases\.yaml") as err:
+def test_a_broken_mapping_file_stops_the_start(
+    tmp_path: Path, name: str, text: str, fault: str
+) -> None:
+    for kept in ("species.yaml", "procedures.yaml"):
+        shutil.copy(default_mappings_dir() / kept, tmp_path / kept)
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError, match=re.escape(name)) as err:
         load_mappings(tmp_path)
     assert fault in str(err.value)
 
 
-def test_aliases_shipped_and_absent(tmp_path: Path) -> None:
-    assert load_mappings().modality_aliases.of("CR") == ("CR", "DX")
-    shipped = default_mappings_dir()
+def test_aliases_and_breeds_shipped_and_absent(tmp_path: Path) -> None:
+    shipped = load_mappings()
+    assert shipped.modality_aliases.of("CR") == ("CR", "DX")
+    assert shipped.breeds.resolve("Schäferhund", DOG).code == "42252000"  # type: ignore[union-attr]
+    assert shipped.breeds.resolve("mixed", DOG).code == "132619000"  # type: ignore[union-attr]
+    assert shipped.breeds.resolve("mixed", None) is None  # a dog's or a cat's?
+    assert shipped.breeds.resolve("Labrador", CAT) is None
     for name in ("species.yaml", "procedures.yaml"):
-        shutil.copy(shipped / name, tmp_path / name)
-    assert load_mappings(tmp_path).modality_aliases.of("CR") == ("CR",)
+        shutil.copy(default_mappings_dir() / name, tmp_path / name)
+    old = load_mappings(tmp_path)
+    assert old.modality_aliases.of("CR") == ("CR",)
+    assert old.breeds.resolve("Labrador", DOG) is None
+
+
+def test_shipped_breed_codes_are_dicom_cid_7480() -> None:
+    cid = codes.CID7480
+    known = {c.value: c.meaning for c in (getattr(cid, name) for name in cid.dir())}
+    path = default_mappings_dir() / "breeds.yaml"
+    entries = yaml.safe_load(path.read_text(encoding="utf-8"))["breeds"]
+    assert entries
+    for entry in entries:
+        assert known.get(entry["code"]) == entry["meaning"], entry

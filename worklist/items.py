@@ -20,6 +20,7 @@ from typing import Any, Union
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from hub import names
+from hub.mappings import Breed
 from worklist.charset import encode_text, specific_character_set
 
 # A requested-keys spec: sorted ((tag, sub), ...); sub is None for a plain
@@ -162,10 +163,11 @@ def _other_ids(o: Any) -> list[Item]:
     return items
 
 
-def build_item(o: Any, modality: str | None = None) -> Item:
+def build_item(o: Any, modality: str | None = None, breed: Breed | None = None) -> Item:
     """The worklist item of an order row (an ``Order`` or a Core row with its columns).
 
-    ``modality`` stands in for the order's when the device asked for an alias of it.
+    ``modality`` stands in for the order's when the device asked for an alias of it;
+    ``breed`` is the order's breed as coded by ``mappings/breeds.yaml``.
     """
     owner_head = o.owner_last_name or o.owner_organization
     procedure = o.procedure_description or o.procedure_code or ""
@@ -201,7 +203,10 @@ def build_item(o: Any, modality: str | None = None) -> Item:
             else [],
         ),
         T["PatientBreedDescription"]: ("LO", o.breed or ""),
-        T["PatientBreedCodeSequence"]: ("SQ", []),
+        T["PatientBreedCodeSequence"]: (
+            "SQ",
+            [_code(breed.code, "SCT", breed.meaning)] if breed else [],
+        ),
         T["BreedRegistrationSequence"]: ("SQ", []),
         T["ResponsiblePerson"]: (
             "PN",

@@ -74,6 +74,7 @@ class WorklistService:
             )
             return
         aliases = self.hub.mappings.modality_aliases
+        breeds = self.hub.mappings.breeds
         try:
             identifier = event.identifier
             query = parse(identifier, self.dialect, aliases)
@@ -130,7 +131,8 @@ class WorklistService:
                     key = (row.id, row.version, asked, charset, implicit, query.spec, modality)
                     data = self.cache.get(key)
                     if data is None:
-                        item = build_item(row, modality)
+                        breed = breeds.resolve(row.breed, row.species_code)
+                        item = build_item(row, modality, breed)
                         data = encode_answer(item, query.spec, asked, charset, implicit)
                         self.cache.put(key, data)
                     sent += 1
