@@ -31,6 +31,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom import uid
 from pydicom.data import get_testdata_files
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -42,9 +43,12 @@ from pydicom.uid import (
 from pynetdicom import AE, AllStoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    EncapsulatedPDFStorage,
     ModalityWorklistInformationFind,
     MRImageStorage,
     Verification,
+    VideoEndoscopicImageStorage,
+    VideoPhotographicImageStorage,
 )
 from sqlalchemy import select
 
@@ -412,3 +416,54 @@ def test_a_big_endian_instance_is_matched_and_corrected_in_its_syntax(
     assert kept.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     assert str(kept.PatientName) == "Smith^Rex"
     assert (kept.pixel_array == pydicom.dcmread(sent).pixel_array).all()
+
+
+# Syntaxes and classes the corpus has no sample of: clips, HTJ2K, JPEG 2000
+# Part 2, an encapsulated PDF. The hub stores without decoding, so a stand-in
+# stream is enough to show the door takes them and keeps the bytes as sent.
+NOT_IN_CORPUS = [
+    (VideoEndoscopicImageStorage, uid.MPEG2MPML),
+    (VideoPhotographicImageStorage, uid.MPEG4HP41),
+    (VideoEndoscopicImageStorage, uid.HEVCMP51),
+    (CTImageStorage, uid.HTJ2KLossless),
+    (CTImageStorage, uid.JPEG2000MCLossless),
+    (EncapsulatedPDFStorage, uid.DeflatedExplicitVRLittleEndian),
+]
+
+
+def test_clips_htj2k_part2_and_pdf_are_stored_as_sent(hub: Hub, client: TestClient) -> None:
+    sent = []
+    for sop_class, syntax in NOT_IN_CORPUS:
+        ds = sf.instance(sop_class=sop_class, modality="ES")
+        ds.file_meta.TransferSyntaxUID = syntax
+        if sop_class == EncapsulatedPDFStorage:
+            del ds.PixelData
+            ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+            ds.EncapsulatedDocument = b"%PDF-1.4 stand-in\n%%EOF\n"
+        else:
+            ds.NumberOfFrames = 1
+            ds.PixelData = encapsulate([b"\x00\x00\x01\xb3stand-in stream" + bytes(16)])
+        sent.append(ds)
+    ae = AE(ae_title="ENDO_1")
+    ae.acse_timeout = ae.network_timeout = 10
+    for sop_class, syntax in NOT_IN_CORPUS:
+        ae.add_requested_context(sop_class, syntax)
+    with running_door(hub) as port:
+        assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
+        assert assoc.is_established
+        try:
+            statuses = [int(assoc.send_c_store(ds).Status) for ds in sent]
+        finally:
+            assoc.release()
+    assert statuses == [0] * len(sent)
+    with hub.db.read_session() as s:
+        rows = {i.sop_instance_uid: i for i in s.scalars(select(Instance))}
+    for ds in sent:
+        inst = rows[ds.SOPInstanceUID]
+        assert inst.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
+        kept = pydicom.dcmread(hub.settings.data_dir / inst.path)
+        assert kept.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+        key = "EncapsulatedDocument" if "EncapsulatedDocument" in ds else "PixelData"
+        assert kept[key].value == ds[key].value
+        seen = _preview(client, hub, ds.StudyInstanceUID, ds.SOPInstanceUID)
+        assert seen.startswith("placeholder: "), seen
