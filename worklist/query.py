@@ -15,6 +15,8 @@ Matching rules implemented:
 * UID lists (``a\\b\\c``) and, leniently, lists for AE/CS/SH keys;
 * sequence matching inside ScheduledProcedureStepSequence (and the code
   value of the species / requested procedure code sequences);
+* an exact Modality also matches its aliases (``mappings/modality_aliases.yaml``),
+  and ``answer_modality`` names the code those answers carry;
 * an empty or absent stored value never matches a non-empty key.
 """
 
