@@ -86,6 +86,10 @@ PROBE = f"""() => {{
   }});
   return {{slices: probe.slices, start: probe.start}};
 }}"""
+PREFETCH_CONFIG = (
+    "() => JSON.stringify(window.cornerstoneTools.utilities.stackContextPrefetch"
+    ".getConfiguration())"
+)
 DRAWN = "i => window.__scroll.renders.some(r => r[1] >= i)"
 FRAMES = """() => performance.getEntriesByType('resource')
   .filter(e => e.name.includes('/frames/'))
@@ -225,6 +229,7 @@ def run_once(browser: Any, hub_url: str, links: dict[str, str], mode: str, confi
             settle(inner)
         before = frames(inner)
         moved = scroll(page, inner, HELD_RATE if mode == "held key" else None)
+        prefetch = inner.evaluate(PREFETCH_CONFIG)
         after = frames(inner)
         during = [e for e in after if moved["from"] <= e[1] <= moved["to"]]
         landed = [e for e in after if moved["from"] <= e[2] <= moved["to"]]
@@ -258,6 +263,7 @@ def run_once(browser: Any, hub_url: str, links: dict[str, str], mode: str, confi
         "slices_not_in_memory_at_key": moved["not_cached"],
         "frame_requests_started_in_scroll": len(during),
         "frame_requests_ended_in_scroll": len(landed),
+        "stack_prefetch_config": prefetch,
     }
 
 
@@ -266,6 +272,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--config-js", default="", help="appended to OHIF's app-config.js")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--json", help="write every run's figures to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -287,7 +294,7 @@ def main() -> None:
                 "ct": f"{hub.url}/viewer/studies/{order['study_instance_uid']}",
                 "warm-up": f"{hub.url}/viewer/studies/{small.StudyInstanceUID}",
             }
-            results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+            results: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
             with sync_playwright() as p:
                 browser = launch(p)
                 for n in range(args.runs):
@@ -305,7 +312,7 @@ def main() -> None:
         print(f"{name}, median of {len(found)} runs:")
         for key in found[0]:
             values = [r[key] for r in found if r[key] is not None]
-            if values:
+            if values and not isinstance(values[0], str):
                 each = [_round(v) for v in values]
                 print(f"  {key}: {_round(statistics.median(values))}  (runs: {each})")
 
