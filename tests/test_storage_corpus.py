@@ -60,6 +60,7 @@ from tests import study_factory as sf
 from tests.harness import REPO
 from tests.study_factory import MPPS
 from tests.worklist_scu import running_door
+from worklist import storage
 
 # DCMTK leaves Nagle on unless told: each C-STORE would wait for a delayed ACK.
 _NODELAY = {**os.environ, "TCP_NODELAY": "1"}
@@ -312,9 +313,9 @@ def test_every_sample_is_stored_as_sent_and_previewed(
 
 # -- what the door negotiates ----------------------------------------------------
 
-KNOWN_SYNTAXES = [
-    str(t) for t in uid.AllTransferSyntaxes if not t.startswith("1.2.840.10008.1.2.7")
-]
+# All pydicom knows but real-time video and JPIP HTJ2K Referenced Deflate.
+KNOWN_SYNTAXES = [str(t) for t in uid.AllTransferSyntaxes if t not in storage.NOT_STORED]
+JPIP_DEFLATE = "1.2.840.10008.1.2.4.205"
 # Classes clinics send that the door once refused (issue #12).
 ONCE_REFUSED = [
     "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
@@ -375,12 +376,13 @@ def test_refusing_a_class_or_a_syntax_is_a_setting(hub: Hub) -> None:
     with running_door(hub) as port:
         answers = _negotiated(
             port,
-            [(CTImageStorage, [ExplicitVRLittleEndian])]
+            [(CTImageStorage, [ExplicitVRLittleEndian]), (MRImageStorage, [JPIP_DEFLATE])]
             + [(MRImageStorage, [t]) for t in (ExplicitVRBigEndian, JPEG2000, JPEGLSLossless)]
             + [(Verification, [ImplicitVRLittleEndian])],
         )
     assert {(a, t): r == 0 for a, t, r in answers} == {
         (CTImageStorage, ExplicitVRLittleEndian): False,
+        (MRImageStorage, JPIP_DEFLATE): False,  # never taken (see worklist/storage.py)
         (MRImageStorage, ExplicitVRBigEndian): False,
         (MRImageStorage, JPEG2000): False,
         (MRImageStorage, JPEGLSLossless): True,

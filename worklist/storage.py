@@ -43,13 +43,22 @@ STORAGE_SOP_CLASSES: tuple[str, ...] = (
 )
 
 # Every transfer syntax pydicom knows: uncompressed (big endian too), deflated,
-# JPEG, JPEG-LS, JPEG 2000 (Part 2 too), HTJ2K, JPIP, RLE, MPEG-2/4 and HEVC
-# video. Of several proposed in one context pynetdicom takes the requestor's
-# first. The SMPTE ST 2110 syntaxes are for real-time streams (DICOM-RTV),
-# never a C-STORE, and are left out.
-_RTV_ONLY = frozenset(("1.2.840.10008.1.2.7.1", "1.2.840.10008.1.2.7.2", "1.2.840.10008.1.2.7.3"))
+# JPEG, JPEG-LS, JPEG 2000 (Part 2 too), HTJ2K, JPIP HTJ2K Referenced, RLE,
+# MPEG-2/4 and HEVC video. Of several proposed in one context pynetdicom takes
+# the requestor's first. Left out: the SMPTE ST 2110 syntaxes (real-time
+# streams, DICOM-RTV, never a C-STORE) and JPIP HTJ2K Referenced Deflate,
+# whose deflated data set pydicom reads as if it were not (garbage to every
+# reader after the door).
+NOT_STORED = frozenset(
+    (
+        "1.2.840.10008.1.2.7.1",
+        "1.2.840.10008.1.2.7.2",
+        "1.2.840.10008.1.2.7.3",
+        "1.2.840.10008.1.2.4.205",
+    )
+)
 TRANSFER_SYNTAXES: list[str] = [
-    str(ts) for ts in uid.AllTransferSyntaxes if str(ts) not in _RTV_ONLY
+    str(ts) for ts in uid.AllTransferSyntaxes if str(ts) not in NOT_STORED
 ]
 
 

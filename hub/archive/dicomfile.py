@@ -48,9 +48,9 @@ IMPLICIT_LE = str(ImplicitVRLittleEndian)
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
 DEFLATED_LE = str(DeflatedExplicitVRLittleEndian)
 EXPLICIT_BE = str(ExplicitVRBigEndian)
-# Syntaxes whose data set is one raw deflate stream (PS3.5 A.5; JPIP Referenced
-# Deflate A.7.1 and its HTJ2K kin), inflated before the walk.
-DEFLATED = frozenset((DEFLATED_LE, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"))
+# Syntaxes whose data set is one raw deflate stream (PS3.5 A.5), inflated
+# before the walk.
+DEFLATED = frozenset((DEFLATED_LE,))
 
 # What the one-pass header scan reads: what indexing needs, what coercion
 # compares and keeps for the audit, and the character set to decode them in.
