@@ -2,7 +2,13 @@
 
 The ACK is written with the standard encoding characters and in the
 character set the message came in (MSH-18 echoed), so "Müller" in an error
-text survives the trip back.
+text survives the trip back. Its layout follows the sender's version
+(MSH-12), since strict parsers of older versions refuse later fields: v2.3
+has a two-component MSH-9 (``ACK^O01``); v2.3 to v2.4 have ERR-1 alone (the
+ELD ``segment^sequence^field^code&text&table``); v2.5 and later get ERR-2
+(location), ERR-3 (code), ERR-4 (severity) and ERR-8 (text). An accepted
+message with a warning (e.g. no species) says it in MSA-3, and from v2.5 on
+also in an ERR of severity W.
 """
 
 from __future__ import annotations
@@ -64,8 +70,10 @@ def control_id() -> str:
     return f"VH{_BOOT}{next(_ids):08d}"
 
 
-def build(code: str, to: Addressing, error: Hl7Error | None = None) -> str:
-    """The ACK as text (segments ended by CR)."""
+def build(
+    code: str, to: Addressing, error: Hl7Error | None = None, warning: Hl7Error | None = None
+) -> str:
+    """The ACK as text (segments ended by CR); ``warning``: for an accepted message."""
     e = escape
     now = datetime.now().strftime("%Y%m%d%H%M%S")
     version = to.version or "2.5"
@@ -78,7 +86,7 @@ def build(code: str, to: Addressing, error: Hl7Error | None = None) -> str:
         e(to.sending_facility),
         now,
         "",
-        f"ACK^{e(to.trigger)}^ACK" if to.trigger else "ACK",
+        _message_type(to.trigger, version),
         control_id(),
         e(to.processing_id or "P"),
         e(version),
@@ -87,24 +95,41 @@ def build(code: str, to: Addressing, error: Hl7Error | None = None) -> str:
     if charset:
         msh += ["", "", "", "", "", e(charset)]
     segs = ["|".join(msh)]
+    said = error or warning
     msa = ["MSA", code, e(to.control_id)]
-    if error is not None:
-        msa.append(e(_clip(error.message, 80)))
+    if said is not None:
+        msa.append(e(_clip(said.message, 80)))
     segs.append("|".join(msa))
     if error is not None:
         segs.append(_err(error, version))
+    elif warning is not None and not _before_25(version):
+        segs.append(_err(warning, version))
     return "\r".join(segs) + "\r"
+
+
+def _before_25(version: str) -> bool:
+    """v2.1 to v2.4: the ERR segment has ERR-1 (ELD) only."""
+    return version.startswith(("2.1", "2.2", "2.3", "2.4"))
+
+
+def _message_type(trigger: str, version: str) -> str:
+    """MSH-9: ``ACK^O01^ACK`` from v2.3.1 on; v2.3 has no structure component (CM_MSG)."""
+    if not trigger:
+        return "ACK"
+    if version.startswith(("2.1", "2.2")) or version in ("2.3", "2.3.0"):
+        return f"ACK^{escape(trigger)}"
+    return f"ACK^{escape(trigger)}^ACK"
 
 
 def _err(error: Hl7Error, version: str) -> str:
     text = ERROR_TEXT.get(error.code, "Error")
     code = f"{error.code}^{escape(text)}^HL70357"
     loc = error.location  # already in ERL form (^-separated, values not escaped)
-    if version.startswith(("2.3", "2.4")):
-        # ERR-1 (ELD): segment^sequence^field^code&text&table, the pre-2.5 form
+    if _before_25(version):
+        # ERR-1 (ELD): segment^sequence^field^code&text&table, the pre-2.5 form, alone
         seg, seq, fld = [*loc.split("^"), "", "", ""][:3]
         eld = f"{seg}^{seq}^{fld}^{error.code}&{escape(text)}&HL70357"
-        return "|".join(["ERR", eld, loc, code, error.severity, "", "", "", escape(error.message)])
+        return "|".join(["ERR", eld])
     return "|".join(["ERR", "", loc, code, error.severity, "", "", "", escape(error.message)])
 
 

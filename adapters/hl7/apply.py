@@ -106,13 +106,23 @@ def apply(
             with session.begin_nested():
                 reader = Reader(prepared.msg, prepared.match.profile, ctx)
                 touched = dispatch(session, prepared.msg, reader, prepared.match, ctx)
-                text = ack.build("AA", prepared.addressing)
+                warning = touched.warnings[0] if touched.warnings else None
+                text = ack.build("AA", prepared.addressing, warning=warning)
                 base.update(
                     outcome="AA",
                     ack=text,
                     patient_id=clean(touched.patient_id or "", 64) or None,
                     order_id=touched.order_id,
                 )
+                if warning is not None:
+                    base.update(
+                        error=clean("; ".join(w.message for w in touched.warnings), 1024),
+                        error_location=warning.location[:64] or None,
+                    )
+                    log.warning(
+                        "HL7 order accepted with a warning",
+                        extra={"control_id": base["control_id"], "warning": base["error"]},
+                    )
                 row_id = messages.record(session, base)
             if accepted is not None and key[2] and reprocess_of is None:
                 accepted.setdefault(key, []).append(

@@ -87,7 +87,22 @@ def order_message(
         order = _apply_control(session, control, req, scoped, match.source, actor, ctx)
         if touched.order_id is None:
             touched.order_id = order.id
+        if control == "NW" and not (req.get("patient") or {}).get("species"):
+            touched.warnings.append(_no_species(scoped, req))
     return touched
+
+
+def _no_species(reader: Reader, req: dict[str, Any]) -> Hl7Error:
+    """Accepted, but a worklist item without species misleads the device: say so (severity W)."""
+    where = reader.location("patient.species")
+    read = ", ".join(p.text for p in reader.profile.paths("patient.species")) or "nowhere"
+    return Hl7Error(
+        101,
+        f"order {req.get('placer_order_number')} accepted without species "
+        f"(profile {reader.profile.name!r} reads it from {read})",
+        where,
+        severity="W",
+    )
 
 
 def _apply_control(

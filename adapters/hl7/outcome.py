@@ -6,7 +6,7 @@ raise these; ``apply`` turns them into the log row and the ACK.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters.hl7.ack import Hl7Error
 
@@ -22,7 +22,9 @@ class Rejection(Exception):
 
 @dataclass
 class Touched:
-    """The patient and the (first) order a message changed, recorded on its log row."""
+    """The patient and the (first) order a message changed, recorded on its log row,
+    and what was accepted but worth telling the sender (ACK MSA-3, ERR severity W)."""
 
     patient_id: str | None = None
     order_id: int | None = None
+    warnings: list[Hl7Error] = field(default_factory=list)

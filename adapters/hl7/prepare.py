@@ -138,7 +138,7 @@ def admit(prepared: Prepared, profiles: Profiles, senders: Senders | None) -> Pr
     prepared.allowed_by = source
     if source is not None:
         if prepared.match is None or prepared.match.source != source:
-            profile = profiles.by_name.get(senders.profiles.get(source, ""), profiles.default)
+            profile = profiles.named(senders.profiles.get(source, ""), prepared.version)
             prepared.match = SenderMatch(profile, source)
         return prepared
     if not senders.open:
@@ -198,7 +198,7 @@ def _from_header(
         version=version,
         charset=charset,
     )
-    prepared.match = profiles.match(prepared.sender, prepared.facility, registered)
+    prepared.match = profiles.match(prepared.sender, prepared.facility, registered, version)
     return prepared
 
 
@@ -217,7 +217,9 @@ def _parse_into(
     prepared.type = clean(msg.type, 16)
     prepared.version = clean(msg.version, 8)
     prepared.charset = clean(msg.charset, 32)
-    prepared.match = profiles.match(prepared.sender, prepared.facility, registered)
+    prepared.match = profiles.match(
+        prepared.sender, prepared.facility, registered, prepared.version
+    )
     return prepared
 
 

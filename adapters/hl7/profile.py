@@ -5,9 +5,12 @@ a profile names, for each order attribute, the HL7 positions to read in
 order of preference (the first non-empty wins). A sender is recognised by
 MSH-3 (sending application) and optionally MSH-4 (facility) and is tied to
 a ``source``, the namespace of its placer numbers and patient ids. Senders
-no profile claims get ``default.yaml`` with ``source`` = MSH-3. Files are
-checked when the door starts; a bad one stops the hub with the file named.
-See docs/hl7-profiles.md.
+no profile claims get the profile that lists their MSH-12 version in
+``versions`` (a v2.3 sender has no PID-35/36), else ``default.yaml``, with
+``source`` = MSH-3. A profile's ``outbound`` says how results to its
+sources are written (version, PID-5 layout, PID-3 authority, MSH-3..6).
+Files are checked when the door starts; a bad one stops the hub with the
+file named. See docs/hl7-profiles.md.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ TARGETS: frozenset[str] = frozenset(
         "patient.birth_date",
         "patient.weight_kg",
         "patient.weight_unit",
+        "patient.alerts",
+        "patient.microchip",
         "owner.id",
         "owner.last_name",
         "owner.first_name",
@@ -55,6 +60,7 @@ TARGETS: frozenset[str] = frozenset(
         "site",
         "priority",
         "notes",
+        "reason",
         "merge.prior_patient_id",
     }
 )
@@ -62,7 +68,8 @@ TARGETS: frozenset[str] = frozenset(
 _PATH = re.compile(
     r"(?P<seg>[A-Z][A-Z0-9]{2})"
     r"(?:\((?P<cf>\d+)(?:\.(?P<cc>\d+))?=(?P<cv>[^)]*)\))?"
-    r"-(?P<f>\d+)(?:\[(?P<rep>\d+)\])?(?:\.(?P<c>\d+))?(?:\.(?P<s>\d+))?"
+    r"-(?P<f>\d+)(?:\[(?:(?P<rep>\d+)|(?P<rc>\d+)=(?P<rv>[^\]]*))\])?"
+    r"(?:\.(?P<c>\d+))?(?:\.(?P<s>\d+))?"
     r"(?:\s+(?P<cond>if uid|unless uid))?"
 )
 # What "a UID" means for a position that may hold one or something else (ZDS-1):
@@ -77,7 +84,8 @@ def looks_like_uid(value: str) -> bool:
 @dataclass(frozen=True)
 class FieldPath:
     """``SEG[(F.C=VALUE)]-F[[REP]][.C[.S]][ if uid| unless uid]``, e.g. ``PID-5.2``,
-    ``NK1(3.1=OWN)-2.1``, ``ZDS-1.1 if uid``.
+    ``NK1(3.1=OWN)-2.1``, ``ZDS-1.1 if uid``; ``PID-3[5=RFID].1`` is the repetition
+    whose component 5 (the CX identifier type) is RFID.
 
     The condition serves fields whose meaning depends on the value: IHE puts the
     Study Instance UID in ZDS-1, some senders put the accession number there.
@@ -93,6 +101,8 @@ class FieldPath:
     when_component: int = 0
     when_value: str = ""
     condition: str = ""  # "", "if uid" or "unless uid"
+    rep_component: int = 0  # pick the repetition whose component rep_component ...
+    rep_value: str = ""  # ... equals this (case-insensitive)
 
     @classmethod
     def parse(cls, text: str) -> FieldPath:
@@ -100,7 +110,7 @@ class FieldPath:
         if not m:
             raise ValueError(
                 f"{text!r} is not an HL7 position "
-                "(e.g. PID-5.2, OBR-4, NK1(3.1=OWN)-2.1, ZDS-1.1 if uid)"
+                "(e.g. PID-5.2, OBR-4, NK1(3.1=OWN)-2.1, PID-3[5=RFID].1, ZDS-1.1 if uid)"
             )
         g = m.groupdict()
         return cls(
@@ -114,6 +124,8 @@ class FieldPath:
             when_component=int(g["cc"] or 0),
             when_value=g["cv"] or "",
             condition=g["cond"] or "",
+            rep_component=int(g["rc"] or 0),
+            rep_value=g["rv"] or "",
         )
 
     def accepts(self, value: str) -> bool:
@@ -138,11 +150,49 @@ class _Sender(BaseModel):
     source: str = Field(min_length=1, max_length=64, pattern=r"^[^\\\x00-\x1f]+$")
 
 
+# HL7 versions the hub reads and writes (MSH-12); outbound needs hl7apy's structures.
+VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
+# PID-5 of outbound messages: the owner's surname first (``Owner^Animal``, the
+# HL7 2.5 veterinary convention), or the animal's name alone (older systems).
+NAME_LAYOUTS = ("owner-animal", "animal")
+_HD = r"^[^|^~\\&\x00-\x1f]*$"  # one HD component: no HL7 delimiters
+
+
+class _Outbound(BaseModel):
+    """How results to a source using this profile are written (``sender.py``)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    version: str = ""  # "" = the first of the profile's versions, else 2.5
+    patient_name: str = "owner-animal"
+    assigning_authority: str = Field("", max_length=64, pattern=_HD)  # "" = the source name
+    application: str = Field("VETHUB", min_length=1, max_length=64, pattern=_HD)  # MSH-3
+    facility: str = Field("VETHUB", max_length=64, pattern=_HD)  # MSH-4
+    receiving_application: str = Field("", max_length=64, pattern=_HD)  # MSH-5
+    receiving_facility: str = Field("", max_length=64, pattern=_HD)  # MSH-6
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if value and value not in VERSIONS:
+            raise ValueError(f"HL7 version {value!r} is not one of {list(VERSIONS)}")
+        return value
+
+    @field_validator("patient_name")
+    @classmethod
+    def _layout(cls, value: str) -> str:
+        if value not in NAME_LAYOUTS:
+            raise ValueError(f"{value!r} is not one of {list(NAME_LAYOUTS)}")
+        return value
+
+
 class _ProfileFile(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: str = Field(min_length=1, max_length=64)
     description: str = ""
     senders: list[_Sender] = Field(default_factory=list)
+    # MSH-12 versions this profile serves for senders nobody names (see Profiles.match).
+    versions: list[str] = Field(default_factory=list)
+    outbound: _Outbound = Field(default_factory=_Outbound)
     charset: str = ""
     fields: dict[str, list[str] | str]
     sex_codes: dict[str, tuple[str, bool | None]] = Field(default_factory=dict)
@@ -159,6 +209,14 @@ class _ProfileFile(BaseModel):
         for paths in value.values():
             for p in [paths] if isinstance(paths, str) else paths:
                 FieldPath.parse(p)
+        return value
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, value: list[str]) -> list[str]:
+        for v in value:
+            if v not in VERSIONS:
+                raise ValueError(f"HL7 version {v!r} is not one of {list(VERSIONS)}")
         return value
 
     @field_validator("charset")
@@ -212,10 +270,29 @@ DEFAULT_NEUTERED = {
 
 
 @dataclass(frozen=True)
+class Outbound:
+    """Results to a source: HL7 version, PID-5 layout, PID-3.4 and the MSH-3..6 names.
+
+    Empty ``assigning_authority``/``receiving_*`` are filled per source by the
+    sender (the source's name, the application/facility it sends from).
+    """
+
+    version: str = "2.5"
+    patient_name: str = "owner-animal"
+    assigning_authority: str = ""
+    application: str = "VETHUB"
+    facility: str = "VETHUB"
+    receiving_application: str = ""
+    receiving_facility: str = ""
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     fields: dict[str, tuple[FieldPath, ...]]
     senders: tuple[tuple[str, str | None, str], ...] = ()  # (application, facility, source)
+    versions: tuple[str, ...] = ()
+    outbound: Outbound = field(default_factory=Outbound)
     charset: str = ""
     sex_codes: dict[str, tuple[str, bool | None]] = field(default_factory=dict)
     priority_codes: dict[str, str] = field(default_factory=dict)
@@ -241,6 +318,11 @@ class Profiles:
         if DEFAULT not in self.by_name:
             raise MappingError(f"HL7 profiles: no {DEFAULT!r} profile (mappings/hl7/default.yaml)")
         self.default = self.by_name[DEFAULT]
+        # MSH-12 -> the profile for senders no file or source names (first file wins).
+        self.by_version: dict[str, Profile] = {}
+        for p in profiles:
+            for v in p.versions:
+                self.by_version.setdefault(v, p)
         self._exact: dict[tuple[str, str], tuple[Profile, str]] = {}
         self._app: dict[str, tuple[Profile, str]] = {}
         for p in profiles:
@@ -251,18 +333,31 @@ class Profiles:
                 else:
                     self._app[key] = (p, source)
 
+    def named(self, name: str, version: str = "") -> Profile:
+        """A source's ``hl7_profile``; ``default`` (or an unknown name) follows MSH-12.
+
+        ``default`` is what a source gets when nobody chose, and its PID-35/36
+        do not exist before v2.4: a v2.3 sender gets the profile for v2.3.
+        """
+        chosen = self.by_name.get(name)
+        if chosen is None or chosen is self.default:
+            return self.by_version.get(version.strip(), self.default)
+        return chosen
+
     def match(
         self,
         application: str,
         facility: str = "",
         registered: Mapping[str, str] | None = None,
+        version: str = "",
     ) -> SenderMatch:
-        """The profile and source for MSH-3/MSH-4.
+        """The profile and source for MSH-3/MSH-4 (and MSH-12).
 
         A sender listed in a profile file wins (facility-specific entries
         first); then a source registered through the API whose name is MSH-3
         gets the profile named in its ``hl7_profile``; anyone else gets the
-        default profile with source = MSH-3.
+        profile for its version (``versions``), else the default profile,
+        with source = MSH-3.
         """
         app = application.strip().casefold()
         found = self._exact.get((app, facility.strip().casefold())) or self._app.get(app)
@@ -270,8 +365,8 @@ class Profiles:
             return SenderMatch(found[0], found[1])
         name = application.strip()[:64].replace("\\", "")
         if registered and name in registered:
-            return SenderMatch(self.by_name.get(registered[name], self.default), name)
-        return SenderMatch(self.default, name or "default")
+            return SenderMatch(self.named(registered[name], version), name)
+        return SenderMatch(self.named(DEFAULT, version), name or "default")
 
 
 def load_profile(path: Path) -> Profile:
@@ -295,11 +390,22 @@ def load_profile(path: Path) -> Profile:
         target: tuple(FieldPath.parse(p) for p in ([paths] if isinstance(paths, str) else paths))
         for target, paths in spec.fields.items()
     }
+    out = spec.outbound
     return Profile(
         name=spec.name,
         description=spec.description,
         fields=fields,
         senders=tuple((s.application, s.facility, s.source) for s in spec.senders),
+        versions=tuple(spec.versions),
+        outbound=Outbound(
+            version=out.version or (spec.versions[0] if spec.versions else "2.5"),
+            patient_name=out.patient_name,
+            assigning_authority=out.assigning_authority,
+            application=out.application,
+            facility=out.facility,
+            receiving_application=out.receiving_application,
+            receiving_facility=out.receiving_facility,
+        ),
         charset=spec.charset,
         sex_codes={**DEFAULT_SEX, **{k.upper(): v for k, v in spec.sex_codes.items()}},
         priority_codes={
@@ -321,6 +427,7 @@ def load_profiles(directory: Path) -> Profiles:
     profiles: list[Profile] = []
     seen: dict[str, Path] = {}
     claimed: dict[tuple[str, str], str] = {}
+    served: dict[str, str] = {}  # MSH-12 version -> profile name
     for path in sorted(directory.glob("*.yaml")):
         prof = load_profile(path)
         if prof.name in seen:
@@ -336,5 +443,11 @@ def load_profiles(directory: Path) -> Profiles:
                     f"by profile {claimed[key]!r}"
                 )
             claimed[key] = prof.name
+        for v in prof.versions:
+            if v in served:
+                raise MappingError(
+                    f"{path}: version {v} is already served by profile {served[v]!r}"
+                )
+            served[v] = prof.name
         profiles.append(prof)
     return Profiles(profiles)

@@ -63,16 +63,29 @@ class Reader:
             if self.msg.value(s, path.when_field, path.when_component or 1).strip().upper() == want
         ]
 
+    def _repetition(self, seg: Segment, path: FieldPath) -> int:
+        """The repetition a path reads: its number, or the first whose component
+        ``rep_component`` equals ``rep_value`` (0: none does)."""
+        if not path.rep_component:
+            return path.repetition
+        want = path.rep_value.strip().upper()
+        for rep in range(1, self.msg.repetitions(seg, path.field) + 1):
+            got = self.msg.value(seg, path.field, path.rep_component, 0, rep).strip().upper()
+            if got == want:
+                return rep
+        return 0
+
     def components(self, target: str) -> tuple[list[str], FieldPath | None]:
         for path in self.profile.paths(target):
             for seg in self._segments(path)[:1]:
+                rep = self._repetition(seg, path)
+                if not rep:
+                    continue
                 if path.component:
-                    value = self.msg.value(
-                        seg, path.field, path.component, path.subcomponent, path.repetition
-                    )
+                    value = self.msg.value(seg, path.field, path.component, path.subcomponent, rep)
                     comps = [value]
                 else:
-                    comps = self.msg.components(seg, path.field, path.repetition)
+                    comps = self.msg.components(seg, path.field, rep)
                 if any(c.strip() for c in comps) and path.accepts(comps[0]):
                     self.used[target] = path
                     return [c.strip() for c in comps], path
@@ -96,9 +109,10 @@ class Reader:
         return None, None
 
     def _leaf(self, seg: Segment, path: FieldPath) -> str:
-        return self.msg.value(
-            seg, path.field, path.component or 1, path.subcomponent, path.repetition
-        ).strip()
+        rep = self._repetition(seg, path)
+        if not rep:
+            return ""
+        return self.msg.value(seg, path.field, path.component or 1, path.subcomponent, rep).strip()
 
     def location(self, target: str) -> str:
         """ERR-2 location of the position a field was read from (or would have been)."""
@@ -123,6 +137,8 @@ class Reader:
             "breed": self._coded_text("patient.breed"),
             "birth_date": self._date("patient.birth_date"),
             "weight_kg": self._weight(),
+            "alerts": t("patient.alerts"),
+            "microchip": t("patient.microchip"),
         }
         sex_code = t("patient.sex")
         if sex_code:
@@ -163,6 +179,7 @@ class Reader:
             "site": t("site"),
             "priority": self.profile.priority_codes.get(priority.upper()) if priority else None,
             "notes": (t("notes") or "")[:1024] or None,
+            "reason": t("reason"),
         }
         return _drop_empty(req)
 

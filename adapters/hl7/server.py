@@ -29,12 +29,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from adapters.hl7 import ack
+from adapters.hl7 import ack, current
 from adapters.hl7.ack import Hl7Error
 from adapters.hl7.apply import apply_batch
 from adapters.hl7.mllp import Broken, Frame, FrameDecoder, frame
 from adapters.hl7.prepare import Prepared, Senders, prepare, prepare_broken
-from adapters.hl7.profile import Profiles, load_profiles
+from adapters.hl7.profile import Profiles
 from hub.context import Hub
 from hub.mappings import default_mappings_dir
 from hub.metrics import HL7_MESSAGES
@@ -173,7 +173,9 @@ class Hl7Door:
         # Senders no entry names, noted (throttled) for the admin to register.
         self.sightings = peers.Sightings(hub.db.session)
         self._arrived = asyncio.Event()
-        self.profiles: Profiles = load_profiles(profiles_dir(hub))
+        # Read afresh at start (a broken file stops the hub); a reload replaces them.
+        self._profiles_dir = profiles_dir(hub).resolve()
+        current.load(self._profiles_dir)
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self.tls_port: int | None = None  # the bound TLS port once started, None when off
@@ -185,6 +187,11 @@ class Hl7Door:
         # when the door is full the idlest of them makes room (see _make_room).
         self._idle: dict[asyncio.Task[None], tuple[bool, float]] = {}
         self._closing = False
+
+    @property
+    def profiles(self) -> Profiles:
+        """The profiles in use: the last good load of the profile directory."""
+        return current.get(self._profiles_dir)
 
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> int:
