@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from adapters.hl7 import results
+from adapters.hl7 import current, results
 from adapters.hl7.mllp import Broken, FrameDecoder, frame
 from adapters.hl7.parse import ParseError, parse
 from hub.services.deliveries.kinds import (
@@ -30,8 +30,23 @@ from hub.services.deliveries.kinds import (
 
 ACCEPTED = ("AA", "CA")
 
-# (delivery document, receiving application) -> ER7 text; see adapters/hl7/results.py
-Render = Callable[[dict[str, Any], str], str]
+# (delivery document, addressee) -> ER7 text; see adapters/hl7/results.py
+Render = Callable[[dict[str, Any], results.Addressee], str]
+
+
+def addressee(target: Target) -> results.Addressee:
+    """How results to ``target`` are written: its profile's ``outbound``, MSH-5/6 the
+    application and facility it sends from (its first ``hl7_senders`` entry naming
+    one; else the source name), PID-3.4 the profile's authority or the source name."""
+    out = current.outbound_profile(target.hl7_profile).outbound
+    app, facility = target.hl7_senders[0] if target.hl7_senders else ("", "")
+    return results.Addressee(
+        source=target.name,
+        outbound=out,
+        receiving_application=out.receiving_application or app or target.name,
+        receiving_facility=out.receiving_facility or facility or target.name,
+        assigning_authority=out.assigning_authority or target.name,
+    )
 
 
 def exchange(
@@ -115,7 +130,7 @@ class Hl7Sender:
     def __call__(self, target: Target, claim: Claim) -> None:
         if not target.hl7_host or not target.hl7_port:
             raise DeliveryError(f"source {target.name!r} has no HL7 host and port")
-        text = self.render(claim.payload, target.name)
+        text = self.render(claim.payload, addressee(target))
         tls = self.tls if target.tls else None
         raw = exchange(target.hl7_host, target.hl7_port, text.encode("utf-8"), self.timeout, tls)
         check_ack(raw, results.control_id(claim.uuid))

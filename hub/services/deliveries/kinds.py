@@ -43,6 +43,9 @@ class Target:
     hl7_port: int | None
     # HL7 to this source runs inside TLS (webhooks follow their URL's scheme).
     tls: bool = False
+    # The (application, facility) it sends HL7 from (its hl7_senders): the MSH-5/6 of
+    # results back to it.
+    hl7_senders: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, src: Source) -> Target:
@@ -54,6 +57,11 @@ class Target:
             hl7_host=src.hl7_host,
             hl7_port=src.hl7_port,
             tls=src.tls,
+            hl7_senders=tuple(
+                (e.get("application") or "", e.get("facility") or "")
+                for e in src.hl7_senders or []
+                if e.get("application")
+            ),
         )
 
 
