@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -59,6 +60,8 @@ from hub.models import Instance, Study
 from tests import study_factory as sf
 from tests.harness import REPO
 from tests.study_factory import MPPS
+from tests.test_dicomweb_wado import _parts as wado_parts
+from tests.test_dicomweb_wado import _url as wado_url
 from tests.worklist_scu import running_door
 from worklist import storage
 
@@ -418,6 +421,13 @@ def test_a_big_endian_instance_is_matched_and_corrected_in_its_syntax(
     assert kept.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     assert str(kept.PatientName) == "Smith^Rex"
     assert (kept.pixel_array == pydicom.dcmread(sent).pixel_array).all()
+    # WADO-RS's default, Explicit VR Little Endian: the words turned, the same pixels.
+    ids = (study.study_instance_uid, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    r = client.get(wado_url(ids), headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert r.status_code == 200, r.text
+    little = pydicom.dcmread(io.BytesIO(wado_parts(r)[0]))
+    assert little.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (little.pixel_array == kept.pixel_array).all()
 
 
 # Syntaxes and classes the corpus has no sample of: clips, HTJ2K, JPEG 2000
