@@ -191,8 +191,9 @@ def on_the_wire(corpus: list[Sample], tmp_path_factory: pytest.TempPathFactory) 
     received = out / "in"
     received.mkdir()
     cmd = [exe, "-aet", "VETHUB", "-xf", str(cfg), "Corpus", "+B", "-od", str(received)]
+    # Its output is not read: a pipe nobody drains would stall it once full.
     scp = subprocess.Popen(
-        [*cmd, str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_NODELAY
+        [*cmd, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_NODELAY
     )
     try:
         for n, group in enumerate(_by_syntax(corpus).values()):
