@@ -35,6 +35,7 @@ def fields(message: str, segment: str) -> list[str]:
     ("profile", "senders", "version", "pid5", "msh56"),
     [
         ("default", [], "2.5", "Smith^Rex", ("pims-main", "pims-main")),
+        ("v2.3", [{"application": "OLDPMS"}], "2.3.1", "Smith^Rex", ("OLDPMS", "pims-main")),
         (
             "animal-first",
             [{"application": "OLDPMS", "facility": "PRAXIS"}],

@@ -62,7 +62,7 @@ NEW_KEY = "senders: []\n"
 @pytest.mark.parametrize(
     ("added", "fault"),
     [
-        ('versions: ["2.3"]', "v23.yaml: version 2.3 is already served by profile 'default'"),
+        ('versions: ["2.3"]', "v2.3.yaml: version 2.3 is already served by profile 'default'"),
         ('versions: ["2.6"]', "default.yaml: versions: Value error, HL7 version '2.6'"),
         ('outbound: {version: "3.0"}', "default.yaml: outbound.version"),
         ("outbound: {patient_name: pet}", "default.yaml: outbound.patient_name"),
