@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # refused at association time instead (a JSON list, e.g. '["1.2.840.10008.1.2.2"]').
     dicom_refused_sop_classes: list[Uid] = Field(default_factory=list)
     dicom_refused_transfer_syntaxes: list[Uid] = Field(default_factory=list)
+    # Private or newer storage classes pynetdicom does not know, taken like the rest.
+    dicom_extra_sop_classes: list[Uid] = Field(default_factory=list)
     hl7_host: str = "0.0.0.0"
     hl7_port: int = Field(2575, ge=0, le=65535)
     # HL7 over TLS (MLLP inside TLS) on its own port; off when unset.

@@ -480,3 +480,49 @@ def test_clips_htj2k_part2_and_pdf_are_stored_as_sent(hub: Hub, client: TestClie
         assert kept[key].value == ds[key].value
         seen = _preview(client, hub, ds.StudyInstanceUID, ds.SOPInstanceUID)
         assert seen.startswith("placeholder: "), seen
+
+
+PRIVATE = "1.2.826.0.1.3680043.9.7433.1.1"  # a vendor's own storage class, made up
+
+
+def test_retired_ultrasound_and_listed_private_classes_are_stored(hub: Hub) -> None:
+    """The retired ultrasound classes and a private class named in
+    ``VETHUB_DICOM_EXTRA_SOP_CLASSES`` are stored (pynetdicom knows no service
+    for them: the door registers them as storage); an unlisted private class,
+    or MWL's listed as one, is not taken for storage."""
+    hub.settings.dicom_extra_sop_classes = [PRIVATE, ModalityWorklistInformationFind]
+    sent = [
+        sf.instance(sop_class=klass, modality="US")
+        for klass in (*storage.RETIRED_US, PRIVATE, "1.2.826.0.1.3680043.9.7433.1.2")
+    ]
+    ae = AE(ae_title="US_OLD")
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
+    for ds in sent:
+        ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
+    with running_door(hub) as port:
+        assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
+        assert assoc.is_established
+        try:
+            taken = {str(c.abstract_syntax) for c in assoc.accepted_contexts}
+            statuses = [int(assoc.send_c_store(ds).Status) for ds in sent[:3]]
+        finally:
+            assoc.release()
+        assert taken == {*storage.RETIRED_US, PRIVATE} and statuses == [0, 0, 0]
+        # MWL still answers C-FIND on its context (not turned into storage).
+        mwl = AE(ae_title="US_OLD")
+        mwl.add_requested_context(ModalityWorklistInformationFind, ExplicitVRLittleEndian)
+        assoc = mwl.associate("127.0.0.1", port, ae_title="VETHUB")
+        assert assoc.is_established
+        try:
+            query = pydicom.Dataset()
+            query.PatientID = ""
+            answers = [
+                int(st.Status)
+                for st, _ in assoc.send_c_find(query, ModalityWorklistInformationFind)
+            ]
+        finally:
+            assoc.release()
+        assert answers == [0]
+    with hub.db.read_session() as s:
+        stored = set(s.scalars(select(Instance.sop_class_uid)))
+    assert stored == {*storage.RETIRED_US, PRIVATE}

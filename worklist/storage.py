@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, cast
 
 from pydicom import uid
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt, register_uid
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 
 from hub.archive import files, ingest
 from hub.errors import Invalid
@@ -35,11 +37,13 @@ log = logging.getLogger("worklist.storage")
 # takes them. An acceptor is not bound by the 128-context limit: that bounds
 # what one A-ASSOCIATE-RQ proposes, and the requestor picks its own subset.
 # Older ultrasound devices still send the retired classes, which pynetdicom
-# does not name (PS3.4 B.5: 1.2.840.10008.5.1.4.1.1.3 and .6).
+# does not know (PS3.4 B.5: 1.2.840.10008.5.1.4.1.1.3 and .6): without being
+# registered as storage (``_as_storage``) their contexts would be
+# accepted and every C-STORE on them aborted.
+RETIRED_US = ("1.2.840.10008.5.1.4.1.1.3", "1.2.840.10008.5.1.4.1.1.6")
 STORAGE_SOP_CLASSES: tuple[str, ...] = (
     *(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
-    "1.2.840.10008.5.1.4.1.1.3",
-    "1.2.840.10008.5.1.4.1.1.6",
+    *RETIRED_US,
 )
 
 # Every transfer syntax pydicom knows: uncompressed (big endian too), deflated,
@@ -62,10 +66,26 @@ TRANSFER_SYNTAXES: list[str] = [
 ]
 
 
-def accepted_sop_classes(refused: list[str]) -> list[str]:
-    """The storage classes the door takes: all known, less ``VETHUB_DICOM_REFUSED_SOP_CLASSES``."""
+def accepted_sop_classes(refused: list[str], extra: list[str] | tuple[()] = ()) -> list[str]:
+    """The storage classes the door takes: all known and ``VETHUB_DICOM_EXTRA_SOP_CLASSES``,
+    less ``VETHUB_DICOM_REFUSED_SOP_CLASSES``."""
     out = set(refused)
-    return [c for c in STORAGE_SOP_CLASSES if c not in out]
+    return [c for c in dict.fromkeys((*STORAGE_SOP_CLASSES, *extra)) if c not in out]
+
+
+def _as_storage(classes: list[str]) -> list[str]:
+    """``classes`` less those pynetdicom serves otherwise (an extra class that is
+    MWL's, say); the ones it does not know registered with it as storage: it
+    picks a request's service by SOP class, and has none for an unknown one."""
+    out = []
+    for uid_ in classes:
+        service = uid_to_service_class(uid_)
+        if service is ServiceClass:
+            register_uid(uid_, "Storage_" + uid_.replace(".", "_"), StorageServiceClass)
+            service = StorageServiceClass
+        if service is StorageServiceClass:
+            out.append(uid_)
+    return out
 
 
 def accepted_transfer_syntaxes(refused: list[str]) -> list[str]:
@@ -87,8 +107,9 @@ class StorageService:
     def add_contexts(self, ae: AE) -> None:
         s = self.hub.settings
         syntaxes = accepted_transfer_syntaxes(s.dicom_refused_transfer_syntaxes)
+        classes = accepted_sop_classes(s.dicom_refused_sop_classes, s.dicom_extra_sop_classes)
         if syntaxes:
-            for abstract in accepted_sop_classes(s.dicom_refused_sop_classes):
+            for abstract in _as_storage(classes):
                 ae.add_supported_context(abstract, syntaxes)
         # Process-wide, and set here because this is where the door takes C-STORE:
         # every data set is received into a temp file instead of memory.
