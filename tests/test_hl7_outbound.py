@@ -1,5 +1,6 @@
 """HL7 results written per source (SQLite and PostgreSQL): the version, PID-5 layout and
-PID-3 authority of the source's profile, MSH-3..6 filled; parsed strictly by hl7apy."""
+PID-3 authority of the source's profile (for a source on ``default``, the profile of the
+version it sends), MSH-3..6 filled; parsed strictly by hl7apy."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from fastapi.testclient import TestClient
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
+from adapters.hl7 import current
 from hub.context import Hub
 from hub.serve import delivery_kinds
+from hub.services import orders
 from hub.services.deliveries.worker import DeliveryWorker
 from tests.delivery_receivers import MllpReceiver
 from tests.factories import rex
+from tests.mllp_client import DoorThread, sample
 from tests.study_factory import indexed_study
 
 
@@ -94,3 +98,38 @@ def test_results_follow_the_sources_profile(
         assert pid[3] == "P-555^^^pims-main^PI"
         assert pid[5] == pid5
     assert fields(orm, "ORC")[5] == "CA"
+
+
+def test_a_source_on_default_is_answered_in_the_version_it_sends(
+    client: TestClient, hub: Hub, mllp: MllpReceiver
+) -> None:
+    r = client.put(
+        "/api/v1/sources/OLDPMS",
+        json={
+            "hl7_host": "127.0.0.1",
+            "hl7_port": mllp.port,
+            "results": ["hl7-orm-status"],
+            "events": ["order.cancelled"],
+        },
+    )
+    assert r.status_code in (200, 201), r.text
+    door = DoorThread(hub, registered_ttl=0)
+    try:
+        with door.client() as c:
+            c.send(sample("orm_o01_v23_latin1.hl7"))
+    finally:
+        door.stop()
+    current._spoken.clear()  # a restart: the door recalls the version from its log
+    DoorThread(hub).stop()
+    with hub.db.read_session() as s:
+        order_id = orders.find_by_placer(s, "OLDPMS", "AUF-1001").id
+    assert client.post(f"/api/v1/orders/{order_id}/cancel").status_code == 200
+    worker = DeliveryWorker(hub.db, hub.settings, delivery_kinds())
+    try:
+        worker.run_once()
+        [orm] = mllp.wait_for(1)
+    finally:
+        worker.stop()
+    msg = parse_message(orm, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert msg.msh.msh_12.to_er7() == "2.3.1"  # the v2.3 profile's outbound
+    assert fields(orm, "PID")[5].startswith("Schr")  # Owner^Animal, as v2.3 reads it

@@ -4,7 +4,9 @@ The door installs what it loaded at start; ``POST /api/v1/hl7/profiles/reload``
 installs a fresh load only when every file is good, so a broken edit keeps the
 old profiles running. Results going out (``sender.py``) run in the delivery
 worker, which knows no directory: they use the profiles last installed in this
-process (the door's), else the shipped ones.
+process (the door's), else the shipped ones. The door also notes the HL7
+version each source last sent (``heard``), so a source left on ``default``
+is answered like it is read: by its version's profile.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hub.mappings import default_mappings_dir
 _lock = threading.Lock()
 _by_dir: dict[Path, Profiles] = {}
 _last: Profiles | None = None
+_spoken: dict[str, str] = {}  # source -> the MSH-12 it last sent
 
 
 def install(directory: Path, profiles: Profiles) -> Profiles:
@@ -45,7 +48,14 @@ def get(directory: Path) -> Profiles:
     return found if found is not None else load(directory)
 
 
-def outbound_profile(name: str) -> Profile:
-    """The profile a source names, for writing results to it (default when unknown)."""
+def heard(source: str, version: str) -> None:
+    """Note the HL7 version a source sends (MSH-12), for the results back to it."""
+    if version and _spoken.get(source) != version:
+        _spoken[source] = version
+
+
+def outbound_profile(name: str, source: str = "") -> Profile:
+    """The profile for writing results to a source: the one it names, or for
+    ``default`` (or an unknown name) the one for the version it last sent."""
     profiles = _last if _last is not None else get((default_mappings_dir() / "hl7").resolve())
-    return profiles.by_name.get(name, profiles.default)
+    return profiles.named(name, _spoken.get(source, ""))

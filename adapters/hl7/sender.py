@@ -35,10 +35,11 @@ Render = Callable[[dict[str, Any], results.Addressee], str]
 
 
 def addressee(target: Target) -> results.Addressee:
-    """How results to ``target`` are written: its profile's ``outbound``, MSH-5/6 the
+    """How results to ``target`` are written: its profile's ``outbound`` (for
+    ``default``, the profile of the version it last sent), MSH-5/6 the
     application and facility it sends from (its first ``hl7_senders`` entry naming
     one; else the source name), PID-3.4 the profile's authority or the source name."""
-    out = current.outbound_profile(target.hl7_profile).outbound
+    out = current.outbound_profile(target.hl7_profile, target.name).outbound
     app, facility = target.hl7_senders[0] if target.hl7_senders else ("", "")
     return results.Addressee(
         source=target.name,

@@ -24,20 +24,24 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from adapters.hl7 import ack, current
 from adapters.hl7.ack import Hl7Error
 from adapters.hl7.apply import apply_batch
 from adapters.hl7.mllp import Broken, Frame, FrameDecoder, frame
 from adapters.hl7.prepare import Prepared, Senders, prepare, prepare_broken
-from adapters.hl7.profile import Profiles
+from adapters.hl7.profile import DEFAULT, Profiles
 from hub.context import Hub
 from hub.mappings import default_mappings_dir
 from hub.metrics import HL7_MESSAGES
+from hub.models import InboundMessage, utcnow
 from hub.services import peers, sources
 
 log = logging.getLogger("adapters.hl7.server")
@@ -197,6 +201,7 @@ class Hl7Door:
     async def start(self) -> int:
         s = self.hub.settings
         self._queue = asyncio.Queue()
+        await asyncio.to_thread(self._recall_versions)
         self._writer = asyncio.create_task(self._write_loop(), name="hl7-writer")
         self._server = await asyncio.start_server(
             self._on_connect, s.hl7_host, s.hl7_port, reuse_address=True, backlog=256
@@ -440,6 +445,27 @@ class Hl7Door:
             except TimeoutError:
                 return
 
+    def _recall_versions(self) -> None:
+        """After a restart: the version each source on ``default`` sent last (90 days),
+        so results to it keep its version before it sends again (one query each)."""
+        since = utcnow() - timedelta(days=90)
+        try:
+            with self.hub.db.read_session() as s:
+                names = [r.name for r in sources.list_all(s) if r.hl7_profile == DEFAULT]
+                for name in names:
+                    version = s.scalar(
+                        select(col(InboundMessage.version))
+                        .where(
+                            col(InboundMessage.received_at) >= since,
+                            col(InboundMessage.source) == name,
+                        )
+                        .order_by(col(InboundMessage.id).desc())
+                        .limit(1)
+                    )
+                    current.heard(name, version or "")
+        except Exception:
+            log.warning("could not read the versions the sources sent", exc_info=True)
+
     def _refresh_registered(self) -> None:
         """Re-read the sources: their profiles and allowed senders, one query."""
         self._registered_at = time.monotonic()
@@ -456,6 +482,8 @@ class Hl7Door:
         """In the writer's thread: commit the batch, then note the senders no entry names."""
         replies = self._commit(batch)
         for p in batch:
+            if p.match is not None and not p.refused:
+                current.heard(p.match.source, p.version)
             if p.allowed_by is None:
                 self.sightings.see(
                     "hl7", p.sender, p.address, facility=p.facility, refused=p.refused
