@@ -35,6 +35,7 @@ Figures: docs/performance.md, "Scrolling a 300-slice CT in the viewer".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -47,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -207,15 +209,25 @@ def scroll(page: Any, inner: Any, rate: float | None) -> dict[str, Any]:
             inner.wait_for_function(DRAWN, arg=i, polling="raf", timeout=30_000)
         else:
             time.sleep(max(0.0, begun + (n + 1) / rate - time.monotonic()))
-    inner.wait_for_function(DRAWN, arg=probe["slices"] - 1, polling="raf", timeout=60_000)
+    with contextlib.suppress(PlaywrightTimeout):  # presses lost on the way: see how far it got
+        inner.wait_for_function(DRAWN, arg=probe["slices"] - 1, polling="raf", timeout=20_000)
     record = inner.evaluate("() => window.__scroll")
     waits, cold = [], 0
     for at, index, cached in record["keys"]:
-        drawn = next(t for t, i in record["renders"] if t >= at and i >= index)
-        waits.append(drawn - at)
+        drawn = [t for t, i in record["renders"] if t >= at and i >= index]
+        if drawn:
+            waits.append(drawn[0] - at)
         cold += not cached
     first, last = record["keys"][0][0], max(t for t, _ in record["renders"])
-    return {"waits_ms": waits, "not_cached": cold, "from": first, "to": last}
+    return {
+        "waits_ms": waits,
+        "not_cached": cold,
+        "from": first,
+        "to": last,
+        "keys": len(record["keys"]),
+        "slices": probe["slices"],
+        "last_slice_drawn": max(i for _, i in record["renders"]) + 1,
+    }
 
 
 def run_once(browser: Any, hub_url: str, links: dict[str, str], mode: str, config_js: str) -> dict:
@@ -250,10 +262,12 @@ def run_once(browser: Any, hub_url: str, links: dict[str, str], mode: str, confi
         "distinct_frames_before_scroll": len({e[0] for e in before}),
         "last_frame_end_before_scroll_s": (max(ended) + offset) / 1000 if ended else None,
         "all_slices_fetched_s": (
-            (max(fetched.values()) + offset) / 1000 if len(fetched) >= len(waits) + 1 else None
+            (max(fetched.values()) + offset) / 1000 if len(fetched) >= moved["slices"] else None
         ),
         "first_frame_start_s": (min(a for a, _ in spans) + offset) / 1000,
         "peak_frames_in_flight": in_flight,
+        "keys_pressed": moved["keys"],
+        "last_slice_drawn": moved["last_slice_drawn"],
         "slices_scrolled": len(waits),
         "scroll_median_ms": statistics.median(waits),
         "scroll_p95_ms": pct(waits, 0.95),
