@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
-from hl7apy.parser import parse_segments
+from hl7apy.parser import parse_message, parse_segments
 from sqlalchemy import select
 
 from hub.context import Hub
@@ -27,11 +27,15 @@ STRICT = VALIDATION_LEVEL.STRICT
 
 
 def strict_ack(raw: bytes, version: str) -> Message:
-    """The ACK read segment by segment against hl7apy's ``version`` tables, then validated.
-
-    (hl7apy's ``parse_message`` names the structure from MSH-9.3, which v2.3 has not.)
+    """The ACK read segment by segment against hl7apy's ``version`` tables, then validated;
+    from v2.3.1 on also as a whole by ``parse_message`` (which names the structure from
+    MSH-9.3, a component v2.3 does not have).
     """
     text = raw.decode("utf-8")
+    if version != "2.3":
+        whole = parse_message(text, validation_level=STRICT)
+        whole.validate()
+        assert whole.name == "ACK" and whole.version == version
     msg = Message("ACK", version=version, validation_level=STRICT)
     msg.children = parse_segments(text, version, validation_level=STRICT)
     msg.validate()
