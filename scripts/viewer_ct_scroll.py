@@ -1,6 +1,6 @@
 """Scrolling a 300-slice CT in the diagnostic viewer: what is prefetched, and the wait per slice.
 
-    .venv/bin/python scripts/viewer_ct_scroll.py [--runs 2] [--slices 300]
+    .venv/bin/python scripts/viewer_ct_scroll.py [--runs 2] [--slices 300] [--modes ...]
 
 Starts ``vethub serve`` on a throwaway SQLite database (the test harness's
 ``start_hub``), stores a CT series of SLICES 512x512 16-bit slices (0.5 MB
@@ -16,7 +16,10 @@ software WebGL, RUNS times:
 - **at once**: the same in another fresh context, but the scroll starts
   the moment the first image is drawn, while the prefetch is still running;
 - **held key**: as at once, but 30 presses a second whatever is drawn (an
-  arrow key held down), so the scroll can outrun the prefetch.
+  arrow key held down; the page takes them in only as fast as its main
+  thread gets to them), so the scroll can outrun the prefetch.
+
+``--modes`` picks some of the three (default all).
 
 For each it prints the time to the first image, the frame requests the page
 made before any key was pressed and when the last of them ended, and per
@@ -184,12 +187,13 @@ def frames(inner: Any) -> list[tuple[str, float, float]]:
 
 def settle(inner: Any, quiet: float = 2.0, limit: float = 180.0) -> None:
     """Until no frame request has started or ended for ``quiet`` seconds."""
-    seen, since, start = -1, time.monotonic(), time.monotonic()
+    seen: tuple[int, int] = (-1, -1)
+    since = start = time.monotonic()
     while time.monotonic() - start < limit:
         got = frames(inner)
         state = (len(got), sum(1 for e in got if e[2] > 0))
         if state != seen:
-            seen, since = state, time.monotonic()  # type: ignore[assignment]
+            seen, since = state, time.monotonic()
         elif time.monotonic() - since >= quiet:
             return
         inner.page.wait_for_timeout(200)
