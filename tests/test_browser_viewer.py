@@ -90,7 +90,6 @@ def _send_compressed(port: int, *datasets: Dataset) -> list[int]:
 # One small image per stored transfer syntax besides uncompressed and JPEG 2000
 # lossless (the prior above): pydicom's own test files (shipped with it), given
 # one new study. Lossless ones must reach the viewer with their exact pixels.
-# (Explicit VR big endian is refused when received, so never stored or shown.)
 CODECS = {
     "JPEG baseline (colour)": ("SC_rgb_jpeg_dcmtk.dcm", False),
     "JPEG extended 12-bit": ("JPEG-lossy.dcm", False),
@@ -100,6 +99,7 @@ CODECS = {
     "JPEG 2000": ("JPEG2000.dcm", False),
     "RLE lossless": ("MR_small_RLE.dcm", True),
     "deflated little endian": ("image_dfl.dcm", True),
+    "explicit VR big endian (retired)": ("MR_small_bigendian.dcm", True),
 }
 
 
