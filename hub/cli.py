@@ -1,12 +1,15 @@
-"""``vethub`` command line: serve, keys, users, db."""
+"""``vethub`` command line: serve, keys, users, export, import, db."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -142,6 +145,58 @@ def _db_revision(message: str) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, hub: Hub) -> int:
+    from hub.archive import export
+
+    if args.verify:
+        checked, problems = export.verify(args.verify)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(json.dumps({"verified": checked, "differences": len(problems)}))
+        return 1 if problems else 0
+    if args.to is None:
+        raise HubError("say where: --to DIR (or --verify DIR)")
+    scope = export.Scope(since=args.since, patient_id=args.patient_id)
+    _instances, size = export.totals(hub, scope)
+    with _progress("export", size) as advance:
+        done = export.export(hub, args.to, scope, actor=_actor(), progress=advance)
+    print(json.dumps({"exported_to": str(args.to)} | vars(done)))
+    return 0
+
+
+def _import(args: argparse.Namespace, hub: Hub) -> int:
+    from hub.archive import importer
+
+    def report(line: dict[str, object]) -> None:
+        print(json.dumps(line), flush=True)
+
+    with _progress("import", None):
+        done = importer.run(hub, args.folder, apply=args.apply, report=report)
+    print(json.dumps({"applied": args.apply, "summary": done.as_dict()}))
+    return 1 if done.failed else 0
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal, else nothing (logs stay clean)."""
+    if not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
 def _actor() -> str:
     """Who ran the command, for the audit trail: the operating-system account."""
     try:
@@ -189,6 +244,17 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("username")
     up.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     up.set_defaults(func=_users_set_password)
+
+    e = sub.add_parser("export", help="write every stored study out as plain DICOM files")
+    e.add_argument("--to", type=Path, help="the folder to write (re-running resumes)")
+    e.add_argument("--since", type=_day, help="studies received on or after YYYY-MM-DD")
+    e.add_argument("--patient-id", help="only this patient's studies")
+    e.add_argument("--verify", type=Path, metavar="DIR", help="re-check an export's checksums")
+    e.set_defaults(func=_export)
+    i = sub.add_parser("import", help="take in an old archive folder or DICOMDIR media")
+    i.add_argument("folder", type=Path)
+    i.add_argument("--apply", action="store_true", help="store (without: only report)")
+    i.set_defaults(func=_import)
 
     d = sub.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)
     d.add_parser("upgrade", help="bring the schema to this version's revision")

@@ -30,7 +30,15 @@ from hub.services.ingest import Header, Stored, Unreadable
 if TYPE_CHECKING:
     from hub.context import Hub
 
-__all__ = ["Incoming", "Stored", "TooLarge", "Unreadable", "read", "store_instance"]
+__all__ = [
+    "Incoming",
+    "Stored",
+    "TooLarge",
+    "Unreadable",
+    "header_of",
+    "read",
+    "store_instance",
+]
 
 # A deflated data set beyond VETHUB_DICOM_MAX_INFLATED_MB (the door answers
 # "out of resources", not "cannot understand": the bytes may well be valid).
@@ -75,6 +83,12 @@ def store_instance(hub: Hub, inc: Incoming) -> Stored:
                 if attempt == 2:
                     raise
     raise AssertionError("unreachable")
+
+
+def header_of(hub: Hub, inc: Incoming) -> Header:
+    """The checked header alone, nothing stored: for an import's dry run."""
+    with _opened(inc.data) as (buf, start):
+        return read(buf, start, inc, max_inflated=hub.settings.dicom_max_inflated_mb << 20)
 
 
 def read(

@@ -286,15 +286,34 @@ def _duplicate(s: Session, dup: Any, h: Header, arrival: Arrival) -> Stored:
     )
 
 
-def _study_for(
-    s: Session, h: Header, calling_ae: str, *, patient_day: bool
-) -> tuple[int, int | None]:
-    """(study id, order id): the study's row, made and matched on its first instance."""
+@dataclass(frozen=True)
+class Preview:
+    """What storing an instance would do, decided without writing anything."""
+
+    outcome: str  # "new" or "duplicate"
+    order_id: int | None
+    match_method: str | None
+    unmatched_reason: str | None
+
+
+def preview(s: Session, h: Header, *, patient_day: bool) -> Preview:
+    """The dry run of ``place``: duplicate, joins a stored study, or how it would match.
+
+    Reads only, so an import can report before it changes anything.
+    """
     found = s.connection().execute(_STUDY, {"uid": h.study_instance_uid}).first()
+    if s.connection().execute(_RESENT, {"uid": h.sop_instance_uid}).first() is not None:
+        return Preview("duplicate", found.order_id if found else None, None, None)
     if found is not None:
-        return found.id, found.order_id
+        study = s.get_one(Study, found.id)
+        return Preview("new", study.order_id, study.match_method, study.unmatched_reason)
+    m = candidates.decide(s, _facts(h), patient_day=patient_day)
+    return Preview("new", m.order_id, m.method, m.reason)
+
+
+def _facts(h: Header) -> matching.StudyFacts:
     a = h.attrs
-    facts = matching.StudyFacts(
+    return matching.StudyFacts(
         study_instance_uid=h.study_instance_uid,
         accession_number=a["AccessionNumber"],
         patient_id=a["PatientID"],
@@ -303,6 +322,17 @@ def _study_for(
         study_date=a["StudyDate"] or a["SeriesDate"] or a["ContentDate"],
         responsible_person=a["ResponsiblePerson"],
     )
+
+
+def _study_for(
+    s: Session, h: Header, calling_ae: str, *, patient_day: bool
+) -> tuple[int, int | None]:
+    """(study id, order id): the study's row, made and matched on its first instance."""
+    found = s.connection().execute(_STUDY, {"uid": h.study_instance_uid}).first()
+    if found is not None:
+        return found.id, found.order_id
+    a = h.attrs
+    facts = _facts(h)
     m = candidates.decide(s, facts, patient_day=patient_day)
     study = Study(
         study_instance_uid=h.study_instance_uid,

@@ -1,0 +1,337 @@
+"""Everything the hub stores, written out as a plain tree a clinic can take with it.
+
+``DIR/<PatientID>/<StudyUID>/<SeriesUID>/<SOPUID>.dcm`` byte for byte as
+stored, ``DIR/studies.jsonl`` (one study a line, instances with SHA-256) and
+``DIR/audit.jsonl``. Streaming: studies are read from the database in
+batches, files copied in 1 MB steps, the JSON lines written as they come,
+so memory stays flat whatever the archive's size. A file reaches its final
+name only whole (temporary name, then rename), so a re-run skips every file
+already there at its size: an interrupted export resumes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import col, select
+
+from hub.errors import HubError
+from hub.models import AuditEvent, Instance, Order, Series, Study
+from hub.services import events
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from hub.context import Hub
+
+STUDIES_FILE = "studies.jsonl"
+AUDIT_FILE = "audit.jsonl"
+_BATCH = 200
+_CHUNK = 1 << 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+Progress = Callable[[int], None]  # called with the bytes of each instance done
+
+
+@dataclass
+class Summary:
+    studies: int = 0
+    instances: int = 0
+    copied: int = 0
+    skipped: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Scope:
+    since: date | None = None
+    patient_id: str | None = None
+
+
+@dataclass
+class Mismatch:
+    problems: list[str] = field(default_factory=list)
+
+
+def safe_name(text: str) -> str:
+    """An id as a path part: anything but letters, digits, ``.``, ``_`` and ``-`` replaced."""
+    name = _UNSAFE.sub("_", text.strip())
+    return name if name.strip(".") else "_"
+
+
+def totals(hub: Hub, scope: Scope) -> tuple[int, int]:
+    """(instances, bytes) the export will cover, for the progress bar."""
+    from sqlalchemy import func
+
+    with hub.db.read_session() as s:
+        stmt = select(func.count(col(Instance.id)), func.coalesce(func.sum(Instance.size), 0))
+        stmt = _scoped(stmt.join(Study, col(Study.id) == col(Instance.study_id)), scope)
+        n, size = s.execute(stmt).one()
+    return int(n), int(size)
+
+
+def export(hub: Hub, to: Path, scope: Scope, *, actor: str, progress: Progress) -> Summary:
+    """Write the scope's studies under ``to``; audited as ``export``."""
+    to.mkdir(parents=True, exist_ok=True)
+    done = Summary()
+    studies_tmp = to / f".{STUDIES_FILE}.part"
+    with _writing(studies_tmp) as out:
+        for study_id in _study_ids(hub, scope):
+            with hub.db.read_session() as s:
+                line = _export_study(hub, s, study_id, to, done, progress)
+            _write(out, studies_tmp, json.dumps(line, default=_plain) + "\n")
+    os.replace(studies_tmp, to / STUDIES_FILE)
+    _export_audit(hub, to)
+    with hub.db.session() as s:
+        events.audit(
+            s,
+            actor,
+            "export",
+            "archive",
+            str(to),
+            {
+                "since": scope.since.isoformat() if scope.since else None,
+                "patient_id": scope.patient_id,
+                "studies": done.studies,
+                "instances": done.instances,
+                "bytes": done.bytes,
+            },
+        )
+    return done
+
+
+def verify(to: Path) -> tuple[int, list[str]]:
+    """(instances checked, problems): every file listed in studies.jsonl re-hashed."""
+    listing = to / STUDIES_FILE
+    if not listing.is_file():
+        raise HubError(f"{listing} not found: not an export folder")
+    checked, problems = 0, []
+    with listing.open(encoding="utf-8") as f:
+        for line in f:
+            study = json.loads(line)
+            for series in study["series"]:
+                for inst in series["instances"]:
+                    checked += 1
+                    path = to / inst["file"]
+                    if not path.is_file():
+                        problems.append(f"{inst['file']}: missing")
+                        continue
+                    digest, size = _hash(path)
+                    if digest != inst["sha256"] or size != inst["size"]:
+                        problems.append(f"{inst['file']}: checksum differs")
+    return checked, problems
+
+
+def _study_ids(hub: Hub, scope: Scope) -> Iterator[int]:
+    """Study ids in id order, a batch per query (keyset, not offset)."""
+    last = 0
+    while True:
+        with hub.db.read_session() as s:
+            stmt = select(Study.id).where(col(Study.id) > last)
+            ids = list(s.scalars(_scoped(stmt, scope).order_by(col(Study.id)).limit(_BATCH)))
+        if not ids:
+            return
+        for i in ids:
+            assert i is not None
+            yield i
+        last = ids[-1] or last
+
+
+def _scoped(stmt: Any, scope: Scope) -> Any:
+    if scope.since is not None:
+        stmt = stmt.where(col(Study.last_received_at) >= datetime.combine(scope.since, time()))
+    if scope.patient_id is not None:
+        stmt = stmt.where(col(Study.patient_id) == scope.patient_id)
+    return stmt
+
+
+def _export_study(
+    hub: Hub, s: Session, study_id: int, to: Path, done: Summary, progress: Progress
+) -> dict[str, Any]:
+    study = s.get_one(Study, study_id)
+    order = s.get(Order, study.order_id) if study.order_id else None
+    folder = Path(safe_name(study.patient_id or "NO_PATIENT_ID")) / safe_name(
+        study.study_instance_uid
+    )
+    series_out = []
+    for series in s.scalars(
+        select(Series).where(col(Series.study_id) == study_id).order_by(col(Series.id))
+    ):
+        instances = s.scalars(
+            select(Instance).where(col(Instance.series_id) == series.id).order_by(col(Instance.id))
+        )
+        listed = []
+        for inst in instances:
+            rel = (
+                folder
+                / safe_name(series.series_instance_uid)
+                / f"{safe_name(inst.sop_instance_uid)}.dcm"
+            )
+            digest = _copy(hub.settings.data_dir / inst.path, to / rel, inst.size, done)
+            done.instances += 1
+            done.bytes += inst.size
+            progress(inst.size)
+            listed.append(
+                {
+                    "sop_instance_uid": inst.sop_instance_uid,
+                    "sop_class_uid": inst.sop_class_uid,
+                    "transfer_syntax_uid": inst.transfer_syntax_uid,
+                    "file": rel.as_posix(),
+                    "size": inst.size,
+                    "sha256": digest,
+                    "coerced": inst.coerced,
+                    "received_at": inst.received_at,
+                }
+            )
+        series_out.append(
+            {
+                "series_instance_uid": series.series_instance_uid,
+                "modality": series.modality,
+                "series_number": series.series_number,
+                "series_description": series.series_description,
+                "instances": listed,
+            }
+        )
+    done.studies += 1
+    return {
+        "study_instance_uid": study.study_instance_uid,
+        "patient": {"id": study.patient_id, "name": study.patient_name},
+        "owner": _owner(order),
+        "order": _order(order),
+        "match": {
+            "method": study.match_method,
+            "unmatched_reason": study.unmatched_reason,
+            "held": study.held,
+        },
+        "accession_number": study.accession_number,
+        "study_date": study.study_date,
+        "modality": study.modality,
+        "study_description": study.study_description,
+        "calling_ae": study.calling_ae,
+        "received_at": study.created_at,
+        "series": series_out,
+    }
+
+
+def _owner(order: Order | None) -> dict[str, Any] | None:
+    if order is None:
+        return None
+    return {
+        "id": order.owner_id,
+        "last_name": order.owner_last_name,
+        "first_name": order.owner_first_name,
+        "organization": order.owner_organization,
+    }
+
+
+def _order(order: Order | None) -> dict[str, Any] | None:
+    if order is None:
+        return None
+    return order.model_dump(exclude={"name_key"})
+
+
+def _copy(src: Path, dst: Path, size: int, done: Summary) -> str:
+    """Copy in steps through a temporary name, hashing as it goes; a whole file
+    already at ``dst`` (same size) is kept and only hashed."""
+    if dst.is_file() and dst.stat().st_size == size:
+        done.skipped += 1
+        return _hash(dst)[0]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    digest = hashlib.sha256()
+    try:
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            while block := fin.read(_CHUNK):
+                digest.update(block)
+                fout.write(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise HubError(f"disk full writing {dst}; nothing half-written kept") from None
+        if exc.filename and Path(exc.filename) == src:
+            raise HubError(f"cannot read stored file {src}: {exc.strerror}") from None
+        raise HubError(f"cannot write {dst}: {exc.strerror}") from None
+    os.replace(tmp, dst)
+    done.copied += 1
+    return digest.hexdigest()
+
+
+def _hash(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _export_audit(hub: Hub, to: Path) -> None:
+    tmp = to / f".{AUDIT_FILE}.part"
+    last = 0
+    with _writing(tmp) as out:
+        while True:
+            with hub.db.read_session() as s:
+                rows = list(
+                    s.scalars(
+                        select(AuditEvent)
+                        .where(col(AuditEvent.id) > last)
+                        .order_by(col(AuditEvent.id))
+                        .limit(_BATCH * 5)
+                    )
+                )
+                lines = [json.dumps(r.model_dump(), default=_plain) + "\n" for r in rows]
+            if not rows:
+                break
+            _write(out, tmp, "".join(lines))
+            last = rows[-1].id or last
+    os.replace(tmp, to / AUDIT_FILE)
+
+
+class _writing:
+    """A text file open for writing, removed (not left looking complete) on failure."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Any:
+        try:
+            self.f = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise HubError(f"cannot write {self.path}: {exc.strerror}") from None
+        return self.f
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        try:
+            self.f.close()
+        except OSError:
+            if kind is None:
+                self.path.unlink(missing_ok=True)
+                raise HubError(f"disk full writing {self.path}") from None
+        if kind is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _write(out: Any, path: Path, text: str) -> None:
+    try:
+        out.write(text)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise HubError(f"disk full writing {path}") from None
+        raise HubError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
