@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     tls_extra_ca: Path | None = None
     tls_reload_seconds: float = Field(60, gt=0)
     data_dir: Path = Path("./vethub-data")
+    # Studies older than this many days (by study date) are listed by
+    # GET /api/v1/storage/retention; never deleted by the hub. Unset: no limit.
+    retention_days: int | None = Field(None, ge=1)
     database_url: str | None = None
     bootstrap_admin_key: str | None = None
     public_url: str = "http://127.0.0.1:8080"

@@ -25,6 +25,7 @@ from hub.api import (
     shares,
     signin,
     sources,
+    storage,
     studies,
     users,
     viewer,
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(deliveries.router)
     app.include_router(qc.router)
     app.include_router(studies.router)
+    app.include_router(storage.router)
     mount_dicomweb(app, hub_ctx.settings.dicomweb_cors_origins)
     for router in edge_routers:
         app.include_router(router)
