@@ -38,6 +38,7 @@ from hub.services import keys
 from hub.services.deliveries.kinds import Registry
 from hub.services.deliveries.worker import DeliveryWorker
 from hub.tls import HubTls, TlsConfigError, client_context
+from worklist import forward
 from worklist import rest as dicom_rest
 from worklist.server import DicomDoor
 
@@ -71,7 +72,7 @@ def edge_routers() -> list[APIRouter]:
 
 def delivery_kinds() -> Registry:
     """What the hub can send back to practice software; each kind is declared by its adapter."""
-    return Registry([webhook.KIND, hl7_sender.ORU, hl7_sender.ORM_STATUS])
+    return Registry([webhook.KIND, hl7_sender.ORU, hl7_sender.ORM_STATUS, forward.KIND])
 
 
 def build_app(hub: Hub, lifespan: Lifespan | None = None, kinds: Registry | None = None) -> FastAPI:

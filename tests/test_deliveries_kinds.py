@@ -194,7 +194,7 @@ def test_a_kind_that_needs_a_study_waits_for_one(client: TestClient, hub: Hub) -
 
 def test_the_hubs_kinds_answer_the_events_documented_in_webhooks_md() -> None:
     kinds = delivery_kinds()
-    assert kinds.names() == ("webhook", "hl7-oru", "hl7-orm-status")
+    assert kinds.names() == ("webhook", "hl7-oru", "hl7-orm-status", "dicom-forward")
     by_name = {k.name: k for k in kinds}
     assert by_name["webhook"].events == frozenset(EVENTS)
     assert by_name["hl7-oru"].events == {"study.received", "study.reconciled", "order.completed"}

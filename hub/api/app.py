@@ -21,6 +21,7 @@ from hub.api import (
     orders,
     peers,
     qc,
+    routes,
     shared,
     shares,
     signin,
@@ -81,6 +82,7 @@ def create_app(
     app.include_router(qc.router)
     app.include_router(studies.router)
     app.include_router(storage.router)
+    app.include_router(routes.router)
     mount_dicomweb(app, hub_ctx.settings.dicomweb_cors_origins)
     for router in edge_routers:
         app.include_router(router)

@@ -17,6 +17,7 @@ from hub.models.deliveries import Delivery, Source
 from hub.models.links import Annotation, Share, StaffSession
 from hub.models.messages import InboundMessage
 from hub.models.peers import UnknownPeer
+from hub.models.routes import DeliveryInstance, Route, RouteWhen
 from hub.models.studies import Instance, Mpps, Series, Study
 from hub.models.users import SignInFailure, User
 
@@ -36,3 +37,4 @@ __all__ += ["Delivery", "Source"]
 __all__ += ["Annotation", "Share", "StaffSession"]
 __all__ += ["UnknownPeer"]
 __all__ += ["SignInFailure", "User"]
+__all__ += ["DeliveryInstance", "Route", "RouteWhen"]

@@ -60,6 +60,8 @@ class Delivery(SQLModel, table=True):
         Index("ix_deliveries_status_due", "status", "next_attempt_at"),
         # Per-order ordering: is an earlier one for the same destination still pending?
         Index("ix_deliveries_channel", "source", "kind", "order_id", "status"),
+        # A late instance re-arms the DICOM forwards of its study (0014).
+        Index("ix_deliveries_study", "study_instance_uid"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -18,6 +18,7 @@ from sqlmodel import col
 
 from hub.models import Delivery, Order, OutboxEvent, Source, utcnow
 from hub.models.studies import Study
+from hub.services import routes
 from hub.services.deliveries.document import document, hub_document
 from hub.services.deliveries.kinds import Registry
 from hub.services.sources import HUB_EVENTS
@@ -38,6 +39,8 @@ def dispatch(session: Session, public_url: str, kinds: Registry, limit: int = 20
     )
     if not rows:
         return 0
+    # Routing rules look at study events whoever ordered the study (or nobody).
+    routes.route_events(session, rows)
     # Most events interest no practice system (no source registered, or not
     # subscribed to that kind): settle those from (order id, source) pairs alone
     # and load whole orders only for events that make a delivery.

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hub.config import Settings
+from hub.db import Database
 from hub.errors import FieldError
 from hub.models import Source
 from hub.services.sources import EVENTS, SourceSettings
@@ -46,6 +48,11 @@ class Target:
     # The (application, facility) it sends HL7 from (its hl7_senders): the MSH-5/6 of
     # results back to it.
     hl7_senders: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def node(cls, ae_title: str) -> Target:
+        """A registered DICOM node: its sender looks up host, port and TLS itself."""
+        return cls(ae_title, "", None, None, None, None)
 
     @classmethod
     def of(cls, src: Source) -> Target:
@@ -86,6 +93,9 @@ class SendOptions:
 
     timeout: float
     tls: ssl.SSLContext
+    # For kinds that read the archive and note per-item progress (dicom-forward).
+    db: Database | None = None
+    settings: Settings | None = None
 
 
 # Sends one claimed delivery; returns when the receiver accepted it, raises
@@ -110,6 +120,9 @@ class DeliveryKind:
     sender: Callable[[SendOptions], Sender]
     needs_study: bool = False
     requires: tuple[str, ...] = ()
+    # Sends to a registered node (``Delivery.source`` is its AE title), not to a
+    # practice system: no source subscribes to it, routes and sends make it.
+    to_node: bool = False
 
 
 class Registry:
@@ -164,12 +177,14 @@ class Registry:
         """Why ``settings`` cannot be stored: an unknown kind in ``results``, or a
         setting a chosen kind requires left empty (once per field, naming the kinds)."""
         errors: list[FieldError] = []
-        unknown = [name for name in settings.results if name not in self._kinds]
+        # A kind that sends to a registered node (dicom-forward) is routed, not subscribed.
+        offered = [n for n, k in self._kinds.items() if not k.to_node]
+        unknown = [name for name in settings.results if name not in offered]
         for name in unknown:
             errors.append(
                 FieldError(
                     "results",
-                    f"unknown result kind {name!r}; use {', '.join(self._kinds)}",
+                    f"unknown result kind {name!r}; use {', '.join(offered)}",
                 )
             )
         wanted_by: dict[str, list[str]] = {}

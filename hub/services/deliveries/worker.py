@@ -11,7 +11,14 @@ from hub.config import Settings
 from hub.db import Database
 from hub.models.deliveries import DeliveryStatus as ST
 from hub.services.deliveries.dispatch import dispatch
-from hub.services.deliveries.kinds import Claim, DeliveryError, Registry, Sender, SendOptions
+from hub.services.deliveries.kinds import (
+    Claim,
+    DeliveryError,
+    Registry,
+    Sender,
+    SendOptions,
+    Target,
+)
 from hub.services.deliveries.leases import Outcome, claim, has_work, settle_many
 from hub.services.deliveries.policy import Policy
 from hub.tls import client_context
@@ -38,13 +45,18 @@ class DeliveryWorker:
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _thread: threading.Thread | None = field(init=False, default=None)
     _pool: ThreadPoolExecutor = field(init=False)
+    _to_node: set[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy = Policy.from_settings(self.settings)
         options = SendOptions(
-            timeout=self.settings.delivery_timeout_seconds, tls=client_context(self.settings)
+            timeout=self.settings.delivery_timeout_seconds,
+            tls=client_context(self.settings),
+            db=self.db,
+            settings=self.settings,
         )
         self.senders = {kind.name: kind.sender(options) for kind in self.kinds}
+        self._to_node = {kind.name for kind in self.kinds if kind.to_node}
         self._pool = ThreadPoolExecutor(
             self.settings.delivery_concurrency, thread_name_prefix="delivery-send"
         )
@@ -90,13 +102,16 @@ class DeliveryWorker:
         """Send one; ``(error or None, final)``. Never raises."""
         if self._stop.is_set():
             return "not sent: the hub was shutting down", False
-        if c.target is None:
+        target = c.target
+        if c.kind in self._to_node:
+            target = Target.node(str(c.payload.get("destination")))
+        if target is None:
             return f"source {c.payload.get('source')!r} is no longer registered", True
         sender = self.senders.get(c.kind)
         if sender is None:
             return f"no sender for delivery kind {c.kind!r}", True
         try:
-            sender(c.target, c)
+            sender(target, c)
         except DeliveryError as exc:
             return str(exc) or exc.__class__.__name__, False
         except Exception as exc:  # a bug or an unexpected library error: retry, visibly
