@@ -170,9 +170,25 @@ def _import(args: argparse.Namespace, hub: Hub) -> int:
     def report(line: dict[str, object]) -> None:
         print(json.dumps(line), flush=True)
 
+    if args.from_ae:
+        return _migrate(args, hub, report)
+    if args.folder is None:
+        raise HubError("say what: a folder, or --from-ae AE --host H --port P")
     with _progress("import", None):
         done = importer.run(hub, args.folder, apply=args.apply, report=report)
     print(json.dumps({"applied": args.apply, "summary": done.as_dict()}))
+    return 1 if done.failed else 0
+
+
+def _migrate(args: argparse.Namespace, hub: Hub, report: Callable[[dict], None]) -> int:
+    from hub.archive import migrate
+
+    if not args.host or not args.port:
+        raise HubError("--from-ae needs --host and --port of the old PACS")
+    pacs = migrate.OldPacs(args.from_ae, args.host, args.port, hub.settings.dicom_ae)
+    with _progress("import", None):
+        done = migrate.run(hub, pacs, since=args.since, report=report)
+    print(json.dumps({"from_ae": args.from_ae, "summary": done.as_dict()}))
     return 1 if done.failed else 0
 
 
@@ -251,9 +267,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--patient-id", help="only this patient's studies")
     e.add_argument("--verify", type=Path, metavar="DIR", help="re-check an export's checksums")
     e.set_defaults(func=_export)
-    i = sub.add_parser("import", help="take in an old archive folder or DICOMDIR media")
-    i.add_argument("folder", type=Path)
+    i = sub.add_parser(
+        "import", help="take in an old archive folder, DICOMDIR media or a live old PACS"
+    )
+    i.add_argument("folder", type=Path, nargs="?")
     i.add_argument("--apply", action="store_true", help="store (without: only report)")
+    i.add_argument("--from-ae", help="migrate from a live old PACS with this AE title")
+    i.add_argument("--host", help="the old PACS's host")
+    i.add_argument("--port", type=int, help="the old PACS's DICOM port")
+    i.add_argument("--since", type=_day, help="its studies dated on or after YYYY-MM-DD")
     i.set_defaults(func=_import)
 
     d = sub.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)

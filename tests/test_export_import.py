@@ -8,11 +8,16 @@ hub's own C-STORE path.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydicom import dcmread
 from pydicom.fileset import FileSet
 from sqlmodel import col, select
 
@@ -187,3 +192,82 @@ def test_import_dry_run_reports_each_file_then_apply_stores_the_good_ones(
         assert studies.get(s, stray.StudyInstanceUID).unmatched_reason == "no_match"
         from_cd = s.scalars(select(Study).where(col(Study.patient_id) == "P-321")).all()
         assert [st.calling_ae for st in from_cd] == ["IMPORT"]  # the one whose file is there
+
+
+DCMQRSCP, DCMQRIDX = shutil.which("dcmqrscp"), shutil.which("dcmqridx")
+OLD_STUDY = "1.2.826.0.1.3680043.8.498.4001"
+
+
+@pytest.fixture(scope="module")
+def old_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, list[Path]]]:
+    """DCMTK dcmqrscp as a clinic's old PACS (AE OLDPACS) with two studies, three images."""
+    assert DCMQRSCP and DCMQRIDX, "DCMTK dcmqrscp/dcmqridx are part of the test tools"
+    root = tmp_path_factory.mktemp("oldpacs")
+    sent = [
+        save(
+            instance(study_uid=OLD_STUDY, series_uid=OLD_STUDY + ".1", InstanceNumber=str(n)),
+            root / "src",
+        )
+        for n in (1, 2)
+    ]
+    sent.append(save(instance(patient_id="P-2", study_date="20200101"), root / "src"))
+    (root / "db").mkdir()
+    subprocess.run([DCMQRIDX, str(root / "db"), *map(str, sent)], check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    (root / "dcmqrscp.cfg").write_text(
+        f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 4\n"
+        "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        f"AETable BEGIN\nOLDPACS {root / 'db'} RW (10, 64mb) ANY\nAETable END\n"
+    )
+    proc = subprocess.Popen(
+        [DCMQRSCP, "-c", str(root / "dcmqrscp.cfg")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port, sent
+    proc.terminate()
+    proc.wait(5)
+
+
+def test_migration_from_a_live_old_pacs_resumes_and_keeps_the_bytes(
+    hub: Hub,
+    old_pacs: tuple[int, list[Path]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port, sent = old_pacs
+    pull = ("import", "--from-ae", "OLDPACS", "--host", "127.0.0.1", "--port", str(port))
+
+    rc, lines, _ = vethub(monkeypatch, capsys, hub, *pull, "--since", "2026-01-01")
+    assert rc == 0
+    assert lines[0] | {"status": 0} == {
+        "study_instance_uid": OLD_STUDY,
+        "outcome": "retrieved",
+        "stored": 2,
+        "failed": 0,
+        "status": 0,
+    }
+    assert lines[-1]["summary"] == {"failed": 0, "stored": 2, "studies_retrieved": 1}
+
+    # the whole archive: the study already here is skipped, not fetched again
+    rc, lines, _ = vethub(monkeypatch, capsys, hub, *pull)
+    assert rc == 0
+    assert lines[-1]["summary"] == {
+        "failed": 0,
+        "stored": 1,
+        "studies_complete": 1,
+        "studies_retrieved": 1,
+    }
+    for original in sent:
+        ds = dcmread(original, stop_before_pixels=True)
+        mine = hub.settings.data_dir / "studies" / ds.StudyInstanceUID / ds.SeriesInstanceUID
+        assert data_set(mine / original.name) == data_set(original)
