@@ -236,11 +236,17 @@ def test_graceful_stop_lets_a_query_finish(busy: tuple[Hub, list[dict]]) -> None
 
 
 def test_services_plug_in(hub: Hub) -> None:
-    """The door runs Verification, MWL, Storage and MPPS."""
+    """The door runs Verification, MWL, Storage, MPPS and Query/Retrieve."""
     from worklist.server import default_services
 
     names = [type(s).__name__ for s in default_services(hub)]
-    assert names == ["VerificationService", "WorklistService", "StorageService", "MppsService"]
+    assert names == [
+        "VerificationService",
+        "WorklistService",
+        "StorageService",
+        "MppsService",
+        "QueryRetrieveService",
+    ]
 
 
 def test_largest_pdu_is_set_once_on_the_ae(hub: Hub) -> None:

@@ -116,11 +116,14 @@ def payload(item: Outgoing, accepted: dict[str, set[str]]) -> Path | Dataset:
         ds = dcmread(item.path)
         if stored.is_compressed:
             ds.decompress()
-        ds.file_meta.TransferSyntaxUID = (
+        to = (
             uid.ExplicitVRLittleEndian
             if uid.ExplicitVRLittleEndian in syntaxes
             else uid.ImplicitVRLittleEndian
         )
+        ds.file_meta.TransferSyntaxUID = to
+        # pydicom then writes the data set in ``to``, not as it was read.
+        ds.set_original_encoding(to.is_implicit_VR, True, ds.original_character_set)
     except Exception as exc:  # a codec missing or the pixel data undecodable
         raise Unsendable(f"cannot decompress {stored.name}: {exc}") from exc
     return ds

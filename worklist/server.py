@@ -44,6 +44,7 @@ from hub.services import modalities, peers
 from worklist import status
 from worklist.mpps import MppsService
 from worklist.mwl import WorklistService
+from worklist.qr import QueryRetrieveService
 from worklist.storage import StorageService
 
 log = logging.getLogger("worklist.server")
@@ -390,6 +391,20 @@ class VerificationService:
         return [(evt.EVT_C_ECHO, _on_echo)]
 
 
+def _find_router(routes: dict[str, Callable]) -> Callable:
+    """pynetdicom binds one C-FIND handler per AE: this one hands each request to
+    the service of its information model (``""``: the one without ``find_models``)."""
+
+    def on_find(event: evt.Event) -> Any:
+        handler = routes.get(str(event.context.abstract_syntax)) or routes.get("")
+        if handler is None:
+            comment = "no C-FIND on this information model"
+            return iter([(status.failure(status.SOP_CLASS_NOT_SUPPORTED, comment), None)])
+        return handler(event)
+
+    return on_find
+
+
 def _on_echo(event: evt.Event) -> int:
     return status.SUCCESS
 
@@ -418,8 +433,15 @@ def _reason(rj: Any) -> str:
 
 
 def default_services(hub: Hub) -> list[DicomService]:
-    """Verification, Modality Worklist, Storage and MPPS."""
-    return [VerificationService(), WorklistService(hub), StorageService(hub), MppsService(hub)]
+    """Verification, Modality Worklist, Storage, MPPS and Query/Retrieve (after Storage:
+    it gives the storage contexts the SCP role C-GET needs)."""
+    return [
+        VerificationService(),
+        WorklistService(hub),
+        StorageService(hub),
+        MppsService(hub),
+        QueryRetrieveService(hub),
+    ]
 
 
 class DicomDoor:
@@ -466,8 +488,19 @@ class DicomDoor:
             s.dicom_allow_unknown_ae, self.titles, self.sightings, s.dicom_idle_seconds
         )
         bound: list[tuple] = [(evt.EVT_REQUESTED, check), (evt.EVT_REJECTED, _on_rejected)]
+        finds: dict[str, Callable] = {}
         for service in self.services:
-            bound.extend(service.handlers())
+            for event, handler in service.handlers():
+                models = getattr(service, "find_models", None)
+                if event is evt.EVT_C_FIND and models:
+                    finds.update(dict.fromkeys(models, handler))
+                    continue
+                if event is evt.EVT_C_FIND:
+                    finds.setdefault("", handler)
+                    continue
+                bound.append((event, handler))
+        if finds:
+            bound.append((evt.EVT_C_FIND, _find_router(finds)))
         return bound
 
     def _serve(self, ae: AE, port: int, limits: DoorLimits, tls: ssl.SSLContext | None) -> Any:

@@ -21,7 +21,7 @@ the order's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
@@ -375,3 +375,75 @@ def _instances(s: Session, q: Query) -> Found:
         )
         out.append(attrs)
     return Found(out, more)
+
+
+# -- Query/Retrieve (the DICOM door's C-FIND at PATIENT level, C-MOVE, C-GET) --
+
+PATIENT_SCAN = 5000  # studies grouped into patients per PATIENT-level query, at most
+
+
+def patients(s: Session, q: Query) -> list[dict[str, Any]]:
+    """PATIENT-level answers: the studies ``q`` matches, grouped by the PatientID
+    they are answered with (corrected from the order), newest study's identity
+    first. The hub keeps no patient table; an animal is its studies."""
+    found = _studies(s, replace(q, level="study", limit=PATIENT_SCAN, offset=0))
+    out: dict[str, dict[str, Any]] = {}
+    for row in found.rows:
+        key = row.get("PatientID") or ""
+        seen = out.get(key)
+        if seen is None:
+            seen = out[key] = {
+                k: row.get(k)
+                for k in (
+                    "PatientName",
+                    "PatientID",
+                    "PatientBirthDate",
+                    "PatientSex",
+                    "PatientSpeciesDescription",
+                    "PatientBreedDescription",
+                    "PatientSexNeutered",
+                    "ResponsiblePerson",
+                    "ResponsiblePersonRole",
+                    "ResponsibleOrganization",
+                )
+            }
+            seen.update(
+                NumberOfPatientRelatedStudies=0,
+                NumberOfPatientRelatedSeries=0,
+                NumberOfPatientRelatedInstances=0,
+            )
+        seen["NumberOfPatientRelatedStudies"] += 1
+        seen["NumberOfPatientRelatedSeries"] += row["NumberOfStudyRelatedSeries"]
+        seen["NumberOfPatientRelatedInstances"] += row["NumberOfStudyRelatedInstances"]
+    return list(out.values())
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One instance to retrieve: its file (relative to the data dir) and syntax."""
+
+    study_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    path: str
+
+
+def stored_files(s: Session, q: Query) -> list[StoredFile]:
+    """Every instance ``q`` names (its UIDs and patient), in study/series/number order."""
+    i = _INSTANCES.c
+    stmt = (
+        select(
+            _STUDIES.c.study_instance_uid,
+            i.sop_class_uid,
+            i.sop_instance_uid,
+            i.transfer_syntax_uid,
+            i.path,
+        )
+        .select_from(_INSTANCES)
+        .join(_SERIES, _SERIES.c.id == i.series_id)
+        .join(_STUDIES, _STUDIES.c.id == i.study_id)
+        .where(*_study_filters(s, q), *_series_filters(q), *_instance_filters(q))
+        .order_by(_STUDIES.c.id, _SERIES.c.id, i.instance_number, i.id)
+    )
+    return [StoredFile(*row) for row in s.execute(stmt)]

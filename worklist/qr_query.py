@@ -1,0 +1,201 @@
+"""Query/Retrieve identifiers: what a C-FIND, C-MOVE or C-GET asks, as a study search.
+
+The identifier's keys become a ``study_search.Query`` (PS3.4 C.2.2.2 matching
+decided in SQL there); the hierarchical rules of C.4.1.2.1 are checked here:
+a known QueryRetrieveLevel for the information model, and above it each
+level's unique key as one value. A fault is a ``QueryError`` with the status
+and a comment that names it. Answers carry the keys the identifier asked for,
+each with its value or empty when the hub does not know it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+)
+
+from hub.services.study_search import Query, Range
+from worklist import charset as charsets
+from worklist import status
+
+PATIENT_ROOT = frozenset(
+    str(u)
+    for u in (
+        PatientRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelMove,
+        PatientRootQueryRetrieveInformationModelGet,
+    )
+)
+# Level -> the search level behind it, and the unique keys (C.6.1.1 / C.6.2.1)
+# each level above the asked one must give as one value.
+_SEARCH = {"PATIENT": "study", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
+_UNIQUE = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+_ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+_NOT_RETURNED = frozenset(("SpecificCharacterSet", "QueryRetrieveLevel"))
+
+
+class QueryError(Exception):
+    def __init__(self, status_code: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status_code
+        self.comment = comment
+
+
+@dataclass(frozen=True)
+class Asked:
+    level: str  # PATIENT / STUDY / SERIES / IMAGE
+    query: Query
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
+def _list(ds: Dataset, keyword: str) -> tuple[str, ...]:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ()
+    items = value if isinstance(value, MultiValue) else str(value).split("\\")
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def _range(ds: Dataset, keyword: str) -> Range | None:
+    text = _text(ds, keyword)
+    if text is None:
+        return None
+    if "-" not in text:
+        return Range(text, text)
+    low, _, high = text.partition("-")
+    return Range(low.strip() or None, high.strip() or None)
+
+
+def _single(ds: Dataset, keyword: str) -> bool:
+    text = _text(ds, keyword)
+    return text is not None and not any(c in text for c in "*?\\")
+
+
+def parse(ds: Dataset, model: str, *, retrieve: bool = False) -> Asked:
+    """The identifier of a C-FIND (or with ``retrieve`` a C-MOVE/C-GET) under ``model``."""
+    level = (_text(ds, "QueryRetrieveLevel") or "").upper()
+    if not level:
+        raise QueryError(status.DOES_NOT_MATCH_SOP_CLASS, "QueryRetrieveLevel missing")
+    root = "PATIENT" if model in PATIENT_ROOT else "STUDY"
+    levels = _ORDER[_ORDER.index(root) :]
+    if level not in levels:
+        raise QueryError(
+            status.DOES_NOT_MATCH_SOP_CLASS,
+            f"QueryRetrieveLevel {level[:16]} not in {'/'.join(levels)}",
+        )
+    above = levels[: levels.index(level) + (1 if retrieve else 0)]
+    for upper in above:
+        key = _UNIQUE[upper]
+        if upper == level:  # C-MOVE/C-GET: the level's own key, a list of UIDs allowed
+            if not _list(ds, key) or (key == "PatientID" and not _single(ds, key)):
+                raise QueryError(status.DOES_NOT_MATCH_SOP_CLASS, f"{key} missing")
+        elif not _single(ds, key):
+            raise QueryError(status.DOES_NOT_MATCH_SOP_CLASS, f"{key} must be one value")
+    number = _text(ds, "InstanceNumber")
+    try:
+        instance_number = int(number) if number and not retrieve else None
+    except ValueError as exc:
+        raise QueryError(status.CANNOT_UNDERSTAND, "InstanceNumber is not a number") from exc
+    modality = _text(ds, "Modality")
+    query = Query(
+        level=_SEARCH[level],  # type: ignore[arg-type]
+        study_uids=_list(ds, "StudyInstanceUID"),
+        series_uids=_list(ds, "SeriesInstanceUID") if level in ("SERIES", "IMAGE") else (),
+        sop_uids=_list(ds, "SOPInstanceUID") if level == "IMAGE" else (),
+        patient_id=_text(ds, "PatientID"),
+        **({} if retrieve else _matching(ds, level)),
+        modalities=(modality,) if modality and "*" not in modality and not retrieve else (),
+        instance_number=instance_number,
+        limit=500,
+    )
+    return Asked(level, query)
+
+
+def _matching(ds: Dataset, level: str) -> dict[str, Any]:
+    """The C-FIND-only matching keys (a retrieve names its instances by UID)."""
+    out: dict[str, Any] = {
+        "patient_name": _text(ds, "PatientName"),
+        "accession_number": _text(ds, "AccessionNumber"),
+        "study_description": _text(ds, "StudyDescription"),
+        "study_date": _range(ds, "StudyDate"),
+        "study_time": _range(ds, "StudyTime"),
+        "modalities_in_study": tuple(m for m in _list(ds, "ModalitiesInStudy") if "*" not in m),
+        "sop_class_uids": _list(ds, "SOPClassUID") if level == "IMAGE" else (),
+    }
+    if level in ("SERIES", "IMAGE"):
+        out["series_number"] = _text(ds, "SeriesNumber")
+        out["series_description"] = _text(ds, "SeriesDescription")
+    return out
+
+
+def _texts(values: Iterable[Any]) -> str:
+    return "".join(str(v) for v in values if isinstance(v, str))
+
+
+def answer(
+    identifier: Dataset,
+    attrs: dict[str, Any],
+    level: str,
+    asked_charset: str | None,
+    retrieve_ae: str,
+) -> Dataset:
+    """One C-FIND answer: each key the identifier holds, with the hub's value or empty.
+
+    Written in the query's character set when every value fits it, else UTF-8.
+    """
+    values = {
+        **attrs,
+        "QueryRetrieveLevel": level,
+        "RetrieveAETitle": retrieve_ae,
+        "InstanceAvailability": "ONLINE",
+    }
+    number = values.get("SeriesNumber")
+    if isinstance(number, int):
+        values["SeriesNumber"] = str(number)
+    if isinstance(values.get("InstanceNumber"), int):
+        values["InstanceNumber"] = str(values["InstanceNumber"])
+    charset = charsets.UTF8
+    if asked_charset is not None:
+        try:
+            _texts(values.values()).encode(charsets.QUERY_CODECS[asked_charset])
+            charset = asked_charset
+        except UnicodeEncodeError:
+            pass
+    out = Dataset()
+    name = charsets.specific_character_set(charset)
+    if name is not None:
+        out.SpecificCharacterSet = name
+    out.QueryRetrieveLevel = level
+    for elem in identifier:
+        keyword = elem.keyword
+        if not keyword or keyword in _NOT_RETURNED or elem.tag.group == 0x0002:
+            continue
+        value = values.get(keyword)
+        if value is None or value == [] or value == "" or elem.VR == "SQ":
+            out[elem.tag] = DataElement(elem.tag, elem.VR, [] if elem.VR == "SQ" else None)
+        else:
+            setattr(out, keyword, value)
+    return out
