@@ -155,7 +155,7 @@ def key_for_app(client: TestClient) -> str:
     return key_for(hub, "tech")
 
 
-def test_a_ct_route_forwards_ct_studies_byte_for_byte(
+def test_a_ct_route_forwards_ct_studies_byte_for_byte_and_late_instances_too(
     hub: Hub, client: TestClient, telerad: StoreScp, worker: DeliveryWorker
 ) -> None:
     register(client, "TELERAD", telerad.port)
@@ -172,6 +172,15 @@ def test_a_ct_route_forwards_ct_studies_byte_for_byte(
     assert d["payload"]["route"] == "ct" and d["source"] == "TELERAD"
     assert d["payload"]["progress"] == {"sent": 2, "total": 2, "failed": []}
     arrived = set(telerad.files()) - before
+    assert sorted(body(p) for p in arrived) == sorted(body(p) for p in paths(hub, study))
+
+    # A late instance of the routed study goes too, alone, on the same delivery.
+    store(hub, instance(study_uid=study, sop_class=CT, modality="CT", InstanceNumber="3"))
+    worker.run_once()
+    [d] = forwards(client)
+    assert d["status"] == "delivered" and d["payload"]["progress"]["sent"] == 3
+    arrived = set(telerad.files()) - before
+    assert len(arrived) == 3
     assert sorted(body(p) for p in arrived) == sorted(body(p) for p in paths(hub, study))
 
 

@@ -35,7 +35,7 @@ from sqlmodel import col
 
 from hub.errors import FieldError, Invalid
 from hub.models import Instance, Order, OrderStatus, Series, Study, utcnow
-from hub.services import candidates, coercion, events, matching, modalities, orders
+from hub.services import candidates, coercion, events, matching, modalities, orders, routes
 
 log = logging.getLogger("hub.studies")
 S = OrderStatus
@@ -223,6 +223,8 @@ def record(
         },
     )
     db.execute(_STUDY_RECEIVED, {"sid": spot.study_id, "at": now})
+    # A forward already delivered for this study goes again, for this instance.
+    routes.rearm(s, h.study_instance_uid)
     if spot.order_id is not None:
         order = s.get_one(Order, spot.order_id)
         if order.status == S.SCHEDULED:
