@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -167,27 +168,34 @@ def _export(args: argparse.Namespace, hub: Hub) -> int:
 def _import(args: argparse.Namespace, hub: Hub) -> int:
     from hub.archive import importer
 
-    def report(line: dict[str, object]) -> None:
-        print(json.dumps(line), flush=True)
-
     if args.from_ae:
-        return _migrate(args, hub, report)
+        return _migrate(args, hub)
     if args.folder is None:
         raise HubError("say what: a folder, or --from-ae AE --host H --port P")
-    with _progress("import", None):
-        done = importer.run(hub, args.folder, apply=args.apply, report=report)
+    with _progress("import (files)", None) as advance:
+        done = importer.run(hub, args.folder, apply=args.apply, report=_reporter(advance))
     print(json.dumps({"applied": args.apply, "summary": done.as_dict()}))
     return 1 if done.failed else 0
 
 
-def _migrate(args: argparse.Namespace, hub: Hub, report: Callable[[dict], None]) -> int:
+def _reporter(advance: Callable[[int], None]) -> Callable[[dict[str, Any]], None]:
+    """One JSON line a file or study on stdout, and the progress bar a step on."""
+
+    def report(line: dict[str, Any]) -> None:
+        print(json.dumps(line), flush=True)
+        advance(1)
+
+    return report
+
+
+def _migrate(args: argparse.Namespace, hub: Hub) -> int:
     from hub.archive import migrate
 
     if not args.host or not args.port:
         raise HubError("--from-ae needs --host and --port of the old PACS")
     pacs = migrate.OldPacs(args.from_ae, args.host, args.port, hub.settings.dicom_ae)
-    with _progress("import", None):
-        done = migrate.run(hub, pacs, since=args.since, report=report)
+    with _progress(f"import from {args.from_ae} (studies)", None) as advance:
+        done = migrate.run(hub, pacs, since=args.since, report=_reporter(advance))
     print(json.dumps({"from_ae": args.from_ae, "summary": done.as_dict()}))
     return 1 if done.failed else 0
 
@@ -199,9 +207,24 @@ def _progress(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
         yield lambda _n: None
         return
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import (
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    if total is None:  # files or studies, as they come: a count, no end known
+        columns: tuple[Any, ...] = (
+            TextColumn("{task.description}"),
+            SpinnerColumn(),
+            TextColumn("{task.completed} done"),
+            TimeElapsedColumn(),
+        )
+    else:  # bytes of a known total
+        columns = (*Progress.get_default_columns(), DownloadColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(what, total=total)
         yield lambda n: bar.advance(task, n)
 
