@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from hub.serve import delivery_kinds
 from hub.services import events
 from hub.services.deliveries.worker import DeliveryWorker
 from tests.harness import key_for
-from tests.study_factory import CT, instance, paths, store
+from tests.study_factory import CT, complete_quiet, instance, paths, place, store
 
 STORESCP = shutil.which("storescp")
 pytestmark = pytest.mark.skipif(STORESCP is None, reason="DCMTK storescp is not installed")
@@ -76,9 +76,6 @@ def telerad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreScp]:
     scp.stop()
 
 
-MakeWorker = Callable[[], DeliveryWorker]
-
-
 @pytest.fixture
 def worker(hub: Hub) -> Iterator[DeliveryWorker]:
     values = {"delivery_timeout_seconds": 3, "delivery_backoff_seconds": 60}
@@ -115,7 +112,7 @@ def forwards(client: TestClient) -> list[dict]:
     return r.json()["items"]
 
 
-def test_routes_are_kept_and_bad_ones_refused_by_field(client: TestClient) -> None:
+def test_routes_are_kept_and_bad_ones_refused_by_field(hub: Hub, client: TestClient) -> None:
     register(client, "TELERAD", 11112)
     client.put("/api/v1/modalities/CT_MAIN", json={"modality": "CT"})  # no host, no port
     route = {"destination": "TELERAD", "when": "completed", "filter": {"modality": ["CT"]}}
@@ -146,13 +143,8 @@ def test_routes_are_kept_and_bad_ones_refused_by_field(client: TestClient) -> No
     assert client.delete("/api/v1/routes/ct-to-telerad").status_code == 404
     assert client.get("/api/v1/routes").json() == []
     # Routes are an admin's; a technician may not set them.
-    tech = TestClient(client.app, headers={"Authorization": f"Bearer {key_for_app(client)}"})
+    tech = TestClient(client.app, headers={"Authorization": f"Bearer {key_for(hub, 'tech')}"})
     assert tech.put("/api/v1/routes/x", json=route).status_code == 403
-
-
-def key_for_app(client: TestClient) -> str:
-    hub: Hub = client.app.state.hub  # type: ignore[attr-defined]
-    return key_for(hub, "tech")
 
 
 def test_a_ct_route_forwards_ct_studies_byte_for_byte_and_late_instances_too(
@@ -227,3 +219,22 @@ def test_a_study_sent_by_hand_to_a_node_that_is_down_arrives_once_when_it_is_bac
         "destination": "REFERRAL",
         "delivery_id": sent["delivery_id"],
     }
+
+
+def test_a_completed_route_waits_for_the_order_and_filters_on_it(
+    hub: Hub, client: TestClient, telerad: StoreScp, worker: DeliveryWorker
+) -> None:
+    register(client, "TELERAD", telerad.port)
+    thorax = {"procedure_code": ["XR-THORAX"], "source": "pims-main", "site": "main"}
+    for name, flt in (("thorax", thorax), ("branch", {"site": "branch"})):
+        route = {"destination": "TELERAD", "when": "completed", "filter": flt}
+        assert client.put(f"/api/v1/routes/{name}", json=route).status_code == 201
+    order = place(client)
+    store(hub, instance(accession=order["accession_number"], StationName="DX1"))
+    worker.run_once()
+    assert forwards(client) == []  # received, not yet complete
+    assert complete_quiet(hub, now=utcnow() + timedelta(days=1)) == [order["id"]]
+    worker.run_once()
+    [d] = forwards(client)
+    assert d["event"] == "order.completed" and d["payload"]["route"] == "thorax"
+    assert d["status"] == "delivered" and d["payload"]["progress"]["sent"] == 1
