@@ -41,11 +41,11 @@ def _free_port() -> int:
 
 @contextmanager
 def _storescp(out: Path) -> Iterator[int]:
-    """DCMTK storescp as the move destination, accepting every transfer syntax."""
+    """DCMTK storescp as the move destination: uncompressed syntaxes only (its default)."""
     out.mkdir()
     port = _free_port()
     proc = subprocess.Popen(
-        ["storescp", "-aet", "DEST", "-od", str(out), "+xa", str(port)],
+        ["storescp", "-aet", "DEST", "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -178,6 +178,28 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
             sop = str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
             assert _data_set(f) == stored[sop]
 
+        # An RLE instance to a destination that takes only uncompressed: decompressed
+        rle = instance(sop_class=CT, modality="CT", patient_id="P-3")
+        pixels = bytes(rle.PixelData)
+        rle.compress(RLELossless, generate_instance_uid=False)
+        scu = AE(ae_title="QRSCU")
+        scu.add_requested_context(CT, RLELossless)
+        assoc = scu.associate("127.0.0.1", port, ae_title="VETHUB")
+        assert assoc.send_c_store(rle).Status == 0
+        assoc.release()
+        move = _run(
+            "movescu", "-S", "-aet", "QRSCU", "-aec", "VETHUB", "-aem", "DEST",
+            "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={rle.StudyInstanceUID}",
+            "-k", f"SeriesInstanceUID={rle.SeriesInstanceUID}",
+            "-k", f"SOPInstanceUID={rle.SOPInstanceUID}", "127.0.0.1", str(port),
+        )  # fmt: skip
+        assert move.returncode == 0, move.stderr
+        new = [f for f in (tmp_path / "dest").iterdir() if f not in arrived]
+        (decompressed,) = [dcmread(f) for f in new]
+        assert decompressed.SOPInstanceUID == rle.SOPInstanceUID
+        assert decompressed.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert decompressed.PixelData == pixels
+
         # C-GET on the requestor's own association
         got = tmp_path / "got"
         got.mkdir()
@@ -222,9 +244,11 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
         from hub.services import events
 
         trail, _ = events.audit_trail(s, action="move")
-        assert [(t.target_id, t.detail) for t in trail] == [
-            (ct, {"destination": "DEST", "instances": 3})
-        ]
+        assert {(t.target_id, t.detail["instances"]) for t in trail if t.detail} == {
+            (ct, 3),
+            (str(rle.StudyInstanceUID), 1),
+        }
+        assert {t.actor for t in trail} == {"dicom:QRSCU"}
 
 
 def test_rle_instance_moved_as_stored(tmp_path: Path) -> None:

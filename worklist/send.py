@@ -115,7 +115,7 @@ def payload(item: Outgoing, accepted: dict[str, set[str]]) -> Path | Dataset:
     try:
         ds = dcmread(item.path)
         if stored.is_compressed:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)  # the same instance, not a new one
         to = (
             uid.ExplicitVRLittleEndian
             if uid.ExplicitVRLittleEndian in syntaxes
