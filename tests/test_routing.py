@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydicom import dcmread
 from sqlalchemy import update
 from sqlmodel import col
 
 from hub.context import Hub
 from hub.models import Delivery, utcnow
 from hub.serve import delivery_kinds
-from hub.services import events
+from hub.services import events, routes
 from hub.services.deliveries.worker import DeliveryWorker
 from tests.harness import key_for
 from tests.study_factory import CT, complete_quiet, instance, paths, place, store
@@ -238,3 +239,23 @@ def test_a_completed_route_waits_for_the_order_and_filters_on_it(
     [d] = forwards(client)
     assert d["event"] == "order.completed" and d["payload"]["route"] == "thorax"
     assert d["status"] == "delivered" and d["payload"]["progress"]["sent"] == 1
+
+
+def test_a_forward_cut_short_resumes_without_resending_what_was_acknowledged(
+    hub: Hub, client: TestClient, telerad: StoreScp, worker: DeliveryWorker
+) -> None:
+    register(client, "TELERAD", telerad.port)
+    study = "1.2.826.0.1.3680043.10.999.3"
+    sops = [f"{study}.{n}" for n in (1, 2, 3)]
+    for n, sop in enumerate(sops, 1):
+        store(hub, instance(study_uid=study, sop_uid=sop, modality="CT", InstanceNumber=str(n)))
+    sent = client.post(f"/api/v1/studies/{study}/send", json={"destination": "TELERAD"}).json()
+    # What a hub killed after the destination took the first instance leaves behind.
+    with hub.db.session() as s:
+        routes.note(s, sent["id"], sops[0])
+    before = set(telerad.files())
+    worker.run_once()
+    [d] = forwards(client)
+    assert d["status"] == "delivered" and d["payload"]["progress"]["sent"] == 3
+    arrived = set(telerad.files()) - before
+    assert sorted(dcmread(p).SOPInstanceUID for p in arrived) == sops[1:]
