@@ -3,10 +3,13 @@
 ``DIR/<PatientID>/<StudyUID>/<SeriesUID>/<SOPUID>.dcm`` byte for byte as
 stored, ``DIR/studies.jsonl`` (one study a line, instances with SHA-256) and
 ``DIR/audit.jsonl``. Streaming: studies are read from the database in
-batches, files copied in 1 MB steps, the JSON lines written as they come,
-so memory stays flat whatever the archive's size. A file reaches its final
+batches, files copied in 1 MB steps (a few at once, a series at a time), the
+JSON lines written as they come, so memory stays flat whatever the archive's
+size. A file reaches its final
 name only whole (temporary name, then rename), so a re-run skips every file
-already there at its size: an interrupted export resumes.
+already there at its size: an interrupted export resumes. Files are not
+fsynced one by one; everything is flushed once before ``studies.jsonl``
+takes its name, so a listing present means its files are on the disk.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -37,6 +41,8 @@ STUDIES_FILE = "studies.jsonl"
 AUDIT_FILE = "audit.jsonl"
 _BATCH = 200
 _CHUNK = 1 << 20
+# Files copied at once: hashing and I/O release the GIL, so two cores hash two files.
+_WORKERS = min(4, os.cpu_count() or 1)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 Progress = Callable[[int], None]  # called with the bytes of each instance done
@@ -84,13 +90,14 @@ def export(hub: Hub, to: Path, scope: Scope, *, actor: str, progress: Progress) 
     to.mkdir(parents=True, exist_ok=True)
     done = Summary()
     studies_tmp = to / f".{STUDIES_FILE}.part"
-    with _writing(studies_tmp) as out:
+    with _writing(studies_tmp) as out, ThreadPoolExecutor(_WORKERS) as pool:
         for study_id in _study_ids(hub, scope):
             with hub.db.read_session() as s:
-                line = _export_study(hub, s, study_id, to, done, progress)
+                line = _export_study(hub, s, study_id, to, done, progress, pool)
             _write(out, studies_tmp, json.dumps(line, default=_plain) + "\n")
-    os.replace(studies_tmp, to / STUDIES_FILE)
     _export_audit(hub, to)
+    os.sync()  # one flush for all files (an fsync each cost 3x the copying)
+    os.replace(studies_tmp, to / STUDIES_FILE)
     with hub.db.session() as s:
         events.audit(
             s,
@@ -155,7 +162,13 @@ def _scoped(stmt: Any, scope: Scope) -> Any:
 
 
 def _export_study(
-    hub: Hub, s: Session, study_id: int, to: Path, done: Summary, progress: Progress
+    hub: Hub,
+    s: Session,
+    study_id: int,
+    to: Path,
+    done: Summary,
+    progress: Progress,
+    pool: ThreadPoolExecutor,
 ) -> dict[str, Any]:
     study = s.get_one(Study, study_id)
     order = s.get(Order, study.order_id) if study.order_id else None
@@ -166,17 +179,27 @@ def _export_study(
     for series in s.scalars(
         select(Series).where(col(Series.study_id) == study_id).order_by(col(Series.id))
     ):
-        instances = s.scalars(
-            select(Instance).where(col(Instance.series_id) == series.id).order_by(col(Instance.id))
+        instances = list(
+            s.scalars(
+                select(Instance)
+                .where(col(Instance.series_id) == series.id)
+                .order_by(col(Instance.id))
+            )
+        )
+        where = folder / safe_name(series.series_instance_uid)
+        rels = [where / f"{safe_name(i.sop_instance_uid)}.dcm" for i in instances]
+        copies = pool.map(
+            _copy,
+            [hub.settings.data_dir / i.path for i in instances],
+            [to / rel for rel in rels],
+            [i.size for i in instances],
         )
         listed = []
-        for inst in instances:
-            rel = (
-                folder
-                / safe_name(series.series_instance_uid)
-                / f"{safe_name(inst.sop_instance_uid)}.dcm"
-            )
-            digest = _copy(hub.settings.data_dir / inst.path, to / rel, inst.size, done)
+        for inst, rel, (digest, copied) in zip(instances, rels, copies, strict=True):
+            if copied:
+                done.copied += 1
+            else:
+                done.skipped += 1
             done.instances += 1
             done.bytes += inst.size
             progress(inst.size)
@@ -239,12 +262,11 @@ def _order(order: Order | None) -> dict[str, Any] | None:
     return order.model_dump(exclude={"name_key"})
 
 
-def _copy(src: Path, dst: Path, size: int, done: Summary) -> str:
-    """Copy in steps through a temporary name, hashing as it goes; a whole file
-    already at ``dst`` (same size) is kept and only hashed."""
+def _copy(src: Path, dst: Path, size: int) -> tuple[str, bool]:
+    """(SHA-256, copied): copy in steps through a temporary name, hashing as it
+    goes; a whole file already at ``dst`` (same size) is kept and only hashed."""
     if dst.is_file() and dst.stat().st_size == size:
-        done.skipped += 1
-        return _hash(dst)[0]
+        return _hash(dst)[0], False
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.part")
     digest = hashlib.sha256()
@@ -254,7 +276,6 @@ def _copy(src: Path, dst: Path, size: int, done: Summary) -> str:
                 digest.update(block)
                 fout.write(block)
             fout.flush()
-            os.fsync(fout.fileno())
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
@@ -263,8 +284,7 @@ def _copy(src: Path, dst: Path, size: int, done: Summary) -> str:
             raise HubError(f"cannot read stored file {src}: {exc.strerror}") from None
         raise HubError(f"cannot write {dst}: {exc.strerror}") from None
     os.replace(tmp, dst)
-    done.copied += 1
-    return digest.hexdigest()
+    return digest.hexdigest(), True
 
 
 def _hash(path: Path) -> tuple[str, int]:
