@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from hub.context import Hub
 from hub.services import modalities
 from tests.study_factory import CT, DX, instance, paths, store
-from tests.worklist_scu import running_door
+from tests.worklist_scu import order, place, running_door
 
 DCMTK = ("findscu", "movescu", "getscu", "storescp")
 
@@ -108,6 +108,10 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
     ct = _study(hub, "P-1", "Müller^Rex", "20261101", CT, 3)
     dx = _study(hub, "P-1", "Müller^Rex", "20261120", DX, 1)
     other = _study(hub, "P-2", "Smith^Bella", "20250105", DX, 1)
+    place(hub, [order(1)])  # accession A1, patient P-1, owner Müller
+    as_sent = instance(patient_id="", patient_name="", accession="A1")  # filled from the order
+    store(hub, as_sent)
+    matched = str(as_sent.StudyInstanceUID)
 
     with _storescp(tmp_path / "dest") as dest_port, running_door(hub) as port:
         with hub.db.session() as s:
@@ -123,7 +127,8 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
              "PatientSpeciesDescription"],
             tmp_path / "s1",
         )  # fmt: skip
-        assert {str(a.StudyInstanceUID) for a in found} == {ct, dx}
+        # "matched" carries no name of its own: it has its order's
+        assert {str(a.StudyInstanceUID) for a in found} == {ct, dx, matched}
         by_uid = {str(a.StudyInstanceUID): a for a in found}
         assert by_uid[ct].NumberOfStudyRelatedInstances == 3
         assert by_uid[ct].ModalitiesInStudy == "CT"
@@ -148,6 +153,18 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
         )  # fmt: skip
         assert len(images) == 3 and {str(i.SOPClassUID) for i in images} == {CT}
 
+        # A study matched to its order answers with the order's identity and species
+        answered = _find(
+            port, "-S",
+            ["QueryRetrieveLevel=STUDY", "AccessionNumber=A1", "PatientName", "PatientID",
+             "PatientSpeciesDescription", "StudyInstanceUID"],
+            tmp_path / "s4",
+        )  # fmt: skip
+        assert [str(a.StudyInstanceUID) for a in answered] == [matched]
+        assert str(answered[0].PatientName) == "Müller^Rex"
+        assert answered[0].PatientID == "P-1"
+        assert answered[0].PatientSpeciesDescription
+
         # Patient Root: PATIENT level, then STUDY level under the patient's ID
         pats = _find(
             port, "-P",
@@ -156,7 +173,7 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
             tmp_path / "p1",
         )  # fmt: skip
         counts = {str(p.PatientID): int(p.NumberOfPatientRelatedStudies) for p in pats}
-        assert counts == {"P-1": 2, "P-2": 1}
+        assert counts == {"P-1": 3, "P-2": 1}
         studies = _find(
             port, "-P",
             ["QueryRetrieveLevel=STUDY", "PatientID=P-2", "StudyInstanceUID"],
