@@ -112,6 +112,15 @@ def test_export_resumes_verifies_and_imports_byte_for_byte(
     # interrupted: one file gone, a temporary one left; the re-run copies only that one
     (out / first["file"]).unlink()
     (out / first["file"]).with_name(".x.dcm.part").write_bytes(b"half")
+    # ... after a run that hit a full disk on that file (its temporary name on /dev/full)
+    (out / first["file"]).with_name(f".{matched[0].SOPInstanceUID}.dcm.part").symlink_to(
+        "/dev/full"
+    )
+    (out / "studies.jsonl").unlink()
+    rc, lines, err = vethub(monkeypatch, capsys, hub, "export", "--to", str(out))
+    assert rc == 2
+    assert f"vethub: disk full writing {out / first['file']}" in err
+    assert not (out / first["file"]).exists() and not (out / "studies.jsonl").exists()
     rc, lines, _ = vethub(monkeypatch, capsys, hub, "export", "--to", str(out))
     assert rc == 0
     assert (lines[-1]["copied"], lines[-1]["skipped"]) == (1, 2)
