@@ -235,6 +235,7 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
         ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
         assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
         assert assoc.is_established
+        move_model = StudyRootQueryRetrieveInformationModelMove
         try:
             ident = Dataset()
             ident.QueryRetrieveLevel = "STUDY"
@@ -243,6 +244,10 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
                 assoc.send_c_move(ident, "NOWHERE", StudyRootQueryRetrieveInformationModelMove)
             )
             assert move_rsp[-1][0].Status == 0xA801
+            with hub.db.session() as s:  # registered, but nothing listens there
+                modalities.put(s, "DOWN", {"host": "127.0.0.1", "port": _free_port()}, actor="t")
+            down = list(assoc.send_c_move(ident, "DOWN", move_model))
+            assert down[-1][0].Status == 0xA801
             bad = Dataset()
             bad.QueryRetrieveLevel = "PATIENT"  # not a Study Root level
             rsp = list(assoc.send_c_find(bad, StudyRootQueryRetrieveInformationModelFind))
