@@ -1,10 +1,11 @@
 """Routing rules and the ``dicom-forward`` delivery kind, against DCMTK ``storescp``
 as the destination (a registered node), on SQLite and PostgreSQL.
 
-A CT route forwards a CT study (files arrive byte for byte, progress shown); a
-destination that is down and comes back gets a study sent by hand exactly
-once; no acknowledged instance is ever sent again (``storescp +uf`` writes
-every reception to a new file, so a resend would show as an extra file).
+A CT route forwards a CT study (files arrive byte for byte, progress shown);
+a destination that is down and comes back gets a study sent by hand exactly
+once; a node registered with ``tls`` gets it over TLS; no acknowledged
+instance is ever sent again (``storescp +uf`` writes every reception to a new
+file, so a resend would show as an extra file).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 from fastapi.testclient import TestClient
 from pydicom import dcmread
 from sqlalchemy import update
@@ -28,7 +30,7 @@ from hub.models import Delivery, utcnow
 from hub.serve import delivery_kinds
 from hub.services import events, routes
 from hub.services.deliveries.worker import DeliveryWorker
-from tests.harness import key_for
+from tests.harness import key_for, write_cert
 from tests.study_factory import CT, complete_quiet, instance, paths, place, store
 
 STORESCP = shutil.which("storescp")
@@ -44,12 +46,12 @@ def free_port() -> int:
 class StoreScp:
     """One DCMTK storescp writing each reception to its own file."""
 
-    def __init__(self, ae: str, port: int, out: Path) -> None:
+    def __init__(self, ae: str, port: int, out: Path, *options: str) -> None:
         assert STORESCP is not None
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.port = out, port
         self.proc = subprocess.Popen(
-            [STORESCP, "-aet", ae, "+uf", "-od", str(out), str(port)],
+            [STORESCP, "-aet", ae, "+uf", "-od", str(out), *options, str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -259,3 +261,32 @@ def test_a_forward_cut_short_resumes_without_resending_what_was_acknowledged(
     assert d["status"] == "delivered" and d["payload"]["progress"]["sent"] == 3
     arrived = set(telerad.files()) - before
     assert sorted(dcmread(p).SOPInstanceUID for p in arrived) == sops[1:]
+
+
+def test_a_node_registered_with_tls_gets_the_study_over_tls(
+    hub: Hub, client: TestClient, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert, key = write_cert(ca, tmp_path / "node", "node")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    port = free_port()
+    r = client.put(
+        "/api/v1/modalities/TELERAD_TLS", json={"host": "127.0.0.1", "port": port, "tls": True}
+    )
+    assert r.status_code == 201, r.text
+    study = "1.2.826.0.1.3680043.10.999.4"
+    store(hub, instance(study_uid=study, sop_class=CT, modality="CT"))
+    client.post(f"/api/v1/studies/{study}/send", json={"destination": "TELERAD_TLS"})
+    values = {"delivery_timeout_seconds": 3, "tls_extra_ca": ca_file}
+    w = DeliveryWorker(hub.db, hub.settings.model_copy(update=values), delivery_kinds())
+    scp = StoreScp("TELERAD_TLS", port, tmp_path / "tls", "+tls", str(key), str(cert), "-ic")
+    try:
+        w.run_once()
+        [d] = forwards(client)
+        assert d["status"] == "delivered", d
+        [arrived] = scp.files()
+        assert body(arrived) == body(paths(hub, study)[0])
+    finally:
+        scp.stop()
+        w.stop()
