@@ -20,7 +20,7 @@ from hub.context import Hub
 from hub.db import Database, SchemaNotCurrent, head_revision, new_revision
 from hub.errors import HubError
 from hub.models import User
-from hub.services import keys, users
+from hub.services import events, keys, users
 
 
 def _keys_create(args: argparse.Namespace, hub: Hub) -> int:
@@ -174,8 +174,15 @@ def _import(args: argparse.Namespace, hub: Hub) -> int:
         raise HubError("say what: a folder, or --from-ae AE --host H --port P")
     with _progress("import (files)", None) as advance:
         done = importer.run(hub, args.folder, apply=args.apply, report=_reporter(advance))
+    if args.apply:
+        _audit_import(hub, str(args.folder), done.as_dict())
     print(json.dumps({"applied": args.apply, "summary": done.as_dict()}))
     return 1 if done.failed else 0
+
+
+def _audit_import(hub: Hub, source: str, summary: dict[str, int]) -> None:
+    with hub.db.session() as s:
+        events.audit(s, _actor(), "import", "archive", source, {"summary": summary})
 
 
 def _reporter(advance: Callable[[int], None]) -> Callable[[dict[str, Any]], None]:
@@ -196,6 +203,7 @@ def _migrate(args: argparse.Namespace, hub: Hub) -> int:
     pacs = migrate.OldPacs(args.from_ae, args.host, args.port, hub.settings.dicom_ae)
     with _progress(f"import from {args.from_ae} (studies)", None) as advance:
         done = migrate.run(hub, pacs, since=args.since, report=_reporter(advance))
+    _audit_import(hub, f"{args.from_ae}@{args.host}:{args.port}", done.as_dict())
     print(json.dumps({"from_ae": args.from_ae, "summary": done.as_dict()}))
     return 1 if done.failed else 0
 

@@ -197,6 +197,9 @@ def test_import_dry_run_reports_each_file_then_apply_stores_the_good_ones(
     }
     assert by_file["2024/broken.dcm"]["reason"].startswith("file meta: lacks MediaStorage")
     with hub.db.read_session() as s:
+        trail, _ = events.audit_trail(s, action="import")
+    assert (trail[0].target_id, trail[0].detail) == (str(old), {"summary": lines[-1]["summary"]})
+    with hub.db.read_session() as s:
         assert studies.get(s, rex.StudyInstanceUID).match_method == "accession"
         assert studies.get(s, stray.StudyInstanceUID).unmatched_reason == "no_match"
         from_cd = s.scalars(select(Study).where(col(Study.patient_id) == "P-321")).all()
