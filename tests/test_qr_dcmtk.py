@@ -18,10 +18,11 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
@@ -74,6 +75,12 @@ def _data_set(path: Path | str) -> bytes:
     raw = Path(path).read_bytes()
     (meta_length,) = struct.unpack("<I", raw[140:144])
     return raw[144 + meta_length :]
+
+
+def paths_uid(hub: Hub, study_uid: str) -> str:
+    """The SOP Instance UID of a one-instance study, from its stored file's name."""
+    (only,) = paths(hub, study_uid)
+    return Path(only).stem
 
 
 def _find(port: int, root: str, keys: list[str], out: Path) -> list[Dataset]:
@@ -259,6 +266,27 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
             rsp = list(assoc.send_c_find(nokey, PatientRootQueryRetrieveInformationModelFind))
             assert rsp[-1][0].Status == 0xA900
             assert "PatientID" in rsp[-1][0].ErrorComment
+        finally:
+            assoc.release()
+
+        # C-GET of a DX study by a requestor that takes only CT: a failed
+        # sub-operation under the instance's UID: all failed, 0xA702 (PS3.4 C.4.3.1.4)
+        getter = AE(ae_title="QRSCU")
+        getter.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        getter.add_requested_context(CT)
+        assoc = getter.associate(
+            "127.0.0.1", port, ae_title="VETHUB", ext_neg=[build_role(CT, scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)],
+        )  # fmt: skip
+        assert assoc.is_established
+        try:
+            ident = Dataset()
+            ident.QueryRetrieveLevel = "STUDY"
+            ident.StudyInstanceUID = other
+            last = list(assoc.send_c_get(ident, StudyRootQueryRetrieveInformationModelGet))[-1]
+            assert last[0].Status == 0xA702
+            assert last[0].NumberOfFailedSuboperations == 1
+            assert last[1].FailedSOPInstanceUIDList == paths_uid(hub, other)
         finally:
             assoc.release()
 
