@@ -161,8 +161,14 @@ def _export(args: argparse.Namespace, hub: Hub) -> int:
     _instances, size = export.totals(hub, scope)
     with _progress("export", size) as advance:
         done = export.export(hub, args.to, scope, actor=_actor(), progress=advance)
-    print(json.dumps({"exported_to": str(args.to)} | vars(done)))
-    return 0
+    for problem in done.unreadable:
+        print(f"vethub: not exported: {problem}", file=sys.stderr)
+    print(
+        json.dumps(
+            {"exported_to": str(args.to)} | vars(done) | {"unreadable": len(done.unreadable)}
+        )
+    )
+    return 1 if done.unreadable else 0
 
 
 def _import(args: argparse.Namespace, hub: Hub) -> int:

@@ -86,6 +86,7 @@ def test_export_resumes_verifies_and_imports_byte_for_byte(
         "instances": 3,
         "copied": 3,
         "skipped": 0,
+        "unreadable": 0,
         "bytes": lines[-1]["bytes"],
     }
     listed = [json.loads(line) for line in (out / "studies.jsonl").read_text().splitlines()]
@@ -149,6 +150,18 @@ def test_export_resumes_verifies_and_imports_byte_for_byte(
                 assert data_set(theirs) == data_set(out / inst["file"])
     rc, lines, _ = vethub(monkeypatch, capsys, second_hub, "import", str(out), "--apply")
     assert lines[-1]["summary"] == {"duplicate": 3}
+
+    # one patient's studies; a stored file gone from the archive costs only itself
+    gone = next((hub.settings.data_dir / "studies" / other.StudyInstanceUID).rglob("*.dcm"))
+    gone.unlink()
+    mine = tmp_path / "one-patient"
+    args = ("export", "--to", str(mine), "--patient-id", "P 9/../x")
+    rc, lines, err = vethub(monkeypatch, capsys, hub, *args)
+    assert (rc, lines[-1]["studies"], lines[-1]["unreadable"]) == (1, 1, 1)
+    assert f"not exported: {gone.relative_to(hub.settings.data_dir)}: cannot be read" in err
+    rc, lines, err = vethub(monkeypatch, capsys, hub, "export", "--verify", str(mine))
+    assert (rc, lines) == (1, [{"verified": 1, "differences": 1}])
+    assert f"{odd}: not exported (stored file cannot be read" in err
 
 
 def test_import_dry_run_reports_each_file_then_apply_stores_the_good_ones(

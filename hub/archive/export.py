@@ -54,6 +54,7 @@ class Summary:
     instances: int = 0
     copied: int = 0
     skipped: int = 0
+    unreadable: list[str] = field(default_factory=list)  # stored files that could not be read
     bytes: int = 0
 
 
@@ -111,6 +112,7 @@ def export(hub: Hub, to: Path, scope: Scope, *, actor: str, progress: Progress) 
                 "studies": done.studies,
                 "instances": done.instances,
                 "bytes": done.bytes,
+                "unreadable": len(done.unreadable),
             },
         )
     return done
@@ -129,6 +131,9 @@ def verify(to: Path) -> tuple[int, list[str]]:
                 for inst in series["instances"]:
                     checked += 1
                     path = to / inst["file"]
+                    if inst["sha256"] is None:
+                        problems.append(f"{inst['file']}: not exported ({inst.get('error')})")
+                        continue
                     if not path.is_file():
                         problems.append(f"{inst['file']}: missing")
                         continue
@@ -195,11 +200,13 @@ def _export_study(
             [i.size for i in instances],
         )
         listed = []
-        for inst, rel, (digest, copied) in zip(instances, rels, copies, strict=True):
-            if copied:
+        for inst, rel, (digest, outcome) in zip(instances, rels, copies, strict=True):
+            if outcome == "copied":
                 done.copied += 1
-            else:
+            elif outcome == "skipped":
                 done.skipped += 1
+            else:
+                done.unreadable.append(f"{inst.path}: {outcome}")
             done.instances += 1
             done.bytes += inst.size
             progress(inst.size)
@@ -214,6 +221,7 @@ def _export_study(
                     "coerced": inst.coerced,
                     "received_at": inst.received_at,
                 }
+                | ({} if digest else {"error": f"stored file {outcome}"})
             )
         series_out.append(
             {
@@ -262,17 +270,33 @@ def _order(order: Order | None) -> dict[str, Any] | None:
     return order.model_dump(exclude={"name_key"})
 
 
-def _copy(src: Path, dst: Path, size: int) -> tuple[str, bool]:
-    """(SHA-256, copied): copy in steps through a temporary name, hashing as it
-    goes; a whole file already at ``dst`` (same size) is kept and only hashed."""
+def _copy(src: Path, dst: Path, size: int) -> tuple[str | None, str]:
+    """(SHA-256, "copied" / "skipped" / why the stored file cannot be read).
+
+    Copies in steps through a temporary name, hashing as it goes; a whole file
+    already at ``dst`` (same size) is kept and only hashed. A stored file that
+    cannot be read costs only itself; a destination that cannot be written
+    stops the export.
+    """
     if dst.is_file() and dst.stat().st_size == size:
-        return _hash(dst)[0], False
+        return _hash(dst)[0], "skipped"
+    try:
+        fin = src.open("rb")
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror})"
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.part")
     digest = hashlib.sha256()
     try:
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            while block := fin.read(_CHUNK):
+        with fin, tmp.open("wb") as fout:
+            while True:
+                try:
+                    block = fin.read(_CHUNK)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    return None, f"cannot be read ({exc.strerror})"
+                if not block:
+                    break
                 digest.update(block)
                 fout.write(block)
             fout.flush()
@@ -280,11 +304,9 @@ def _copy(src: Path, dst: Path, size: int) -> tuple[str, bool]:
         tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
             raise HubError(f"disk full writing {dst}; nothing half-written kept") from None
-        if exc.filename and Path(exc.filename) == src:
-            raise HubError(f"cannot read stored file {src}: {exc.strerror}") from None
         raise HubError(f"cannot write {dst}: {exc.strerror}") from None
     os.replace(tmp, dst)
-    return digest.hexdigest(), True
+    return digest.hexdigest(), "copied"
 
 
 def _hash(path: Path) -> tuple[str, int]:
