@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import trustme
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
@@ -290,6 +292,41 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
         finally:
             assoc.release()
 
+    # C-MOVE to a node registered with tls: over TLS, its certificate checked
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    hub.settings.tls_extra_ca = ca_file
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    tls_scp = AE(ae_title="TLSDEST")
+    tls_scp.add_supported_context(DX)
+    server = tls_scp.start_server(
+        ("127.0.0.1", 0), block=False, ssl_context=server_ctx,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+    try:
+        node = {"host": "127.0.0.1", "port": server.server_address[1], "tls": True}
+        with hub.db.session() as s:
+            modalities.put(s, "TLSDEST", node, actor="test")
+        with running_door(hub) as port:
+            assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
+            ident = Dataset()
+            ident.QueryRetrieveLevel = "STUDY"
+            ident.StudyInstanceUID = other
+            last = list(assoc.send_c_move(ident, "TLSDEST", move_model))[-1]
+            assoc.release()
+        assert last[0].Status == 0x0000
+        assert received == [paths_uid(hub, other)]
+    finally:
+        server.shutdown()
+
     with hub.db.read_session() as s:
         from hub.services import events
 
@@ -297,6 +334,7 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
         assert {(t.target_id, t.detail["instances"]) for t in trail if t.detail} == {
             (ct, 3),
             (str(rle.StudyInstanceUID), 1),
+            (other, 1),  # to TLSDEST
         }
         assert {t.actor for t in trail} == {"dicom:QRSCU"}
 
