@@ -64,6 +64,35 @@ def _storescp(out: Path) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
+@contextmanager
+def _tls_scp(hub: Hub, tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """A pynetdicom Storage SCP behind TLS with a certificate from a test CA,
+    which the hub trusts through VETHUB_TLS_EXTRA_CA; yields its port and the
+    SOP Instance UIDs it received."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    hub.settings.tls_extra_ca = ca_file
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    scp = AE(ae_title="TLSDEST")
+    scp.add_supported_context(DX)
+    server = scp.start_server(
+        ("127.0.0.1", 0), block=False, ssl_context=server_ctx,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+    try:
+        yield server.server_address[1], received
+    finally:
+        server.shutdown()
+
+
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=60)
 
@@ -122,10 +151,16 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
     store(hub, as_sent)
     matched = str(as_sent.StudyInstanceUID)
 
-    with _storescp(tmp_path / "dest") as dest_port, running_door(hub) as port:
+    with (
+        _storescp(tmp_path / "dest") as dest_port,
+        _tls_scp(hub, tmp_path) as (tls_port, received),
+        running_door(hub) as port,
+    ):
         with hub.db.session() as s:
             modalities.put(s, "QRSCU", {}, actor="test")
             modalities.put(s, "DEST", {"host": "127.0.0.1", "port": dest_port}, actor="test")
+            tls_node = {"host": "127.0.0.1", "port": tls_port, "tls": True}
+            modalities.put(s, "TLSDEST", tls_node, actor="test")
 
         # Study Root, STUDY level: a wildcard name and a date range
         found = _find(
@@ -292,40 +327,15 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
         finally:
             assoc.release()
 
-    # C-MOVE to a node registered with tls: over TLS, its certificate checked
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    hub.settings.tls_extra_ca = ca_file
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    received: list[str] = []
-
-    def on_store(event: evt.Event) -> int:
-        received.append(str(event.request.AffectedSOPInstanceUID))
-        return 0x0000
-
-    tls_scp = AE(ae_title="TLSDEST")
-    tls_scp.add_supported_context(DX)
-    server = tls_scp.start_server(
-        ("127.0.0.1", 0), block=False, ssl_context=server_ctx,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-    )  # fmt: skip
-    try:
-        node = {"host": "127.0.0.1", "port": server.server_address[1], "tls": True}
-        with hub.db.session() as s:
-            modalities.put(s, "TLSDEST", node, actor="test")
-        with running_door(hub) as port:
-            assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
-            ident = Dataset()
-            ident.QueryRetrieveLevel = "STUDY"
-            ident.StudyInstanceUID = other
-            last = list(assoc.send_c_move(ident, "TLSDEST", move_model))[-1]
-            assoc.release()
+        # C-MOVE to a node registered with tls: over TLS, its certificate checked
+        assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "STUDY"
+        ident.StudyInstanceUID = other
+        last = list(assoc.send_c_move(ident, "TLSDEST", move_model))[-1]
+        assoc.release()
         assert last[0].Status == 0x0000
         assert received == [paths_uid(hub, other)]
-    finally:
-        server.shutdown()
 
     with hub.db.read_session() as s:
         from hub.services import events
