@@ -180,6 +180,16 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
         assert by_uid[ct].SpecificCharacterSet == "ISO_IR 192"
         assert "PatientSpeciesDescription" in by_uid[ct]  # asked for, empty when unknown
 
+        # A Latin-1 query is answered in Latin-1 when the answer fits it
+        latin = _find(
+            port, "-S",
+            ["SpecificCharacterSet=ISO_IR 100", "QueryRetrieveLevel=STUDY",
+             f"StudyInstanceUID={ct}", "PatientName"],
+            tmp_path / "latin1",
+        )  # fmt: skip
+        assert latin[0].SpecificCharacterSet == "ISO_IR 100"
+        assert str(latin[0].PatientName) == "Müller^Rex"
+
         # Study Root, SERIES then IMAGE level under one study
         series = _find(
             port, "-S",
