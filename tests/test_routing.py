@@ -22,6 +22,7 @@ import pytest
 import trustme
 from fastapi.testclient import TestClient
 from pydicom import dcmread
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -290,3 +291,45 @@ def test_a_node_registered_with_tls_gets_the_study_over_tls(
     finally:
         scp.stop()
         w.stop()
+
+
+def test_a_destination_that_drops_the_association_mid_study_gets_the_rest_once(
+    hub: Hub, client: TestClient, worker: DeliveryWorker
+) -> None:
+    """The association is aborted after the first instance: the delivery keeps what
+    was acknowledged, retries, and the destination holds each instance exactly once."""
+    received: list[str] = []
+    dropped: list[bool] = []
+
+    def on_store(event: evt.Event) -> int:
+        if len(received) == 1 and not dropped:
+            dropped.append(True)
+            event.assoc.abort()
+            return 0xA700
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="FLAKY")
+    ae.add_supported_context(CT, ALL_TRANSFER_SYNTAXES)
+    port = free_port()
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        register(client, "FLAKY", port)
+        study = "1.2.826.0.1.3680043.10.999.5"
+        sops = [f"{study}.{n}" for n in (1, 2, 3)]
+        for n, sop in enumerate(sops, 1):
+            store(hub, instance(study_uid=study, sop_uid=sop, sop_class=CT, InstanceNumber=str(n)))
+        client.post(f"/api/v1/studies/{study}/send", json={"destination": "FLAKY"})
+        worker.run_once()
+        [d] = forwards(client)
+        assert dropped and d["status"] == "pending", d
+        assert d["payload"]["progress"]["sent"] == 1, d
+        due_now(hub)
+        worker.run_once()
+        [d] = forwards(client)
+        assert d["status"] == "delivered" and d["payload"]["progress"]["sent"] == 3, d
+        assert sorted(received) == sops  # each once: the first was not sent again
+    finally:
+        server.shutdown()
