@@ -38,8 +38,9 @@ from hub.context import Hub
 from hub.services import events, modalities, study_search
 from hub.tls import client_context
 from worklist import charset as charsets
-from worklist import send, status
-from worklist.qr_query import QueryError, answer, parse
+from worklist import encoded, send, status
+from worklist.encoded import EncodedIdentifier
+from worklist.qr_query import QueryError, answer, encoded_answer, parse, plan
 from worklist.storage import STORAGE_SOP_CLASSES
 
 log = logging.getLogger("worklist.qr")
@@ -73,6 +74,9 @@ class QueryRetrieveService:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        # Answers go out as bytes written by ``qr_query.encoded_answer`` when
+        # pynetdicom takes them (``worklist.encoded``); else as data sets.
+        self.send_encoded = encoded.install()
 
     def add_contexts(self, ae: AE) -> None:
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -109,13 +113,21 @@ class QueryRetrieveService:
             yield status.failure(status.CANNOT_UNDERSTAND, comment, calling_ae=calling), None
             return
         sent = 0
+        implicit = event.context.transfer_syntax == ImplicitVRLittleEndian
+        keys = None  # read on the first match, as the answers were
         try:
             for attrs in self._matches(asked):
                 if event.is_cancelled:
                     yield status.CANCEL, None
                     return
                 ae = self.hub.settings.dicom_ae
-                yield status.PENDING, answer(identifier, attrs, asked.level, charset, ae)
+                keys = keys or plan(identifier)
+                data = encoded_answer(keys, attrs, asked.level, charset, ae, implicit)
+                if data is None:
+                    yield status.PENDING, answer(identifier, attrs, asked.level, charset, ae)
+                else:
+                    found = EncodedIdentifier(data, implicit)
+                    yield status.PENDING, found if self.send_encoded else found.decoded()
                 sent += 1
         except Exception:
             log.exception("Q/R query failed", extra={"calling_ae": calling})

@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from hub.services.study_search import Query, Range
 from worklist import charset as charsets
-from worklist import status
+from worklist import items, status
 
 PATIENT_ROOT = frozenset(
     str(u)
@@ -155,17 +155,7 @@ def _texts(values: Iterable[Any]) -> str:
     return "".join(str(v) for v in values if isinstance(v, str))
 
 
-def answer(
-    identifier: Dataset,
-    attrs: dict[str, Any],
-    level: str,
-    asked_charset: str | None,
-    retrieve_ae: str,
-) -> Dataset:
-    """One C-FIND answer: each key the identifier holds, with the hub's value or empty.
-
-    Written in the query's character set when every value fits it, else UTF-8.
-    """
+def _values(attrs: dict[str, Any], level: str, retrieve_ae: str) -> dict[str, Any]:
     values = {
         **attrs,
         "QueryRetrieveLevel": level,
@@ -177,13 +167,104 @@ def answer(
         values["SeriesNumber"] = str(number)
     if isinstance(values.get("InstanceNumber"), int):
         values["InstanceNumber"] = str(values["InstanceNumber"])
-    charset = charsets.UTF8
+    return values
+
+
+def _charset(values: dict[str, Any], asked_charset: str | None) -> str:
     if asked_charset is not None:
         try:
             _texts(values.values()).encode(charsets.QUERY_CODECS[asked_charset])
-            charset = asked_charset
+            return asked_charset
         except UnicodeEncodeError:
             pass
+    return charsets.UTF8
+
+
+# Sets ``items.encode`` writes exactly as pydicom does (others go through pydicom).
+_ENCODED_CHARSETS = frozenset((charsets.UTF8, charsets.LATIN1, charsets.ASCII))
+_TEXT_VRS = frozenset(("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The identifier's returned keys, read once per query: (keyword, tag, VR if empty, VR)."""
+
+    keys: tuple[tuple[str, int, str, str], ...]
+
+
+def plan(identifier: Dataset) -> Plan:
+    keys = []
+    for elem in identifier:
+        keyword = elem.keyword
+        if not keyword or keyword in _NOT_RETURNED or elem.tag.group == 0x0002:
+            continue
+        tag = int(elem.tag)
+        keys.append((keyword, tag, str(elem.VR), items.vr_of(tag) or ""))
+    return Plan(tuple(keys))
+
+
+def encoded_answer(
+    keys: Plan,
+    attrs: dict[str, Any],
+    level: str,
+    asked_charset: str | None,
+    retrieve_ae: str,
+    implicit: bool,
+) -> bytes | None:
+    """The bytes ``answer`` would give pynetdicom, written without building a data set.
+
+    Per answer the pydicom ``Dataset`` and its writer cost more than the
+    search. None when the answer holds anything this writer does not
+    reproduce byte for byte (a sequence, an ambiguous or long-text VR, a
+    backslash, another character set): then ``answer`` is used.
+    """
+    values = _values(attrs, level, retrieve_ae)
+    charset = _charset(values, asked_charset)
+    if charset not in _ENCODED_CHARSETS:
+        return None
+    item: dict[int, tuple[str, Any]] = {0x00080052: ("CS", level)}
+    for keyword, tag, empty_vr, vr in keys.keys:
+        value = values.get(keyword)
+        if value is None or value == [] or value == "":
+            vr, value = empty_vr, ""
+        else:
+            value = _plain(value, vr)
+        if vr not in _TEXT_VRS or value is None:
+            return None
+        item[tag] = (vr, value)
+    try:
+        return items.encode(item, None, charset, implicit, strict=True)
+    except UnicodeEncodeError:
+        return None
+
+
+def _plain(value: Any, vr: str) -> str | list[str] | None:
+    """The value as text(s) when pydicom would write exactly these characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and vr == "IS":
+        value = str(value)
+    texts = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) and "\\" not in v for v in texts):
+        return None
+    if vr != "PN" and not all(v.isascii() for v in texts) and vr not in ("LO", "SH"):
+        return None
+    if isinstance(value, list):
+        return list(texts) if len(texts) > 1 else texts[0]
+    return value
+
+
+def answer(
+    identifier: Dataset,
+    attrs: dict[str, Any],
+    level: str,
+    asked_charset: str | None,
+    retrieve_ae: str,
+) -> Dataset:
+    """One C-FIND answer: each key the identifier holds, with the hub's value or empty.
+
+    Written in the query's character set when every value fits it, else UTF-8.
+    """
+    values = _values(attrs, level, retrieve_ae)
+    charset = _charset(values, asked_charset)
     out = Dataset()
     name = charsets.specific_character_set(charset)
     if name is not None:
