@@ -241,7 +241,9 @@ def test_query_retrieve_with_dcmtk(hub: Hub, tmp_path: Path) -> None:
             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ct}",
             "127.0.0.1", str(port),
         )  # fmt: skip
+        # released, not aborted, once the move is done (a long one was aborted: issue #13)
         assert move.returncode == 0, move.stderr
+        assert "Release Failed" not in move.stderr + move.stdout
         arrived = sorted((tmp_path / "dest").iterdir())
         assert len(arrived) == 3
         stored = {Path(p).stem: _data_set(p) for p in paths(hub, ct)}

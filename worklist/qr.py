@@ -209,7 +209,7 @@ class QueryRetrieveService:
         host, port, tls = where
         kwargs: dict[str, Any] = {
             "contexts": send.contexts_for(files) or send.contexts_for(_placeholder()),
-            "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted)],
+            "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted), (evt.EVT_CONN_OPEN, send.no_delay)],
         }
         if tls:
             kwargs["tls_args"] = (client_context(self.hub.settings), host)

@@ -405,6 +405,18 @@ def _find_router(routes: dict[str, Callable]) -> Callable:
     return on_find
 
 
+def _busy(event: evt.Event) -> None:
+    """On EVT_DIMSE_SENT: the hub answering counts as activity on the association.
+
+    pynetdicom's idle timer restarts only on what the peer sends, and is read
+    between two requests: a C-MOVE longer than ``dicom_idle_seconds`` (500 CT
+    slices, the peer silent while pending responses flow) had the association
+    aborted right after its final response, and movescu's A-RELEASE answered
+    with an A-ABORT.
+    """
+    event.assoc.dul._idle_timer.restart()
+
+
 def _on_echo(event: evt.Event) -> int:
     return status.SUCCESS
 
@@ -475,7 +487,7 @@ class DicomDoor:
         ae.maximum_associations = s.dicom_max_associations
         # ARTIM: how long a connection may take to send its A-ASSOCIATE-RQ.
         ae.acse_timeout = s.dicom_artim_seconds
-        # An association silent this long is aborted.
+        # An association silent this long (neither side sending) is aborted.
         ae.network_timeout = s.dicom_idle_seconds
         ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         for service in self.services:
@@ -487,7 +499,11 @@ class DicomDoor:
         check = CallerCheck(
             s.dicom_allow_unknown_ae, self.titles, self.sightings, s.dicom_idle_seconds
         )
-        bound: list[tuple] = [(evt.EVT_REQUESTED, check), (evt.EVT_REJECTED, _on_rejected)]
+        bound: list[tuple] = [
+            (evt.EVT_REQUESTED, check),
+            (evt.EVT_REJECTED, _on_rejected),
+            (evt.EVT_DIMSE_SENT, _busy),
+        ]
         finds: dict[str, Callable] = {}
         for service in self.services:
             for event, handler in service.handlers():
