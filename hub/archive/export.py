@@ -2,10 +2,10 @@
 
 ``DIR/<PatientID>/<StudyUID>/<SeriesUID>/<SOPUID>.dcm`` byte for byte as
 stored, ``DIR/studies.jsonl`` (one study a line, instances with SHA-256) and
-``DIR/audit.jsonl``. Streaming: studies are read from the database in
-batches, files copied in 1 MB steps (a few at once, a series at a time), the
-JSON lines written as they come, so memory stays flat whatever the archive's
-size. A file reaches its final
+``DIR/audit.jsonl``. Streaming: studies are read from the database 200 at
+a time (a few queries per batch, not per study), their files copied in 1 MB
+steps (a few at once), the JSON lines written batch by batch, so memory
+stays flat whatever the archive's size. A file reaches its final
 name only whole (temporary name, then rename), so a re-run skips every file
 already there at its size: an interrupted export resumes. Files are not
 fsynced one by one; everything is flushed once before ``studies.jsonl``
