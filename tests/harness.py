@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -222,3 +223,18 @@ def run_cli(
         text=True,
         timeout=120,
     )
+
+
+def start_listener(argv: list[str], port: int, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+    """A third-party peer (DCMTK storescp, dcmqrscp, ...) started and waited for
+    until it accepts connections on ``port``; its output is discarded."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.02)
+    proc.terminate()
+    raise RuntimeError(f"{argv[0]} did not listen on port {port} within {timeout} s")

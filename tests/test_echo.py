@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 from hub.context import Hub
 from hub.serve import build_app
 from hub.services import events
-from tests.harness import ADMIN_KEY, key_for, make_settings, write_cert
+from tests.harness import ADMIN_KEY, key_for, make_settings, start_listener, write_cert
 
 STORESCP = shutil.which("storescp")
 pytestmark = pytest.mark.skipif(STORESCP is None, reason="DCMTK storescp is not installed")
@@ -35,18 +34,7 @@ def start_storescp(tmp_path: Path, ae: str, *tls: str) -> Iterator[int]:
     out = tmp_path / "scp"
     out.mkdir(exist_ok=True)
     assert STORESCP is not None
-    proc = subprocess.Popen(
-        [STORESCP, "-aet", ae, "-od", str(out), *tls, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    proc = start_listener([STORESCP, "-aet", ae, "-od", str(out), *tls, str(port)], port)
     try:
         yield port
     finally:

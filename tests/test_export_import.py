@@ -11,7 +11,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from hub import cli
 from hub.context import Hub
 from hub.models import Study
 from hub.services import events, studies
-from tests.harness import make_settings
+from tests.harness import make_settings, start_listener
 from tests.study_factory import CT, instance, place, save, store
 
 
@@ -246,18 +245,7 @@ def old_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, li
         "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
         f"AETable BEGIN\nOLDPACS {root / 'db'} RW (10, 64mb) ANY\nAETable END\n"
     )
-    proc = subprocess.Popen(
-        [DCMQRSCP, "-c", str(root / "dcmqrscp.cfg")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    proc = start_listener([DCMQRSCP, "-c", str(root / "dcmqrscp.cfg")], port)
     yield port, sent
     proc.terminate()
     proc.wait(5)

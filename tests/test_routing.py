@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +29,7 @@ from hub.models import Delivery, utcnow
 from hub.serve import delivery_kinds
 from hub.services import events, routes
 from hub.services.deliveries.worker import DeliveryWorker
-from tests.harness import key_for, write_cert
+from tests.harness import key_for, start_listener, write_cert
 from tests.study_factory import CT, complete_quiet, instance, paths, place, store
 
 STORESCP = shutil.which("storescp")
@@ -51,19 +49,9 @@ class StoreScp:
         assert STORESCP is not None
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.port = out, port
-        self.proc = subprocess.Popen(
-            [STORESCP, "-aet", ae, "+uf", "-od", str(out), *options, str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.proc = start_listener(
+            [STORESCP, "-aet", ae, "+uf", "-od", str(out), *options, str(port)], port
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("storescp did not start")
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.out.iterdir() if p.is_file())
