@@ -111,7 +111,8 @@ def _file(request: Request, inst: Instance) -> Path:
 
 
 def base_url(request: Request) -> str:
-    """``scheme://host/dicomweb`` or ``.../shared/{token}/dicomweb``, as the client asked."""
+    """``scheme://host/dicomweb``, or a share's ``scheme://host/shared/{token}/dicomweb``:
+    the root the client asked through."""
     path = request.url.path
     cut = path.find("/dicomweb")
     return f"{request.url.scheme}://{request.url.netloc}{path[: cut + len('/dicomweb')]}"
