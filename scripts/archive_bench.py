@@ -58,6 +58,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scripts.dicomweb_bench import storescu_all
 from tests.harness import ADMIN_KEY, start_hub
 
 ORTHANC_HTTP = 18043
@@ -260,21 +261,7 @@ def _echo(port: int, ae: str) -> bool:
 
 def load(server: Server, folders: list[Path], streams: int) -> float:
     """C-STORE every file with ``storescu``, ``streams`` associations at once; seconds."""
-    began = time.monotonic()
-    pending = list(folders)
-    running: list[subprocess.Popen[bytes]] = []
-    while pending or running:
-        while pending and len(running) < streams:
-            cmd = ["storescu", "-aet", SCU_AE, "-aec", server.ae_title, "+sd", "+r", "-nh"]
-            cmd += ["127.0.0.1", str(server.port), str(pending.pop(0))]
-            running.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
-        time.sleep(0.2)
-        for proc in list(running):
-            if proc.poll() is not None:
-                running.remove(proc)
-                if proc.returncode != 0:
-                    print(f"  storescu into {server.name} exited {proc.returncode}")
-    return time.monotonic() - began
+    return storescu_all(folders, SCU_AE, server.name, server.ae_title, server.port, streams)
 
 
 # --------------------------------------------------------------------- measures

@@ -305,21 +305,30 @@ def study_count(server: Server) -> int:
 def load(server: Server, data: Path, manifest: dict[str, Any], streams: int) -> float:
     """C-STORE every file with ``storescu``, ``streams`` associations at once; seconds."""
     folders = [*sorted((data / "small").iterdir()), data / "ct"]
+    return storescu_all(
+        folders, "BENCHSCU", server.name, server.ae_title, server.dicom_port, streams
+    )
+
+
+def storescu_all(
+    folders: list[Path], calling: str, name: str, called: str, port: int, streams: int
+) -> float:
+    """Each folder sent by its own DCMTK ``storescu`` process, ``streams`` at once
+    (the real C-STORE path, no bulk ingest); the seconds it took."""
     began = time.monotonic()
     pending = list(folders)
     running: list[subprocess.Popen[bytes]] = []
     while pending or running:
         while pending and len(running) < streams:
-            folder = pending.pop(0)
-            cmd = ["storescu", "-aet", "BENCHSCU", "-aec", server.ae_title, "+sd", "+r", "-nh"]
-            cmd += ["127.0.0.1", str(server.dicom_port), str(folder)]
+            cmd = ["storescu", "-aet", calling, "-aec", called, "+sd", "+r", "-nh"]
+            cmd += ["127.0.0.1", str(port), str(pending.pop(0))]
             running.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
         time.sleep(0.2)
         for proc in list(running):
             if proc.poll() is not None:
                 running.remove(proc)
                 if proc.returncode != 0:
-                    print(f"  storescu into {server.name} exited {proc.returncode}")
+                    print(f"  storescu into {name} exited {proc.returncode}")
     return time.monotonic() - began
 
 

@@ -56,12 +56,10 @@ from playwright.sync_api import sync_playwright
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from hub.db import Database
-from hub.services import users
 from tests import study_factory as sf
 from tests.browser import launch
 from tests.factories import rex
-from tests.harness import start_hub
+from tests.harness import add_user, start_hub
 
 PASSWORD = "vet password 12"
 MODES = ("settled", "at once", "held key")
@@ -297,10 +295,7 @@ def main() -> None:
         db_url = f"sqlite:///{tmp}/vethub.db"
         hub = start_hub(Path(tmp) / "data", db_url)
         try:
-            db = Database(db_url)
-            with db.session() as s:
-                users.create(s, "vera", "vet", PASSWORD, actor="ct-scroll")
-            db.dispose()
+            add_user(db_url, "vera", "vet", PASSWORD, actor="ct-scroll")
             with hub.api() as api:
                 order = api.post("/api/v1/orders", json=rex(modality="CT")).json()
             started = time.monotonic()

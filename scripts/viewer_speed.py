@@ -32,12 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.sync_api import sync_playwright
 
-from hub.db import Database
-from hub.services import users
 from tests import study_factory as sf
 from tests.browser import launch
 from tests.factories import rex
-from tests.harness import start_hub
+from tests.harness import add_user, start_hub
 from tests.test_browser_viewer import _dx
 
 PASSWORD = "vet password 12"
@@ -85,10 +83,7 @@ def main(runs: int, cpu: bool = False, chunks: bool = False) -> None:
         db_url = f"sqlite:///{tmp}/vethub.db"
         hub = start_hub(Path(tmp) / "data", db_url)
         try:
-            db = Database(db_url)
-            with db.session() as s:
-                users.create(s, "vera", "vet", PASSWORD, actor="speed")
-            db.dispose()
+            add_user(db_url, "vera", "vet", PASSWORD, actor="speed")
             with hub.api() as api:
                 order = api.post("/api/v1/orders", json=rex()).json()
             assert sf.send(hub.dicom, [_dx(order, 512, "20261127")]) == [0]

@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 from hub.config import Settings
 from hub.context import Hub
 from hub.db import Database
-from hub.services import keys
+from hub.services import keys, users
 
 PG_SERVER = os.environ.get("VETHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -238,3 +238,13 @@ def start_listener(argv: list[str], port: int, timeout: float = 10.0) -> subproc
             time.sleep(0.02)
     proc.terminate()
     raise RuntimeError(f"{argv[0]} did not listen on port {port} within {timeout} s")
+
+
+def add_user(db_url: str, username: str, role: str, password: str, actor: str = "test") -> None:
+    """A staff account in the database of a served hub (what `vethub users create` makes)."""
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            users.create(s, username, role, password, actor=actor)
+    finally:
+        db.dispose()

@@ -26,12 +26,10 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 from pynetdicom import AE
 
 from hub.api import ohif_assets
-from hub.db import Database
-from hub.services import users
 from tests import study_factory as sf
 from tests.browser import launch, require_chromium, screenshots, watched_page
 from tests.factories import rex
-from tests.harness import ServedHub, start_hub
+from tests.harness import ServedHub, add_user, start_hub
 
 sync_api = require_chromium()
 PASSWORD = "vet password 12"
@@ -133,10 +131,7 @@ def viewer_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     db_url = f"sqlite:///{folder / 'vethub.db'}"
     hub = start_hub(folder / "data", db_url)
     try:
-        db = Database(db_url)
-        with db.session() as s:
-            users.create(s, "vera", "vet", PASSWORD, actor="test")
-        db.dispose()
+        add_user(db_url, "vera", "vet", PASSWORD, actor="test")
         with hub.api() as api:
             now = api.post("/api/v1/orders", json=rex()).json()
             then = api.post(
