@@ -17,14 +17,12 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy.orm import Session
 
 from hub.api import download, ohif
 from hub.api.auth import SESSION_COOKIE, Caller, lookup_key, session_caller
 from hub.archive import thumbnails
 from hub.context import Hub
-from hub.models import Study
-from hub.services import events, orders, studies
+from hub.services import events, studies
 
 router = APIRouter(tags=["viewer"], include_in_schema=False)
 STAFF_ROLES = frozenset({"vet", "tech", "admin"})
@@ -130,78 +128,6 @@ def refused(request: Request, err: Refused) -> Response:
     return response
 
 
-def _row(label: str, value: object) -> str:
-    shown = "" if value in (None, "") else html.escape(str(value))
-    return f"<tr><th>{html.escape(label)}</th><td>{shown}</td></tr>"
-
-
-def _summary(s: Session, study: Study, preview_base: str, download: str | None) -> str:
-    order = orders.get(s, study.order_id) if study.order_id else None
-    received = study.received or {}
-    if order is not None:
-        owner = order.owner_organization or " ".join(
-            x for x in (order.owner_first_name, order.owner_last_name) if x
-        )
-        animal = [
-            _row("Animal", order.patient_name),
-            _row("Patient ID", order.patient_id),
-            _row("Species", order.species_description),
-            _row("Breed", order.breed),
-            _row("Sex", order.patient_sex),
-            _row("Neutered", _yes_no(order.patient_neutered)),
-            _row("Birth date", order.patient_birth_date),
-            _row("Weight (kg)", order.patient_weight_kg),
-            _row("Owner", owner),
-        ]
-        order_rows = [
-            _row("Accession", order.accession_number),
-            _row("Procedure", order.procedure_description or order.procedure_code),
-            _row("Modality", order.modality),
-            _row("Scheduled", order.scheduled_start),
-            _row("Status", order.status.replace("_", " ")),
-            _row("Referring vet", order.referring_vet),
-        ]
-    else:
-        animal = [
-            _row("Patient (as received)", study.patient_name.replace("^", " ")),
-            _row("Patient ID", study.patient_id),
-            _row("Species", received.get("PatientSpeciesDescription")),
-            _row("Breed", received.get("PatientBreedDescription")),
-        ]
-        order_rows = [_row("Order", "not yet matched to an order")]
-    study_rows = [
-        _row("Study date", study.study_date),
-        _row("Description", study.study_description),
-        _row("Modality", study.modality),
-        _row("Study UID", study.study_instance_uid),
-    ]
-    parts = [
-        f"<h1>{html.escape(order.patient_name if order else 'Study')}</h1>",
-        "<h2>Animal</h2><table>" + "".join(animal) + "</table>",
-        "<h2>Order</h2><table>" + "".join(order_rows) + "</table>",
-        "<h2>Study</h2><table>" + "".join(study_rows) + "</table>",
-    ]
-    if download:
-        parts.append(
-            f'<p><a href="{html.escape(download, quote=True)}">Download DICOM (zip)</a></p>'
-        )
-    for series, instances in studies.series_of(s, study):
-        base = html.escape(preview_base, quote=True)
-        figures = "".join(
-            f'<figure><img loading="lazy" alt="image {n}" '
-            f'src="{base}/{quote(i.sop_instance_uid)}/preview.png">'
-            f"<figcaption>{n}</figcaption></figure>"
-            for n, i in enumerate(instances, 1)
-        )
-        title = " ".join(x for x in (series.modality, series.series_description) if x)
-        parts.append(
-            f'<div class="series"><h3>Series {html.escape(series.series_number or "")} '
-            f"{html.escape(title)} ({len(instances)} images)</h3>"
-            f'<div class="thumbs">{figures}</div></div>'
-        )
-    return "".join(parts)
-
-
 def preview(hub: Hub, study_uid: str, sop_uid: str) -> Response:
     """One image's PNG preview (a placeholder naming why when it cannot be
     rendered); the caller checked access."""
@@ -260,7 +186,3 @@ def study_export(study_uid: str, request: Request) -> Response:
 def viewer_home() -> Response:
     """The old landing page of key sign-in: people now land on the console."""
     return RedirectResponse("/console", status_code=303)
-
-
-def _yes_no(value: bool | None) -> str | None:
-    return None if value is None else ("yes" if value else "no")
