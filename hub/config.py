@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # GET /api/v1/storage/retention; never deleted by the hub. Unset: no limit.
     retention_days: int | None = Field(None, ge=1)
     database_url: str | None = None
+    # Encrypts vendor credentials of sources by kind at rest (hub/services/sealed.py):
+    # any passphrase of 16+ characters, kept outside the data dir and its backups.
+    secret_key: str | None = None
     bootstrap_admin_key: str | None = None
     public_url: str = "http://127.0.0.1:8080"
     # Naive times in orders are in this zone; empty means the machine's zone.
