@@ -28,6 +28,7 @@ from adapters import webhook
 from adapters.hl7 import rest as hl7_rest
 from adapters.hl7 import sender as hl7_sender
 from adapters.hl7.server import Hl7Door
+from hub import doctor, public_address
 from hub.api.app import Lifespan, create_app
 from hub.api.limits import header_deadline
 from hub.config import Settings
@@ -37,9 +38,11 @@ from hub.logs import setup_logging
 from hub.services import keys
 from hub.services.deliveries.kinds import Registry
 from hub.services.deliveries.worker import DeliveryWorker
+from hub.services.source_kinds import SourceKinds
 from hub.tls import HubTls, TlsConfigError, client_context
 from worklist import forward
 from worklist import rest as dicom_rest
+from worklist.echo import echo
 from worklist.server import DicomDoor
 
 log = logging.getLogger("hub.serve")
@@ -75,14 +78,21 @@ def delivery_kinds() -> Registry:
     return Registry([webhook.KIND, hl7_sender.ORU, hl7_sender.ORM_STATUS, forward.KIND])
 
 
+def source_kinds() -> SourceKinds:
+    """The vendor adapters a source may be of (besides hl7); each declares its kind."""
+    return SourceKinds([])
+
+
 def build_app(hub: Hub, lifespan: Lifespan | None = None, kinds: Registry | None = None) -> FastAPI:
     """The whole HTTP API: the core's routers plus the adapters'. Tests build it here too.
 
     ``app.state.delivery_kinds`` is the one registry the sources API, the
-    deliveries API and the delivery worker all ask.
+    deliveries API and the delivery worker all ask; ``app.state.source_kinds``
+    the one the sources API checks a source's ``kind`` against.
     """
     app = create_app(hub, lifespan=lifespan, edge_routers=edge_routers())
     app.state.delivery_kinds = kinds if kinds is not None else delivery_kinds()
+    app.state.source_kinds = source_kinds()
     return app
 
 
@@ -101,10 +111,9 @@ def door_ports(door: Door, port: int) -> dict[str, int | None]:
 
 def ready_line(settings: Settings, ports: dict[str, int | None]) -> str:
     scheme = "https" if ports.get("https") else "http"
-    line = (
-        f"vethub ready: {scheme} {scheme}://{settings.http_host}:{ports[scheme]}  "
-        f"dicom {settings.dicom_ae}@{ports['dicom']}"
-    )
+    # A wildcard bind is shown as the address other machines use.
+    url = public_address.derive(settings.http_host, ports[scheme] or 0, scheme == "https")
+    line = f"vethub ready: {scheme} {url}  dicom {settings.dicom_ae}@{ports['dicom']}"
     if ports.get("dicom_tls"):
         line += f"  dicom-tls {settings.dicom_ae}@{ports['dicom_tls']}"
     line += f"  hl7 {ports['hl7']}"
@@ -117,6 +126,17 @@ def write_ports(data_dir: Path, ports: dict[str, int | None]) -> None:
     tmp = data_dir / "ports.json.tmp"
     tmp.write_text(json.dumps(ports))
     os.replace(tmp, data_dir / "ports.json")
+
+
+def doctor_probes(settings: Settings) -> doctor.Probes:
+    """``vethub doctor``'s DICOM probe: the C-ECHO of ``POST /api/v1/modalities/{ae}/echo``."""
+
+    def call(ae_title: str, host: str, port: int, tls: bool) -> tuple[bool, str]:
+        ctx = client_context(settings) if tls else None
+        result = echo(settings.dicom_ae, ae_title, host, port, timeout=doctor.TIMEOUT_S, tls=ctx)
+        return result.ok, result.detail
+
+    return doctor.Probes(echo=call)
 
 
 def bootstrap_admin(hub: Hub) -> str | None:
@@ -229,6 +249,12 @@ def serve(settings: Settings) -> None:
         )
     sock = bind_http(settings.http_host, settings.http_port)
     http_port = sock.getsockname()[1]
+    if settings.public_url_derived:  # with the port bound (http_port 0 picks one)
+        settings.public_url = public_address.derive(
+            settings.http_host, http_port, hub.tls is not None
+        )
+    for warning in public_address.warnings(settings, http_port):
+        log.warning(warning, extra={"public_url": settings.public_url})
     app = build_app(hub, lifespan=make_lifespan(hub, build_doors(hub), http_port))
     config = uvicorn.Config(
         app,

@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.auth import Caller, require
 from hub.api.deliveries import delivery_kinds
+from hub.errors import FieldError, Invalid
 from hub.schemas import Page
 from hub.services import sources
+from hub.services.source_kinds import SourceKinds
 
 router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
 ADMIN = require()
@@ -19,7 +21,15 @@ READ = require("integration")
 
 
 class SourceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Extra fields are allowed only as the settings object of the source's kind
+    # ("upstream", "provet", ...): put_source refuses any other.
+    model_config = ConfigDict(extra="allow")
+    kind: str = Field(
+        "hl7",
+        max_length=16,
+        description="hl7 (orders by HL7 v2 or REST), or a vendor adapter's kind whose "
+        'settings object follows under its key, e.g. upstream-mwl + "upstream": {...}',
+    )
     hl7_profile: str = Field("default", min_length=1, max_length=64)
     webhook_url: str | None = Field(None, max_length=1024)
     webhook_secret: str | None = Field(
@@ -50,7 +60,10 @@ class SourceIn(BaseModel):
 
 
 class SourceOut(BaseModel):
+    # A vendor kind adds its settings object (secrets as "<name>_set") and "status".
+    model_config = ConfigDict(extra="allow")
     name: str
+    kind: str = "hl7"
     hl7_profile: str
     webhook_url: str | None
     webhook_secret_set: bool
@@ -82,26 +95,64 @@ def put_source(
         tls=body.tls,
         results=tuple(body.results),
         events=tuple(body.events),
+        kind=body.kind,
+        kind_settings=_kind_settings(body, source_kinds(request)),
     )
     hub = request.app.state.hub
     profiles = sources.hl7_profiles(hub.mappings.root)
     with hub.db.session() as s:
-        row, created = sources.put(s, name, new, delivery_kinds(request), profiles, actor=who.actor)
-        out = SourceOut(**sources.public(row))
+        row, created = sources.put(
+            s,
+            name,
+            new,
+            delivery_kinds(request),
+            profiles,
+            actor=who.actor,
+            source_kinds=source_kinds(request),
+            secret_key=hub.settings.secret_key,
+        )
+        out = SourceOut(**sources.public(row, source_kinds(request)))
     response.status_code = 201 if created else 200
     return out
 
 
 @router.get("", response_model=Page[SourceOut])
 def list_sources(request: Request, who: Caller = Depends(READ)) -> Page[SourceOut]:
+    known = source_kinds(request)
     with request.app.state.hub.db.read_session() as s:
-        return Page[SourceOut](items=[SourceOut(**sources.public(r)) for r in sources.list_all(s)])
+        return Page[SourceOut](
+            items=[SourceOut(**sources.public(r, known)) for r in sources.list_all(s)]
+        )
 
 
 @router.get("/{name}", response_model=SourceOut)
 def get_source(name: str, request: Request, who: Caller = Depends(READ)) -> SourceOut:
     with request.app.state.hub.db.read_session() as s:
-        return SourceOut(**sources.public(sources.get(s, name)))
+        return SourceOut(**sources.public(sources.get(s, name), source_kinds(request)))
+
+
+def source_kinds(request: Request) -> SourceKinds:
+    """The registry the composition root built (hub/serve.py ``build_app``)."""
+    known: SourceKinds | None = getattr(request.app.state, "source_kinds", None)
+    return known if known is not None else SourceKinds()
+
+
+def _kind_settings(body: SourceIn, known: SourceKinds) -> dict[str, Any] | None:
+    """The settings object of the body's kind; any other extra field is refused."""
+    extra = dict(body.model_extra or {})
+    kind = known.get(body.kind)
+    key = kind.key if kind else None
+    errors = [
+        FieldError(name, "is not a field of a source" + (f" of kind {body.kind!r}" if key else ""))
+        for name in extra
+        if name != key
+    ]
+    value = extra.get(key) if key else None
+    if key and value is not None and not isinstance(value, dict):
+        errors.append(FieldError(key, "must be an object"))
+    if errors:
+        raise Invalid(errors)
+    return value
 
 
 @router.delete("/{name}", status_code=204)

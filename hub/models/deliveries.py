@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index
+from sqlalchemy import JSON, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
 from hub.models.core import _ts
@@ -49,6 +49,17 @@ class Source(SQLModel, table=True):
     )
     results: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # How the hub talks to it (hub/services/source_kinds.py): "hl7" (orders by
+    # HL7/REST, results by the kinds above) or a vendor adapter's kind.
+    kind: str = Field(default="hl7", max_length=16)
+    # That kind's settings without its secrets, which are kept sealed
+    # (hub/services/sealed.py) and never returned; and what its adapter last
+    # did (e.g. an upstream worklist's last poll), shown by GET.
+    kind_settings: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    kind_secrets: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    kind_state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
 

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from hub.errors import FieldError, Invalid, NotFound
 from hub.mappings import default_mappings_dir
 from hub.models import Source, utcnow
-from hub.services import events, peers
+from hub.services import events, peers, sealed
+from hub.services.source_kinds import HL7, SourceKinds
 
 if TYPE_CHECKING:
     from hub.services.deliveries.kinds import Registry
@@ -74,6 +75,15 @@ class SourceSettings:
     # Who may send HL7 as this source (MSH-3, MSH-4, address); see peers.sender_matches.
     hl7_senders: tuple[dict[str, Any], ...] = ()
     tls: bool = False  # outgoing HL7 to this source over TLS
+    # A vendor adapter's kind (hub/services/source_kinds.py) and its settings
+    # object as sent, secrets included; None for an hl7 source.
+    kind: str = HL7
+    kind_settings: dict[str, Any] | None = None
+
+
+# In Source.kind_settings: which of the kind's secret fields are set (GET says
+# so without opening them).
+SECRETS_SET = "_secrets_set"
 
 
 def valid_name(name: str) -> bool:
@@ -146,9 +156,11 @@ def validate(
     kinds: Registry,
     stored_secret: str | None = None,
     profiles: frozenset[str] | None = None,
+    source_kinds: SourceKinds | None = None,
+    stored_kind_secrets: dict[str, Any] | None = None,
 ) -> None:
     """Raise ``Invalid`` naming every field at fault (``profiles``: known HL7 profile names)."""
-    errors: list[FieldError] = []
+    errors: list[FieldError] = kind_errors(new, source_kinds, stored_kind_secrets or {})
     if profiles is not None and new.hl7_profile not in profiles:
         errors.append(
             FieldError(
@@ -182,6 +194,59 @@ def validate(
         raise Invalid(errors)
 
 
+def kind_errors(
+    new: SourceSettings, source_kinds: SourceKinds | None, stored_secrets: dict[str, Any]
+) -> list[FieldError]:
+    """Faults in the kind and its settings object; a kept secret counts as set."""
+    if new.kind == HL7:
+        return []
+    kind = source_kinds.get(new.kind) if source_kinds else None
+    if kind is None:
+        known = ", ".join(source_kinds.names() if source_kinds else (HL7,))
+        return [FieldError("kind", f"unknown source kind {new.kind!r}; use {known}")]
+    if not isinstance(new.kind_settings, dict):
+        return [FieldError(kind.key, f"is required for a source of kind {kind.name!r}")]
+    return kind.check(merged_settings(kind.defaults, new.kind_settings, stored_secrets))
+
+
+def merged_settings(
+    defaults: Any, sent: dict[str, Any], stored_secrets: dict[str, Any]
+) -> dict[str, Any]:
+    """Defaults, then the stored secrets (kept when omitted), then what was sent."""
+    return {**dict(defaults), **stored_secrets, **{k: v for k, v in sent.items() if v is not None}}
+
+
+def kind_config(row: Source, secret_key: str | None) -> dict[str, Any]:
+    """A vendor source's settings with its secrets opened: what its adapter works from."""
+    shown = {k: v for k, v in (row.kind_settings or {}).items() if k != SECRETS_SET}
+    return shown | sealed.unseal(row.kind_secrets, secret_key)
+
+
+def set_state(session: Session, name: str, **values: Any) -> None:
+    """Record what a source's adapter last did (shown by GET as ``status``)."""
+    row = get(session, name)
+    row.kind_state = {**(row.kind_state or {}), **values}
+
+
+def _store_kind(
+    row: Source, new: SourceSettings, source_kinds: SourceKinds | None, secret_key: str | None
+) -> None:
+    row.kind = new.kind
+    kind = source_kinds.get(new.kind) if source_kinds and new.kind != HL7 else None
+    if kind is None:
+        row.kind_settings, row.kind_secrets = {}, None
+        return
+    stored = sealed.unseal(row.kind_secrets, secret_key) if row.kind_secrets else {}
+    full = merged_settings(kind.defaults, new.kind_settings or {}, stored)
+    secrets = {k: v for k, v in full.items() if k in kind.secret_fields}
+    plain = {k: v for k, v in full.items() if k not in kind.secret_fields}
+    try:
+        row.kind_secrets = sealed.seal(secrets, secret_key) if secrets else None
+    except sealed.SealError as exc:
+        raise Invalid([FieldError(kind.key, str(exc))]) from None
+    row.kind_settings = plain | {SECRETS_SET: sorted(secrets)}
+
+
 def put(
     session: Session,
     name: str,
@@ -190,10 +255,26 @@ def put(
     profiles: frozenset[str] | None = None,
     *,
     actor: str,
+    source_kinds: SourceKinds | None = None,
+    secret_key: str | None = None,
 ) -> tuple[Source, bool]:
-    """Create or replace a source, audited. Omitting the secret keeps the stored one."""
+    """Create or replace a source, audited. Omitting a secret keeps the stored one."""
     row = session.get(Source, name)
-    validate(name, new, kinds, row.webhook_secret if row else None, profiles)
+    stored_kind_secrets: dict[str, Any] = {}
+    if row is not None and row.kind == new.kind and row.kind_secrets:
+        try:
+            stored_kind_secrets = sealed.unseal(row.kind_secrets, secret_key)
+        except sealed.SealError as exc:
+            raise Invalid([FieldError("kind", str(exc))]) from None
+    validate(
+        name,
+        new,
+        kinds,
+        row.webhook_secret if row else None,
+        profiles,
+        source_kinds,
+        stored_kind_secrets,
+    )
     created = row is None
     if row is None:
         row = Source(name=name)
@@ -208,9 +289,15 @@ def put(
     row.tls = new.tls
     row.results = list(dict.fromkeys(new.results))
     row.events = list(dict.fromkeys(new.events))
+    if row.kind != new.kind:
+        row.kind_secrets, row.kind_state = None, {}
+    _store_kind(row, new, source_kinds, secret_key)
     row.updated_at = utcnow()
     session.flush()
-    shown = {k: v for k, v in asdict(new).items() if k != "webhook_secret"}
+    shown = {k: v for k, v in asdict(new).items() if k not in ("webhook_secret", "kind_settings")}
+    shown["kind_settings"] = {
+        k: v for k, v in (row.kind_settings or {}).items() if k != SECRETS_SET
+    }
     events.audit(session, actor, "source.put", "source", name, shown)
     return row, created
 
@@ -231,8 +318,20 @@ def delete(session: Session, name: str, *, actor: str) -> None:
     events.audit(session, actor, "source.delete", "source", name)
 
 
-def public(row: Source) -> dict[str, Any]:
-    """The source as the API shows it: never the secret, only whether one is set."""
+def public(row: Source, source_kinds: SourceKinds | None = None) -> dict[str, Any]:
+    """The source as the API shows it: never a secret, only whether one is set."""
+    out = _public_hl7(row)
+    out["kind"] = row.kind or HL7
+    kind = source_kinds.get(row.kind) if source_kinds and row.kind != HL7 else None
+    if kind is not None:
+        stored = dict(row.kind_settings or {})
+        set_ = set(stored.pop(SECRETS_SET, []))
+        out[kind.key] = stored | {f"{f}_set": f in set_ for f in sorted(kind.secret_fields)}
+        out["status"] = dict(row.kind_state or {})
+    return out
+
+
+def _public_hl7(row: Source) -> dict[str, Any]:
     return {
         "name": row.name,
         "hl7_profile": row.hl7_profile,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -188,3 +189,35 @@ def _study_for(session: Session, ev: OutboxEvent, order: Order) -> Study | None:
     return session.scalar(
         select(Study).where(col(Study.order_id) == order.id).order_by(col(Study.id).desc()).limit(1)
     )
+
+
+def enqueue(
+    session: Session,
+    source: str,
+    kind: str,
+    event_kind: str,
+    payload: dict[str, Any],
+    *,
+    order_id: int | None = None,
+) -> Delivery:
+    """A delivery no outbox event caused: an adapter's own durable job (a vendor
+    fetch after its webhook, a vendor callback) that the worker sends, retries
+    with backoff and shows in the deliveries view like any other (flushed).
+
+    ``order_id`` orders it after that order's earlier deliveries to ``source``;
+    ``payload["delivery_id"]`` is set to the delivery's uuid (the idempotency key).
+    """
+    delivery_id = str(uuid.uuid4())
+    row = Delivery(
+        uuid=delivery_id,
+        source=source,
+        kind=kind,
+        event_kind=event_kind,
+        outbox_event_id=0,
+        order_id=order_id,
+        payload=payload | {"delivery_id": delivery_id},
+        next_attempt_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return row

@@ -23,7 +23,8 @@ from hub.config import Settings
 from hub.db import Database
 from hub.errors import FieldError
 from hub.models import Source
-from hub.services.sources import EVENTS, SourceSettings
+from hub.services import sealed
+from hub.services.sources import EVENTS, SECRETS_SET, SourceSettings
 
 # Delivery.kind is a VARCHAR(16): a longer name would fail on the first insert.
 MAX_NAME = 16
@@ -48,6 +49,17 @@ class Target:
     # The (application, facility) it sends HL7 from (its hl7_senders): the MSH-5/6 of
     # results back to it.
     hl7_senders: tuple[tuple[str, str], ...] = ()
+    # A vendor source's kind, settings and sealed secrets: its adapter's sender
+    # opens them with ``sources.kind_config``-style ``sealed.unseal`` and the
+    # key in ``SendOptions.settings``.
+    kind: str = "hl7"
+    kind_settings: tuple[tuple[str, Any], ...] = ()
+    kind_secrets: str | None = None
+
+    def config(self, secret_key: str | None) -> dict[str, Any]:
+        """The vendor settings with their secrets opened (raises ``SealError``)."""
+        plain = {k: v for k, v in self.kind_settings if k != SECRETS_SET}
+        return plain | sealed.unseal(self.kind_secrets, secret_key)
 
     @classmethod
     def node(cls, ae_title: str) -> Target:
@@ -69,6 +81,9 @@ class Target:
                 for e in src.hl7_senders or []
                 if e.get("application")
             ),
+            kind=src.kind or "hl7",
+            kind_settings=tuple((src.kind_settings or {}).items()),
+            kind_secrets=src.kind_secrets,
         )
 
 
@@ -123,6 +138,9 @@ class DeliveryKind:
     # Sends to a registered node (``Delivery.source`` is its AE title), not to a
     # practice system: no source subscribes to it, routes and sends make it.
     to_node: bool = False
+    # Only sources of this kind may list it in ``results`` (a vendor's callback);
+    # None: any source.
+    source_kind: str | None = None
 
 
 class Registry:
@@ -187,6 +205,15 @@ class Registry:
                     f"unknown result kind {name!r}; use {', '.join(offered)}",
                 )
             )
+        for name in settings.results:
+            kind = self._kinds.get(name)
+            if kind is not None and kind.source_kind not in (None, settings.kind):
+                errors.append(
+                    FieldError(
+                        "results",
+                        f"result kind {name!r} is for sources of kind {kind.source_kind!r}",
+                    )
+                )
         wanted_by: dict[str, list[str]] = {}
         for name in dict.fromkeys(settings.results):
             kind = self._kinds.get(name)
