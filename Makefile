@@ -19,13 +19,21 @@ run: $(STAMP) web-assets viewer-assets
 
 # The console's browser library (htmx), pinned in web/package-lock.json and copied
 # where the hub serves it (/console/static/vendor/); no CDN at run time.
+# Swagger UI for /docs comes from the same lock (hub/api/apidocs.py).
 HTMX := hub/console/static/vendor/htmx.min.js
-web-assets: $(HTMX)
+SWAGGER := hub/console/static/vendor/swagger-ui
+web-assets: $(HTMX) $(SWAGGER)/swagger-ui-bundle.js
 
 $(HTMX): web/package.json web/package-lock.json
 	npm ci --prefix web --ignore-scripts --no-audit --no-fund
 	mkdir -p $(dir $(HTMX))
 	cp web/node_modules/htmx.org/dist/htmx.min.js $(HTMX)
+
+$(SWAGGER)/swagger-ui-bundle.js: web/package.json web/package-lock.json
+	test -d web/node_modules/swagger-ui-dist || npm ci --prefix web --ignore-scripts --no-audit --no-fund
+	mkdir -p $(SWAGGER)
+	cp web/node_modules/swagger-ui-dist/swagger-ui.css $(SWAGGER)/
+	cp web/node_modules/swagger-ui-dist/swagger-ui-bundle.js $(SWAGGER)/
 
 # The diagnostic viewer: the stock OHIF build (@ohif/app's prebuilt dist/), pinned
 # by sha512 in web/ohif.lock and unpacked where the hub serves it (docs/viewer.md).

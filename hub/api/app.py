@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 import hub
 from hub.api import (
     admin,
     annotation,
+    apidocs,
     deliveries,
     errors,
+    health,
     messages,
     ohif,
     oidc,
@@ -35,7 +37,7 @@ from hub.api.limits import HttpBounds
 from hub.console import pages as console
 from hub.context import Hub
 from hub.dicomweb import mount as mount_dicomweb
-from hub.metrics import HttpMetrics
+from hub.metrics import DatabaseGauges, HttpMetrics
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -55,14 +57,23 @@ def create_app(
         version=hub.__version__,
         summary="Imaging integration hub for veterinary clinics",
         lifespan=lifespan or _no_doors,
+        # Served by hub.api.apidocs from the package, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.hub = hub_ctx
     app.state.ready = False
+    # This hub's database gauges; the process-wide counters stay in the default registry.
+    app.state.gauges = DatabaseGauges(hub_ctx.db, hub_ctx.settings.worklist_max_age_days)
+    gauges = CollectorRegistry(auto_describe=False)
+    gauges.register(app.state.gauges)
     errors.install(app)
     # Inside the metrics middleware, so refused requests are counted too.
     max_body = int(hub_ctx.settings.http_max_body_mb * 1024 * 1024)
     app.add_middleware(HttpBounds, max_body=max_body)
     app.add_middleware(HttpMetrics)
+    app.include_router(health.router)
+    app.include_router(apidocs.router)
     app.include_router(orders.router)
     app.include_router(shares.router)
     app.include_router(annotation.router)
@@ -87,14 +98,9 @@ def create_app(
     for router in edge_routers:
         app.include_router(router)
 
-    @app.get("/health", tags=["ops"])
-    def health(request: Request) -> JSONResponse:
-        if not request.app.state.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ok"})
-
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(REGISTRY) + generate_latest(gauges)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

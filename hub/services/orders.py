@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
-from sqlalchemy import Table, and_, insert, or_, select
+from sqlalchemy import ColumnElement, Table, and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col
@@ -225,6 +225,18 @@ def find(
     return paging.page(
         session, stmt, col(Order.id), limit=limit, cursor=cursor, newest_first=newest_first
     )
+
+
+def on_worklist(now: datetime, max_age_days: float) -> list[ColumnElement[bool]]:
+    """What puts an order on the Modality Worklist before any device's keys: open, and
+    not older than ``VETHUB_WORKLIST_MAX_AGE_DAYS`` (worklist/query.py ``statement``
+    applies the same cut-off; /metrics counts with this)."""
+    clauses: list[ColumnElement[bool]] = [col(Order.status).in_(OrderStatus.OPEN)]
+    if max_age_days > 0:
+        cutoff = now - timedelta(days=max_age_days)
+        clauses.append(col(Order.sps_start_date) >= cutoff.strftime("%Y%m%d"))
+        clauses.append(col(Order.scheduled_start) >= cutoff)
+    return clauses
 
 
 def day_sheet(session: Session, day: date, *, limit: int = 500) -> list[Order]:
