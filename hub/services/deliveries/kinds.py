@@ -31,7 +31,16 @@ MAX_NAME = 16
 
 
 class DeliveryError(Exception):
-    """A send did not succeed; the message says what the receiver did (or did not) answer."""
+    """A send did not succeed; the message says what the receiver did (or did not) answer.
+
+    ``retry_after`` (seconds): the receiver said when to come back (HTTP 429 or
+    503 with ``Retry-After``); the next attempt waits that long instead of the
+    policy's backoff, so a rate-limited vendor is not asked again too early.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

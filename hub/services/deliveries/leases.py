@@ -10,7 +10,7 @@ forwarding, upstream polling) claims and settles the same way.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, exists, or_, select, update
@@ -26,9 +26,10 @@ log = logging.getLogger("hub.deliveries")
 
 _DELIVERIES: Table = SQLModel.metadata.tables["deliveries"]  # Delivery's table, for Core
 
-# One attempt's result: the claim, the error (None: accepted), and whether the
-# error is final (no retry, however many attempts are left).
-Outcome = tuple[Claim, str | None, bool]
+# One attempt's result: the claim, the error (None: accepted), whether the
+# error is final (no retry, however many attempts are left), and the seconds the
+# receiver asked us to wait before the next attempt (None: the policy's backoff).
+Outcome = tuple[Claim, str | None, bool, float | None]
 
 
 def has_work(session: Session, now: datetime | None = None) -> bool:
@@ -100,10 +101,15 @@ def claim(session: Session, policy: Policy, now: datetime | None = None) -> list
 
 
 def settle(
-    session: Session, c: Claim, error: str | None, policy: Policy, final: bool = False
+    session: Session,
+    c: Claim,
+    error: str | None,
+    policy: Policy,
+    final: bool = False,
+    retry_after: float | None = None,
 ) -> str:
     """Write the outcome of one attempt; returns the new status."""
-    return settle_many(session, [(c, error, final)], policy)[0]
+    return settle_many(session, [(c, error, final, retry_after)], policy)[0]
 
 
 def settle_many(session: Session, outcomes: list[Outcome], policy: Policy) -> list[str]:
@@ -118,11 +124,13 @@ def settle_many(session: Session, outcomes: list[Outcome], policy: Policy) -> li
     now = utcnow()
     rows: list[dict[str, Any]] = []
     out: list[str] = []
-    for c, error, final in outcomes:
+    for c, error, final, retry_after in outcomes:
         if error is None:
             status, nxt = ST.DELIVERED, now
         elif final or c.attempts >= policy.max_attempts:
             status, nxt = ST.FAILED, now
+        elif retry_after is not None:
+            status, nxt = ST.PENDING, now + timedelta(seconds=max(0.0, retry_after))
         else:
             status, nxt = ST.PENDING, now + policy.backoff(c.attempts)
         out.append(status)

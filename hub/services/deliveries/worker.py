@@ -79,11 +79,11 @@ class DeliveryWorker:
                 break
             answers = list(self._pool.map(self._attempt, batch))
             outcomes: list[Outcome] = [
-                (c, error, final) for c, (error, final) in zip(batch, answers, strict=True)
+                (c, *answer) for c, answer in zip(batch, answers, strict=True)
             ]
             with self.db.session() as s:
                 statuses = settle_many(s, outcomes, self.policy)
-            for (c, error, _), status in zip(outcomes, statuses, strict=True):
+            for (c, error, _, _), status in zip(outcomes, statuses, strict=True):
                 if status != ST.DELIVERED:
                     log.warning(
                         "delivery attempt failed",
@@ -98,26 +98,26 @@ class DeliveryWorker:
             settled += len(batch)
         return settled
 
-    def _attempt(self, c: Claim) -> tuple[str | None, bool]:
-        """Send one; ``(error or None, final)``. Never raises."""
+    def _attempt(self, c: Claim) -> tuple[str | None, bool, float | None]:
+        """Send one; ``(error or None, final, retry_after)``. Never raises."""
         if self._stop.is_set():
-            return "not sent: the hub was shutting down", False
+            return "not sent: the hub was shutting down", False, None
         target = c.target
         if c.kind in self._to_node:
             target = Target.node(str(c.payload.get("destination")))
         if target is None:
-            return f"source {c.payload.get('source')!r} is no longer registered", True
+            return f"source {c.payload.get('source')!r} is no longer registered", True, None
         sender = self.senders.get(c.kind)
         if sender is None:
-            return f"no sender for delivery kind {c.kind!r}", True
+            return f"no sender for delivery kind {c.kind!r}", True, None
         try:
             sender(target, c)
         except DeliveryError as exc:
-            return str(exc) or exc.__class__.__name__, False
+            return str(exc) or exc.__class__.__name__, False, exc.retry_after
         except Exception as exc:  # a bug or an unexpected library error: retry, visibly
             log.exception("delivery sender crashed", extra={"delivery": c.uuid})
-            return f"internal error: {exc!r}", False
-        return None, False
+            return f"internal error: {exc!r}", False, None
+        return None, False, None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
