@@ -111,7 +111,7 @@ def put_source(
             source_kinds=source_kinds(request),
             secret_key=hub.settings.secret_key,
         )
-        out = SourceOut(**sources.public(row, source_kinds(request)))
+        out = SourceOut(**sources.public(row, source_kinds(request), hub.settings))
     response.status_code = 201 if created else 200
     return out
 
@@ -119,16 +119,19 @@ def put_source(
 @router.get("", response_model=Page[SourceOut])
 def list_sources(request: Request, who: Caller = Depends(READ)) -> Page[SourceOut]:
     known = source_kinds(request)
-    with request.app.state.hub.db.read_session() as s:
+    hub = request.app.state.hub
+    with hub.db.read_session() as s:
         return Page[SourceOut](
-            items=[SourceOut(**sources.public(r, known)) for r in sources.list_all(s)]
+            items=[SourceOut(**sources.public(r, known, hub.settings)) for r in sources.list_all(s)]
         )
 
 
 @router.get("/{name}", response_model=SourceOut)
 def get_source(name: str, request: Request, who: Caller = Depends(READ)) -> SourceOut:
-    with request.app.state.hub.db.read_session() as s:
-        return SourceOut(**sources.public(sources.get(s, name), source_kinds(request)))
+    hub = request.app.state.hub
+    with hub.db.read_session() as s:
+        row = sources.get(s, name)
+        return SourceOut(**sources.public(row, source_kinds(request), hub.settings))
 
 
 def source_kinds(request: Request) -> SourceKinds:

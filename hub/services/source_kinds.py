@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.errors import FieldError
+
+if TYPE_CHECKING:
+    from hub.config import Settings
 
 HL7 = "hl7"
 # Source.kind is a VARCHAR(16).
@@ -34,8 +37,10 @@ class SourceKind:
     ``check`` receives the settings object as sent (secrets included, a kept
     secret filled in from the stored one) and returns every fault, each
     ``FieldError`` naming ``<key>.<field>``; it may not touch the database.
-    ``public`` turns the stored (secret-free) settings and state into what GET
-    shows, e.g. adding the URL the vendor must be given.
+    ``public`` adds to what GET shows as the source's ``status``, from its
+    name, its stored (secret-free) settings and the hub's settings: e.g. the
+    URL the vendor must be given, which depends on ``public_url``. It may not
+    touch the database.
     """
 
     name: str
@@ -44,6 +49,7 @@ class SourceKind:
     check: Callable[[Mapping[str, Any]], list[FieldError]] = _no_errors
     # Defaults merged under what the admin sends, so GET shows every setting.
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    public: Callable[[str, Mapping[str, Any], Settings], Mapping[str, Any]] | None = None
 
 
 class SourceKinds:

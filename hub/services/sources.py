@@ -27,6 +27,7 @@ from hub.services import events, peers, sealed
 from hub.services.source_kinds import HL7, SourceKinds
 
 if TYPE_CHECKING:
+    from hub.config import Settings
     from hub.services.deliveries.kinds import Registry
 
 # The outbox kinds a source may subscribe to (hub/services/orders.py, studies).
@@ -318,8 +319,13 @@ def delete(session: Session, name: str, *, actor: str) -> None:
     events.audit(session, actor, "source.delete", "source", name)
 
 
-def public(row: Source, source_kinds: SourceKinds | None = None) -> dict[str, Any]:
-    """The source as the API shows it: never a secret, only whether one is set."""
+def public(
+    row: Source, source_kinds: SourceKinds | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """The source as the API shows it: never a secret, only whether one is set.
+
+    With ``settings``, a kind's ``public`` adds what the admin needs to see
+    (e.g. the webhook URL to give the vendor) to ``status``."""
     out = _public_hl7(row)
     out["kind"] = row.kind or HL7
     kind = source_kinds.get(row.kind) if source_kinds and row.kind != HL7 else None
@@ -328,6 +334,8 @@ def public(row: Source, source_kinds: SourceKinds | None = None) -> dict[str, An
         set_ = set(stored.pop(SECRETS_SET, []))
         out[kind.key] = stored | {f"{f}_set": f in set_ for f in sorted(kind.secret_fields)}
         out["status"] = dict(row.kind_state or {})
+        if kind.public is not None and settings is not None:
+            out["status"] |= dict(kind.public(row.name, stored, settings))
     return out
 
 
