@@ -45,7 +45,8 @@ $(OHIF_DIR)/.installed: web/ohif.lock scripts/ohif_assets.py
 
 # DCMTK (findscu, echoscu, storescu, wlmscpfs) is a test dependency: the DICOM
 # doors are exercised with a third-party client, so install it when missing.
-# Debian's Chromium is the real browser Playwright drives (tests/test_browser_signin.py).
+# Debian's Chromium is the real browser Playwright drives (tests/test_browser_signin.py);
+# systemd-analyze checks the service unit (tests/test_deploy.py).
 deps-system:
 	@command -v findscu >/dev/null && command -v wlmscpfs >/dev/null || { \
 		echo "installing dcmtk"; \
@@ -55,6 +56,10 @@ deps-system:
 		echo "installing chromium"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@command -v systemd-analyze >/dev/null || { \
+		echo "installing systemd (systemd-analyze verifies deploy/vethub.service)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq systemd >/dev/null; }
 
 # The real OpenID provider the single sign-on tests start (tests/oidc/, oidc-provider
 # pinned in its package-lock.json).
