@@ -150,7 +150,7 @@ def _database(settings: Settings) -> _Found:
             conn.execute(text("SELECT 1"))
             ms = (time.monotonic() - started) * 1000
             found.checks.append(Check("database", OK, f"reachable ({where}, {ms:.0f} ms)"))
-            found.checks.append(_clock(conn.execute(text("SELECT CURRENT_TIMESTAMP")).scalar()))
+            db_now = conn.execute(text("SELECT CURRENT_TIMESTAMP")).scalar()
             current, head = MigrationContext.configure(conn).get_current_revision(), head_revision()
             if current == head:
                 found.current = True
@@ -168,6 +168,7 @@ def _database(settings: Settings) -> _Found:
                         "run `vethub db upgrade` after a backup",
                     )
                 )
+            found.checks.append(_clock(db_now))
             if found.current:
                 _read_tables(conn, found)
     except Exception as exc:  # any driver's error: the report says it, the rest goes on
