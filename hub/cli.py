@@ -1,4 +1,10 @@
-"""``vethub`` command line: serve, keys, users, export, import, db."""
+"""``vethub`` command line: init, serve, keys, users, export, import, db.
+
+Every command reads its settings through ``hub.config.load`` with the one
+``--config PATH`` option (accepted before or after the command), so they all
+act on the same hub; ``hub.data_dir.require`` stops a command pointed at a
+data dir without a hub database instead of creating one there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import contextlib
 import getpass
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,12 +22,16 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from hub.config import Settings
+from hub import data_dir, setup_wizard
+from hub.config import Settings, load
 from hub.context import Hub
 from hub.db import Database, SchemaNotCurrent, head_revision, new_revision
 from hub.errors import HubError
+from hub.logs import setup_logging
 from hub.models import User
 from hub.services import events, keys, users
+
+log = logging.getLogger("hub.cli")
 
 
 def _keys_create(args: argparse.Namespace, hub: Hub) -> int:
@@ -122,6 +133,10 @@ def _db_upgrade(settings: Settings) -> int:
 
 
 def _db_current(settings: Settings) -> int:
+    if not data_dir.holds_database(settings):  # report it, without creating the file
+        print(json.dumps({"database": _where(settings), "revision": None, "head": head_revision()}))
+        print(f"vethub: no hub database at {data_dir.sqlite_file(settings)}", file=sys.stderr)
+        return 1
     db = Database(settings.db_url)
     try:
         current = db.revision()
@@ -262,11 +277,98 @@ def _where(settings: Settings) -> str:
     return make_url(settings.db_url).render_as_string(hide_password=True)
 
 
+def _init(args: argparse.Namespace, config: Path | None) -> int:
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "data_dir",
+            "http_host",
+            "http_port",
+            "public_url",
+            "dicom_ae",
+            "dicom_port",
+            "hl7_port",
+            "database_url",
+            "admin_username",
+        )
+    }
+    interactive = not args.non_interactive and sys.stdin.isatty()
+    if not interactive and not args.password_stdin:
+        raise HubError(
+            "without a terminal to ask on, give the admin password with --admin-password-stdin"
+        )
+    return setup_wizard.run(
+        config,
+        given,
+        interactive=interactive,
+        password=lambda: _password(args),
+        force=args.force,
+        actor=_actor(),
+    )
+
+
+def split_config(argv: list[str]) -> tuple[Path | None, list[str]]:
+    """``--config PATH`` (or ``--config=PATH``) taken out wherever it stands, so it may
+    come before or after the command, and commands added later get it too."""
+    config: Path | None = None
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest += [arg, *args]
+            break
+        if arg == "--config":
+            value = next(args, None)
+            if value is None:
+                raise HubError("--config needs a path: --config /path/to/vethub.toml")
+            config = Path(value)
+        elif arg.startswith("--config="):
+            config = Path(arg.removeprefix("--config="))
+        else:
+            rest.append(arg)
+    return config, rest
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vethub", description="Imaging integration hub for vet clinics"
     )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the vethub.toml to use (before or after the command); default: $VETHUB_CONFIG, "
+        "./vethub.toml, then ~/.config/vethub/vethub.toml",
+    )
     sub = p.add_subparsers(dest="command", required=True)
+    n = sub.add_parser(
+        "init", help="set up a new hub: write vethub.toml, create the database and first admin"
+    )
+    n.add_argument(
+        "--data-dir", type=Path, help="data folder (default: vethub-data beside the config)"
+    )
+    n.add_argument("--http-host", help="HTTP listen address (default 0.0.0.0: every network card)")
+    n.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
+    n.add_argument("--public-url", help="what links start with (default: this machine's address)")
+    n.add_argument("--dicom-ae", help="the hub's DICOM AE title (default VETHUB)")
+    n.add_argument("--dicom-port", type=int, help="DICOM port (default 11112)")
+    n.add_argument("--hl7-port", type=int, help="HL7 v2 MLLP port (default 2575)")
+    n.add_argument(
+        "--database-url", help="a PostgreSQL database instead of SQLite in the data folder"
+    )
+    n.add_argument("--admin-username", help="the first admin's username (default admin)")
+    n.add_argument(
+        "--admin-password-stdin",
+        dest="password_stdin",
+        action="store_true",
+        help="read the first admin's password from stdin",
+    )
+    n.add_argument(
+        "--non-interactive",
+        "--yes",
+        action="store_true",
+        help="ask nothing: flags, else defaults (needs --admin-password-stdin)",
+    )
+    n.add_argument("--force", action="store_true", help="replace an existing config file")
     sub.add_parser("serve", help="run the hub (HTTP, DICOM and HL7 doors) in the foreground")
 
     k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
@@ -324,20 +426,35 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    settings = Settings()
     try:
+        config, rest = split_config(list(sys.argv[1:] if argv is None else argv))
+    except HubError as exc:
+        print(f"vethub: {exc}", file=sys.stderr)
+        return 2
+    args = parser().parse_args(rest)
+    try:
+        if args.command == "init":
+            return _init(args, config)
+        settings = load(config)
         if args.command == "serve":
             from hub.serve import serve
 
+            if not data_dir.holds_database(settings):
+                data_dir.require(settings, first_start=True)
+                setup_logging(settings.log_level)
+                log.info(
+                    "first start: creating a new hub database",
+                    extra={"database": str(data_dir.sqlite_file(settings))},
+                )
             serve(settings)
             return 0
         if args.command == "db":
-            if args.db == "upgrade":
+            if args.db == "upgrade":  # makes the schema, so it may make the database too
                 return _db_upgrade(settings)
             if args.db == "current":
                 return _db_current(settings)
             return _db_revision(args.message)
+        data_dir.require(settings)
         hub = Hub.open(settings)
     except (SchemaNotCurrent, HubError) as exc:
         print(f"vethub: {exc}", file=sys.stderr)

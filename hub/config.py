@@ -1,22 +1,54 @@
-"""Settings, read from ``VETHUB_*`` environment variables (docs/interface.md)."""
+"""Settings: ``vethub.toml`` under ``VETHUB_*`` environment variables (docs/deployment.md).
+
+Every ``vethub`` command gets its settings from ``load``, so ``serve``, ``keys``
+and ``users`` find the same config file and so the same database. The file is
+looked for in one order (``find_config``); its keys are the field names below,
+and an environment variable overrides its key. Building ``Settings(...)``
+directly (tests) reads no file.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
+import tomllib
+from contextvars import ContextVar
 from datetime import time
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+
+from hub import public_address
+from hub.errors import HubError
 
 # A DICOM UID (PS3.5 9.1): dotted digits, at most 64 characters.
 Uid = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
 
+CONFIG_NAME = "vethub.toml"
+CONFIG_ENV = "VETHUB_CONFIG"
+ENV_PREFIX = "VETHUB_"
+# The file ``load`` is reading, for ``Settings.settings_customise_sources``
+# (a source cannot be handed arguments through the constructor).
+_reading: ContextVar[Path | None] = ContextVar("vethub_config_file", default=None)
+
+
+class ConfigError(HubError):
+    """The config file or a ``VETHUB_*`` variable cannot be used; says which, and why."""
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VETHUB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
@@ -79,7 +111,10 @@ class Settings(BaseSettings):
     # any passphrase of 16+ characters, kept outside the data dir and its backups.
     secret_key: str | None = None
     bootstrap_admin_key: str | None = None
-    public_url: str = "http://127.0.0.1:8080"
+    # Where links the hub sends (viewer_url, shares, results) point. Unset: derived
+    # from http_host/http_port (hub/public_address.py); a wildcard host becomes
+    # this machine's address, and https when TLS is configured.
+    public_url: str = ""
     # Naive times in orders are in this zone; empty means the machine's zone.
     timezone: str = ""
     log_level: str = "INFO"
@@ -139,6 +174,55 @@ class Settings(BaseSettings):
     delivery_batch: int = Field(50, ge=1, le=1000)
     delivery_concurrency: int = Field(8, ge=1, le=64)
 
+    # The vethub.toml these settings were read with (None: environment and defaults).
+    _config_file: Path | None = PrivateAttr(None)
+    # True while public_url is the derived one: `vethub serve` re-derives it
+    # with the port it bound when http_port is 0.
+    _public_url_derived: bool = PrivateAttr(False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then vethub.toml (when ``load`` reads one)."""
+        path = _reading.get()
+        if path is None:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        config_file = ConfigFileSource(settings_cls, toml_file=path)
+        return init_settings, env_settings, config_file, dotenv_settings, file_secret_settings
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if value and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname
+        ):
+            raise ValueError(
+                "must be an absolute http:// or https:// URL, e.g. http://10.0.0.5:8080"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _derive_public_url(self) -> Settings:
+        if not self.public_url:
+            tls = self.tls_cert is not None
+            self.public_url = public_address.derive(self.http_host, self.http_port, tls)
+            self._public_url_derived = True
+        return self
+
+    @property
+    def config_file(self) -> Path | None:
+        return self._config_file
+
+    @property
+    def public_url_derived(self) -> bool:
+        return self._public_url_derived
+
     @cached_property
     def db_url(self) -> str:
         if self.database_url:
@@ -151,5 +235,114 @@ class Settings(BaseSettings):
         return ZoneInfo(self.timezone) if self.timezone else None
 
 
-def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+def path_fields() -> frozenset[str]:
+    """Settings that name a file or folder (a relative one in vethub.toml is from its folder)."""
+    return frozenset(
+        name
+        for name, info in Settings.model_fields.items()
+        if info.annotation is Path or Path in get_args(info.annotation)
+    )
+
+
+class ConfigFileSource(TomlConfigSettingsSource):
+    """vethub.toml, checked as it is read: unknown keys stop the start, relative paths
+    are taken from the file's folder (so the file works whatever the working directory)."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        return read_config(Path(file_path))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The file's keys and values; a syntax error or unknown key is a ``ConfigError``."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    known = Settings.model_fields
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            if isinstance(data[key], dict) and not close:
+                hint = "; keys are the setting names at the top level, without [tables]"
+            raise ConfigError(f"config file {path}: unknown key {key!r}{hint}")
+    for key in path_fields() & data.keys():
+        if isinstance(data[key], str):
+            data[key] = str(path.parent / Path(data[key]).expanduser())
+    return data
+
+
+def platform_config() -> Path | None:
+    """``$XDG_CONFIG_HOME/vethub/vethub.toml``, else ``~/.config/vethub/vethub.toml``."""
+    base = os.environ.get("XDG_CONFIG_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".config")
+        except RuntimeError:  # no home directory (a bare service account)
+            return None
+    return Path(base) / "vethub" / CONFIG_NAME
+
+
+def find_config(explicit: Path | None = None) -> Path | None:
+    """The config file: ``--config``, then ``$VETHUB_CONFIG``, then ``./vethub.toml``,
+    then the platform's config dir; None when there is none (environment and defaults).
+
+    A file named by the flag or the variable must exist: a typo in it would
+    otherwise quietly run on defaults, against another database.
+    """
+    named = os.environ.get(CONFIG_ENV)
+    if explicit is not None or named:
+        path, given = (
+            (explicit, "--config") if explicit is not None else (Path(named or ""), CONFIG_ENV)
+        )
+        path = path.expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (given by {given}) does not exist")
+        return path.absolute()
+    for candidate in (Path.cwd() / CONFIG_NAME, platform_config()):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def load(config: Path | None = None, **overrides: Any) -> Settings:
+    """The settings every ``vethub`` command runs with (``config``: the ``--config`` path).
+
+    A bad value stops here with a ``ConfigError`` naming the file or variable,
+    the key and the fault, instead of a traceback later.
+    """
+    path = find_config(config)
+    token = _reading.set(path)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(explain(exc, path)) from None
+    except SettingsError as exc:  # e.g. a list setting whose variable is not JSON
+        raise ConfigError(str(exc)) from None
+    finally:
+        _reading.reset(token)
+    settings._config_file = path
+    return settings
+
+
+def explain(exc: ValidationError, path: Path | None) -> str:
+    """One line per bad setting, saying where it came from: the environment or the file."""
+    in_file = read_config(path) if path is not None else {}
+    env = {name.upper() for name in os.environ}
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else ""
+        fault = err["msg"].removeprefix("Value error, ")
+        variable = f"{ENV_PREFIX}{key.upper()}"
+        if variable in env:
+            where = f"environment variable {variable}"
+        elif key in in_file:
+            where = f"config file {path}: {key}"
+        else:
+            where = key or "settings"
+        lines.append(f"{where}: {fault} (got {err['input']!r})")
+    return "; ".join(lines)

@@ -10,6 +10,7 @@ so parallel runs never see each other's rows.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,12 @@ if os.environ.get("CI"):
 # contributor's machine without one, the SQLite half runs and the summary says so.
 REQUIRE_PG = os.environ.get("VETHUB_REQUIRE_PG") == "1"
 PG_SKIPPED = "PostgreSQL half skipped"
+
+# Hubs and commands the tests start read no vethub.toml of this machine's
+# (./vethub.toml, ~/.config/vethub/): VETHUB_CONFIG names an empty one.
+NO_CONFIG = Path(tempfile.mkdtemp(prefix="vethub-test-config-")) / "vethub.toml"
+NO_CONFIG.write_text("")
+os.environ["VETHUB_CONFIG"] = str(NO_CONFIG)
 BACKENDS = ["sqlite", "postgresql"]
 
 

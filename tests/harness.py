@@ -51,6 +51,7 @@ def empty_tables(db: Database) -> None:
 
 
 def make_settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
+    """An in-process hub's settings; its links name a fixed public_url (no port is bound)."""
     return Settings(
         data_dir=tmp_path / "data",
         database_url=db_url,
@@ -60,7 +61,7 @@ def make_settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
         dicom_host="127.0.0.1",
         hl7_host="127.0.0.1",
         bootstrap_admin_key=ADMIN_KEY,
-        **extra,  # type: ignore[arg-type]
+        **{"public_url": "http://127.0.0.1:8080", **extra},  # type: ignore[arg-type]
     )
 
 

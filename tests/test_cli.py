@@ -19,6 +19,11 @@ def vethub(data_dir: Path, *args: str, db_url: str | None = None) -> subprocess.
 def test_commands_refuse_a_database_without_schema_and_db_upgrade_makes_it(
     tmp_path: Path,
 ) -> None:
+    refused = vethub(tmp_path, "keys", "list")  # no database file: none is made
+    assert refused.returncode == 2
+    assert f"no hub database at {tmp_path / 'vethub.db'}" in refused.stderr
+    assert not (tmp_path / "vethub.db").exists()
+    (tmp_path / "vethub.db").touch()  # a database without the hub's tables
     refused = vethub(tmp_path, "keys", "list")
     assert refused.returncode == 2
     assert "no vethub schema yet: run `vethub db upgrade`" in refused.stderr
@@ -59,6 +64,7 @@ def test_keys_made_and_revoked_on_the_command_line_are_audited(db_url: str, tmp_
 
 
 def test_unusable_tls_files_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "vethub.db").touch()  # a database file, so the TLS files are what fails
     done = run_cli(
         tmp_path,
         "keys",
