@@ -56,6 +56,12 @@ deps-system:
 		echo "installing chromium"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@# Orthanc with its ModalityWorklists plugin: a second upstream worklist for
+	@# tests/test_upstream_mwl.py (started there on private ports; the system service is not used).
+	@command -v Orthanc >/dev/null && test -e /usr/share/orthanc/plugins/libModalityWorklists.so || { \
+		echo "installing orthanc"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq orthanc >/dev/null; }
 	@command -v systemd-analyze >/dev/null || { \
 		echo "installing systemd (systemd-analyze verifies deploy/vethub.service)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
