@@ -24,7 +24,7 @@ from typing import Protocol
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
-from adapters import ezyvet, upstream_mwl, webhook
+from adapters import ezyvet, provet, upstream_mwl, webhook
 from adapters.hl7 import rest as hl7_rest
 from adapters.hl7 import sender as hl7_sender
 from adapters.hl7.server import Hl7Door
@@ -70,19 +70,27 @@ def build_doors(hub: Hub) -> list[Door]:
 
 def edge_routers() -> list[APIRouter]:
     """HTTP routes that belong to an adapter (they speak its wire format)."""
-    return [hl7_rest.router, dicom_rest.router, ezyvet.router]
+    return [hl7_rest.router, dicom_rest.router, ezyvet.router, provet.router]
 
 
 def delivery_kinds() -> Registry:
     """What the hub can send back to practice software; each kind is declared by its adapter."""
     return Registry(
-        [webhook.KIND, hl7_sender.ORU, hl7_sender.ORM_STATUS, forward.KIND, *ezyvet.KINDS]
+        [
+            webhook.KIND,
+            hl7_sender.ORU,
+            hl7_sender.ORM_STATUS,
+            forward.KIND,
+            *ezyvet.KINDS,
+            provet.PULL,
+            provet.STATUS,
+        ]
     )
 
 
 def source_kinds() -> SourceKinds:
     """The vendor adapters a source may be of (besides hl7); each declares its kind."""
-    return SourceKinds([upstream_mwl.KIND, ezyvet.KIND])
+    return SourceKinds([upstream_mwl.KIND, ezyvet.KIND, provet.SOURCE_KIND])
 
 
 def adapter_jobs(jobs: Jobs, hub: Hub) -> None:
