@@ -27,6 +27,10 @@ machine's load hits them all alike:
   pynetdicom SCU with TCP_NODELAY, one association per server, REPS timed queries per kind
   after 2 warm-ups: median and p95 ms from sending the request to the last
   response, and the number of matches each answered;
+- ``findscu``: the same C-FIND kinds from DCMTK ``findscu`` (a C client, so the
+  servers' own time shows): ROUNDS rounds of a ``--repeat 1`` and a
+  ``--repeat REPEAT`` run on one association, the time per query their
+  difference over REPEAT - 1;
 - ``move``: C-MOVE of the CT study to a DCMTK ``storescp`` (registered in
   each server as STORESCP), DCMTK ``movescu`` as the client, ROUNDS rounds:
   instances/s from starting movescu to its exit (every instance received);
@@ -43,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -68,6 +73,10 @@ DCMQRSCP_MAX = 500  # studies per storage area, DCMTK's DB_UpperMaxStudies
 STORESCP_PORT = 14245
 SCU_AE = "BENCHSCU"
 DEST_AE = "STORESCP"
+# Debian's DCMTK leaves Nagle on unless TCP_NODELAY=1 is in the environment; then a
+# request's or answer's second PDU waits for the peer's delayed ACK (~40 ms). The hub
+# sets TCP_NODELAY itself; findscu, Orthanc and dcmqrscp get it from here.
+NO_DELAY = {**os.environ, "TCP_NODELAY": "1"}
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 FIND_KEYS = (
     "StudyInstanceUID",
@@ -208,7 +217,8 @@ def start_orthanc(work: Path) -> Server:
     }
     (work / "orthanc.json").write_text(json.dumps(config, indent=2))
     with open(work / "orthanc.log", "ab") as log:
-        proc = subprocess.Popen(["Orthanc", str(work / "orthanc.json")], stdout=log, stderr=log)
+        cmd = ["Orthanc", str(work / "orthanc.json")]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=NO_DELAY)
     url = f"http://127.0.0.1:{ORTHANC_HTTP}"
     _wait(lambda: httpx.get(f"{url}/system").status_code == 200, proc, "Orthanc")
 
@@ -245,7 +255,7 @@ def start_dcmqrscp(work: Path, files: list[Path]) -> Server:
         print(f"  dcmqridx: {indexed.read_text().strip()}")
     with open(work / "dcmqrscp.log", "ab") as log:
         cmd = ["dcmqrscp", "-c", str(config), str(DCMQRSCP_PORT)]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=NO_DELAY)
     _wait(lambda: _echo(DCMQRSCP_PORT, "DCMQRSCP"), proc, "dcmqrscp")
 
     def count() -> int:
@@ -365,6 +375,62 @@ def bench_find(
     finally:
         for assoc in assocs.values():
             assoc.release()
+    return rows
+
+
+def _findscu(server: Server, keys: dict[str, str], repeat: int, *extra: str) -> Any:
+    cmd = ["findscu", "-S", "-aet", SCU_AE, "-aec", server.ae_title, "--repeat", str(repeat)]
+    cmd += [*extra, "-k", "QueryRetrieveLevel=STUDY"]
+    for name in FIND_KEYS:
+        cmd += ["-k", f"{name}={keys[name]}" if name in keys else name]
+    cmd += ["127.0.0.1", str(server.port)]
+    began = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=NO_DELAY)
+    return done, time.perf_counter() - began
+
+
+def bench_findscu(
+    servers: list[Server], small: list[dict[str, str]], repeat: int, rounds: int
+) -> list[dict[str, Any]]:
+    """The same C-FIND kinds from DCMTK findscu, a C client that decodes each answer in
+    microseconds (pynetdicom takes ~0.4 ms), so the server's own time shows.
+
+    Per round and server: one findscu run with ``--repeat 1`` and one with
+    ``--repeat REPEAT`` (both one association, responses not printed); the time
+    per query is their difference over REPEAT - 1, which leaves out the
+    process start and the association. The servers take turns run by run.
+    """
+    rows = []
+    for kind, keys in find_kinds(small).items():
+        per_query: dict[str, list[float]] = {s.name: [] for s in servers}
+        matches: dict[str, int] = {}
+        for server in servers:  # answers counted once, from findscu's own log
+            done, _ = _findscu(server, keys, 1, "-v")
+            said = done.stdout + done.stderr
+            matches[server.name] = len(re.findall(r"Find Response:? \d+ \(Pending", said))
+            if "Received Final Find Response (Success)" not in said or done.returncode:
+                print(f"  findscu {kind} {server.name}: exit {done.returncode}", said[-600:])
+        for _ in range(rounds):
+            for server in servers:
+                _, one = _findscu(server, keys, 1, "-sr")
+                done, many = _findscu(server, keys, repeat, "-sr")
+                if done.returncode:
+                    print(f"  findscu {kind} {server.name}: exit {done.returncode}")
+                per_query[server.name].append((many - one) / (repeat - 1) * 1000)
+        for server in servers:
+            ms = per_query[server.name]
+            rows.append(
+                {
+                    "kind": kind,
+                    "keys": keys,
+                    "server": server.name,
+                    "median_ms": round(statistics.median(ms), 2),
+                    "rounds_ms": [round(x, 2) for x in ms],
+                    "matches": matches[server.name],
+                    "expected": expected_matches(small, kind, server.count()),
+                }
+            )
+            print(f"  findscu {kind:24} {server.name:9} {rows[-1]}")
     return rows
 
 
@@ -513,6 +579,8 @@ def run(args: argparse.Namespace) -> None:
         results["load_avg_before"] = os.getloadavg()
         if "find" in args.parts:
             results["find"] = bench_find(servers, small, args.reps)
+        if "findscu" in args.parts:
+            results["findscu"] = bench_findscu(servers, small, args.repeat, args.rounds)
         if "move" in args.parts:
             results["move"] = bench_move(servers, ct, args.work, args.rounds)
         if "export" in args.parts:
@@ -542,9 +610,10 @@ def main() -> None:
     r.add_argument("--work", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--servers", default="vethub,orthanc,dcmqrscp")
-    r.add_argument("--parts", default="find,move,export")
+    r.add_argument("--parts", default="find,findscu,move,export")
     r.add_argument("--reps", type=int, default=20)
     r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--repeat", type=int, default=20, help="findscu --repeat per timed run")
     r.add_argument("--streams", type=int, default=4)
     args = parser.parse_args()
     if args.cmd == "gen-ct":

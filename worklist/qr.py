@@ -39,7 +39,7 @@ from hub.services import events, modalities, study_search
 from hub.tls import client_context
 from worklist import charset as charsets
 from worklist import encoded, send, status
-from worklist.encoded import EncodedIdentifier
+from worklist.encoded import EncodedIdentifier, FindAnswers
 from worklist.qr_query import QueryError, answer, encoded_answer, parse, plan
 from worklist.storage import STORAGE_SOP_CLASSES
 
@@ -115,20 +115,38 @@ class QueryRetrieveService:
         sent = 0
         implicit = event.context.transfer_syntax == ImplicitVRLittleEndian
         keys = None  # read on the first match, as the answers were
+        # Pending answers written in batches, past pynetdicom's per-answer work
+        # (worklist.encoded.FindAnswers); None: each yielded to pynetdicom.
+        batch = FindAnswers.open(event) if self.send_encoded else None
         try:
             for attrs in self._matches(asked):
                 if event.is_cancelled:
+                    if batch is not None:
+                        batch.drop()
                     yield status.CANCEL, None
                     return
                 ae = self.hub.settings.dicom_ae
                 keys = keys or plan(identifier)
                 data = encoded_answer(keys, attrs, asked.level, charset, ae, implicit)
-                if data is None:
+                if data is not None and batch is not None:
+                    if not batch.add(data):
+                        event.assoc.abort()  # the socket failed mid-answer: nothing to save
+                        return
+                elif data is None:
+                    if batch is not None:
+                        # pynetdicom sends from here on, after what was written.
+                        if not batch.flush():
+                            event.assoc.abort()
+                            return
+                        batch = None
                     yield status.PENDING, answer(identifier, attrs, asked.level, charset, ae)
                 else:
                     found = EncodedIdentifier(data, implicit)
                     yield status.PENDING, found if self.send_encoded else found.decoded()
                 sent += 1
+            if batch is not None and not batch.flush():
+                event.assoc.abort()
+                return
         except Exception:
             log.exception("Q/R query failed", extra={"calling_ae": calling})
             comment = "the archive could not be searched"
