@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -41,7 +41,7 @@ class Credentials:
     base_url: str
     provet_id: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)  # never in a log line or error text
     scope: str = "restapi"
 
     @classmethod
