@@ -1,4 +1,4 @@
-"""``vethub`` command line: init, serve, keys, users, export, import, db.
+"""``vethub`` command line: init, serve, doctor, backup, restore, keys, users, export, import, db.
 
 Every command reads its settings through ``hub.config.load`` with the one
 ``--config PATH`` option (accepted before or after the command), so they all
@@ -307,6 +307,55 @@ def _init(args: argparse.Namespace, config: Path | None) -> int:
     )
 
 
+def _doctor(args: argparse.Namespace, config: Path | None) -> int:
+    """Exit 1 when a check failed; a config that does not parse is itself the report."""
+    from hub import doctor
+
+    try:
+        settings = load(config)
+    except HubError as exc:
+        checks = doctor.config_failure(exc)
+    else:
+        from hub.serve import doctor_probes  # the composition root holds the DICOM probe
+
+        checks = doctor.examine(settings, doctor_probes(settings))
+    if args.json:
+        print(doctor.as_json(checks))
+    else:
+        doctor.print_report(checks)
+    return 1 if doctor.failed(checks) else 0
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from hub import backup
+
+    try:
+        done = backup.backup(settings, args.to, link=not args.copy, checksums=args.checksums)
+    except OSError as exc:  # e.g. the backup disk is full or not writable
+        raise HubError(f"backup to {args.to} stopped: {exc}") from exc
+    for rel in done.missing:
+        print(f"vethub: in the database but not on disk: {rel}", file=sys.stderr)
+    if done.unsettled:
+        print(
+            f"vethub: {len(done.unsettled)} files changed after the last snapshot; "
+            "see 'unsettled' in the manifest",
+            file=sys.stderr,
+        )
+    print(json.dumps(vars(done) | {"missing": len(done.missing), "unsettled": len(done.unsettled)}))
+    return 1 if done.missing else 0
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    from hub import backup
+
+    try:
+        done = backup.restore(settings, args.frm, force=args.force)
+    except OSError as exc:
+        raise HubError(f"restore from {args.frm} stopped: {exc}") from exc
+    print(json.dumps({"restored_from": str(args.frm)} | vars(done)))
+    return 0
+
+
 def split_config(argv: list[str]) -> tuple[Path | None, list[str]]:
     """``--config PATH`` (or ``--config=PATH``) taken out wherever it stands, so it may
     come before or after the command, and commands added later get it too."""
@@ -370,6 +419,17 @@ def parser() -> argparse.ArgumentParser:
     )
     n.add_argument("--force", action="store_true", help="replace an existing config file")
     sub.add_parser("serve", help="run the hub (HTTP, DICOM and HL7 doors) in the foreground")
+    dr = sub.add_parser(
+        "doctor", help="check config, database, doors, links, disk, certificate, devices, sources"
+    )
+    dr.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    b = sub.add_parser("backup", help="back up the database and stored files (hub may run)")
+    b.add_argument("--to", type=Path, required=True, metavar="DIR", help="the backup folder")
+    b.add_argument("--copy", action="store_true", help="copy files even where hard links would do")
+    b.add_argument("--checksums", action="store_true", help="record each file's sha256")
+    rs = sub.add_parser("restore", help="put a backup into an empty data dir and database")
+    rs.add_argument("--from", dest="frm", type=Path, required=True, metavar="DIR")
+    rs.add_argument("--force", action="store_true", help="replace a database and files there")
 
     k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     c = k.add_parser("create", help="create a key and print it once")
@@ -435,7 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "init":
             return _init(args, config)
+        if args.command == "doctor":
+            return _doctor(args, config)
         settings = load(config)
+        if args.command == "backup":
+            return _backup(args, settings)
+        if args.command == "restore":
+            return _restore(args, settings)
         if args.command == "serve":
             from hub.serve import serve
 
