@@ -158,13 +158,14 @@ def backup(
     (to / MANIFEST).unlink(missing_ok=True)  # from here on the folder is an unfinished backup
     snapshot = _sqlite_snapshot if is_sqlite(settings) else _pg_snapshot
     done = BackupDone(to=str(to), database=_where(settings), revision=None)
+    how: dict[str, str] = {}  # path -> linked / copied in this run (else kept from the last)
     for done.passes in range(1, MAX_PASSES + 1):
         t0 = time.time_ns()
         snap = snapshot(settings, to)
         done.revision = snap.revision
         done.missing = []
         for rel in snap.paths:
-            _take_one(data_dir, to / FILES_DIR, rel, taken, done, link=link)
+            _take_one(data_dir, to / FILES_DIR, rel, taken, done, how, link=link)
         done.unsettled = _unsettled(data_dir, snap.paths, taken, done.missing, t0)
         if not done.unsettled:
             break
@@ -178,6 +179,9 @@ def backup(
             if t.sha256 is None:
                 t.sha256 = _sha256(to / FILES_DIR / rel)
     done.files, done.bytes = len(taken), sum(t.size for t in taken.values())
+    done.linked = sum(how.get(rel) == "linked" for rel in taken)
+    done.copied = sum(how.get(rel) == "copied" for rel in taken)
+    done.kept = done.files - done.linked - done.copied
     done.seconds = round(time.monotonic() - started, 2)
     _write_manifest(to, settings, done, taken)
     return done
@@ -202,6 +206,7 @@ def _take_one(
     rel: str,
     taken: dict[str, Taken],
     done: BackupDone,
+    how: dict[str, str],
     *,
     link: bool,
 ) -> None:
@@ -213,7 +218,6 @@ def _take_one(
         return
     prior = taken.get(rel)
     if prior is not None and prior.same(st):
-        done.kept += 1
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(dst.name + ".part")
@@ -232,7 +236,7 @@ def _take_one(
     if linked:
         st = os.stat(part)  # the inode we hold, whatever replaced the name meanwhile
         taken[rel] = Taken(st.st_size, st.st_mtime_ns, st.st_ino)
-        done.linked += 1
+        how[rel] = "linked"
     else:
         try:
             shutil.copyfile(src, part)
@@ -242,7 +246,7 @@ def _take_one(
             return
         # Replaced while copied: an identity that matches nothing, so the check redoes it.
         taken[rel] = Taken(st.st_size, st.st_mtime_ns, st.st_ino if after == st else -1)
-        done.copied += 1
+        how[rel] = "copied"
     os.replace(part, dst)  # never written into: dst may be a link to a stored file
 
 

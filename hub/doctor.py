@@ -49,6 +49,9 @@ CERT_WARN_DAYS = 30
 # Days of storage left (at the last 30 days' pace) below which the disk is a problem.
 DISK_WARN_DAYS, DISK_FAIL_DAYS = 30, 7
 
+# The database's clock: SQLite's CURRENT_TIMESTAMP has whole seconds only.
+_NOW = {"sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"}
+
 # C-ECHO a device: (called AE title, host, port, tls) -> (answered, what happened).
 Echo = Callable[[str, str, int, bool], tuple[bool, str]]
 
@@ -150,7 +153,7 @@ def _database(settings: Settings) -> _Found:
             conn.execute(text("SELECT 1"))
             ms = (time.monotonic() - started) * 1000
             found.checks.append(Check("database", OK, f"reachable ({where}, {ms:.0f} ms)"))
-            db_now = conn.execute(text("SELECT CURRENT_TIMESTAMP")).scalar()
+            db_now = conn.execute(text(_NOW.get(conn.dialect.name, "SELECT CURRENT_TIMESTAMP")))
             current, head = MigrationContext.configure(conn).get_current_revision(), head_revision()
             if current == head:
                 found.current = True
@@ -168,7 +171,7 @@ def _database(settings: Settings) -> _Found:
                         "run `vethub db upgrade` after a backup",
                     )
                 )
-            found.checks.append(_clock(db_now))
+            found.checks.append(_clock(db_now.scalar()))
             if found.current:
                 _read_tables(conn, found)
     except Exception as exc:  # any driver's error: the report says it, the rest goes on
@@ -198,7 +201,7 @@ def _read_tables(conn: Any, found: _Found) -> None:
 
 
 def _clock(db_now: object) -> Check:
-    if isinstance(db_now, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS' in UTC
+    if isinstance(db_now, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS.SSS' in UTC
         db_now = datetime.fromisoformat(db_now).replace(tzinfo=UTC)
     if not isinstance(db_now, datetime):
         return Check("clock", WARN, f"the database's time was not understood: {db_now!r}")
