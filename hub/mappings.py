@@ -57,6 +57,9 @@ class Species:
     code: str | None
     scheme: str | None
     meaning: str | None
+    # Plausible body weight (kg) from newborn to the heaviest adult: outside it, an
+    # order is still taken but answered with a warning (a unit slip, lb for kg).
+    weight_kg: tuple[float, float] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,20 @@ class _SpeciesEntry(_Entry):
     scheme: str | None = Field(default=None, min_length=1, max_length=16)
     meaning: str | None = Field(default=None, min_length=1, max_length=64)
     synonyms: list[str] = Field(default_factory=list)
+    weight_kg: tuple[float, float] | None = None  # [lightest, heaviest] plausible
 
     @field_validator("code")
     @classmethod
     def _sctid(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"\d{6,18}", value):
             raise ValueError(f"{value!r} is not a SNOMED CT concept id (6-18 digits)")
+        return value
+
+    @field_validator("weight_kg")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] < value[1]:
+            raise ValueError(f"weight_kg {list(value)} must be [lightest, heaviest], both > 0")
         return value
 
     @field_validator("synonyms")
@@ -211,6 +222,12 @@ class SpeciesCatalog:
         if found is not None:
             return found
         return Species(description=text.strip(), code=None, scheme=None, meaning=None)
+
+    def catalogued(self, text: str | None) -> Species | None:
+        """The entry ``text`` names, or None when the catalogue does not know it."""
+        if text is None or not text.strip():
+            return None
+        return self._index.get(normalize(text))
 
     def by_code(self, code: str) -> Species | None:
         return self._by_code.get(code.strip())
@@ -381,7 +398,9 @@ def _load_species(path: Path) -> SpeciesCatalog:
     index: dict[str, Species] = {}
     codes: dict[str, str] = {}
     for entry in parsed.species:
-        species = Species(entry.description, entry.code, entry.scheme, entry.meaning)
+        species = Species(
+            entry.description, entry.code, entry.scheme, entry.meaning, entry.weight_kg
+        )
         if entry.code:
             if entry.code in codes:
                 raise MappingError(

@@ -8,7 +8,7 @@ value accepted here always fits the worklist item.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -17,11 +17,25 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StringConstraints,
 )
 from pydantic.config import JsonDict
 
 from hub.mappings import MODALITIES
+
+
+def _utc(value: datetime) -> str:
+    """ISO 8601 in UTC with an explicit offset. SQLite hands timestamps back naive
+    (they hold UTC), PostgreSQL aware: both come out alike."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat()
+
+
+# Every instant the API answers with: ``2026-11-29T11:20:11.075002+00:00`` (the
+# fraction only when there is one). Wall-clock times of the clinic, such as an
+# order's ``scheduled_start``, stay plain ``datetime`` (docs/interface.md).
+UtcDateTime = Annotated[datetime, PlainSerializer(_utc, return_type=str, when_used="json")]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PN_FORBIDDEN = re.compile(r"[\^=\\]")
@@ -258,8 +272,23 @@ class OrderOut(BaseModel):
     notes: str | None
     requested_procedure_id: str
     scheduled_step_id: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+
+
+class FieldWarning(BaseModel):
+    field: str
+    message: str
+
+
+class OrderPlacedOut(OrderOut):
+    """The answer to placing an order: the order, and what in it looks wrong."""
+
+    warnings: list[FieldWarning] = Field(
+        default_factory=list,
+        description="Accepted, but probably a mistake: unknown species or procedure code, "
+        "implausible weight for the species. Empty when nothing looks wrong.",
+    )
 
 
 T = TypeVar("T")
@@ -319,5 +348,5 @@ class StudyOut(BaseModel):
     received: dict[str, Any]
     candidates: list[StudyCandidateOut]
     viewer_url: str
-    created_at: datetime | None
-    last_received_at: datetime | None
+    created_at: UtcDateTime | None
+    last_received_at: UtcDateTime | None

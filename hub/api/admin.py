@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,7 +11,7 @@ from hub.api.auth import Caller, forget_keys, require
 from hub.api.params import RowId
 from hub.errors import NotFound
 from hub.models import Modality
-from hub.schemas import AeTitle, ModalityCode, Page
+from hub.schemas import AeTitle, ModalityCode, Page, UtcDateTime
 from hub.services import events, keys, modalities
 from hub.services.paging import MAX_LIMIT
 
@@ -36,8 +35,8 @@ class KeyOut(BaseModel):
     role: str
     source: str | None
     prefix: str
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDateTime
+    revoked_at: UtcDateTime | None
 
 
 class KeyCreated(BaseModel):
@@ -96,11 +95,11 @@ class ModalityIn(BaseModel):
 class ModalityOut(ModalityIn):
     model_config = ConfigDict(extra="ignore")
     ae_title: str
-    last_query_at: datetime | None
-    last_store_at: datetime | None
-    last_report_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    last_query_at: UtcDateTime | None
+    last_store_at: UtcDateTime | None
+    last_report_at: UtcDateTime | None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 def _modality_out(row: Modality) -> ModalityOut:
@@ -149,7 +148,7 @@ def delete_modality(ae_title: str, request: Request, who: Caller = Depends(ADMIN
 
 class AuditOut(BaseModel):
     id: int
-    at: datetime
+    at: UtcDateTime
     actor: str
     action: str
     target_type: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.auth import Caller, require
 from hub.models import Annotation, as_utc
+from hub.schemas import UtcDateTime
 from hub.services import annotation, events, studies
 
 router = APIRouter(prefix="/api/v1/studies", tags=["annotations"])
@@ -33,7 +33,7 @@ class AnnotationsOut(BaseModel):
     annotations: list[dict[str, Any]]
     version: int
     updated_by: str | None
-    updated_at: datetime | None
+    updated_at: UtcDateTime | None
 
 
 def _out(study_instance_uid: str, row: Annotation | None) -> AnnotationsOut:

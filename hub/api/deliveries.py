@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,7 +10,7 @@ from pydantic import BaseModel
 from hub.api.auth import Caller, require
 from hub.api.params import RowId, RowIdFilter
 from hub.errors import Invalid
-from hub.schemas import Page
+from hub.schemas import Page, UtcDateTime
 from hub.services.deliveries import review
 from hub.services.deliveries.kinds import Registry
 from hub.services.paging import MAX_LIMIT
@@ -38,10 +37,10 @@ class DeliveryOut(BaseModel):
     study_instance_uid: str | None
     status: str
     attempts: int
-    next_attempt_at: datetime | None
+    next_attempt_at: UtcDateTime | None
     last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
+    created_at: UtcDateTime
+    delivered_at: UtcDateTime | None
     payload: dict[str, Any]
 
 

@@ -26,13 +26,47 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts) or "body"
 
 
+def _where(doc: object, pos: object) -> str:
+    """``line L, column C`` of a character offset in the body (both from 1)."""
+    if not isinstance(doc, str | bytes) or not isinstance(pos, int):
+        return f"character {pos}"
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _not_json(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """415 for a body FastAPI did not parse as JSON because of its Content-Type: it
+    hands such a body on as bytes, which then fails as "not an object" at ``body``."""
+    if not any(
+        tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes)
+        for e in exc.errors()
+    ):
+        return None
+    sent = request.headers.get("content-type") or "none"
+    message = f"the body must be JSON sent with Content-Type: application/json (got {sent})"
+    log.info("rejected request", extra={"path": request.url.path, "status": 415, "detail": message})
+    return JSONResponse(
+        {"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]},
+        status_code=415,
+    )
+
+
 def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Every invalid field at once (one entry each in ``errors``), not the first only."""
+    refused = _not_json(request, exc)
+    if refused is not None:
+        return refused
     errors = []
     for err in exc.errors():
         message = err.get("msg", "invalid")
+        field = _field(err.get("loc", ()))
         if err.get("type") == "json_invalid":
-            message = f"malformed JSON: {err.get('ctx', {}).get('error', message)}"
-        errors.append({"field": _field(err.get("loc", ())), "message": message})
+            at = _where(exc.body, (err.get("loc") or (None, None))[-1])
+            message = f"malformed JSON at {at}: {err.get('ctx', {}).get('error', message)}"
+            field = "body"
+        errors.append({"field": field, "message": message})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     log.info("rejected request", extra={"path": request.url.path, "status": 422, "detail": detail})
     return JSONResponse({"detail": detail, "errors": errors}, status_code=422)

@@ -6,7 +6,7 @@ that route is the adapter's own (``adapters/hl7/rest.py``).
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,7 +16,7 @@ from hub.api.auth import Caller, require
 from hub.api.params import RowId, RowIdFilter
 from hub.context import Hub
 from hub.models import InboundMessage
-from hub.schemas import Page
+from hub.schemas import Page, UtcDateTime
 from hub.services import messages
 from hub.services.paging import MAX_LIMIT
 
@@ -27,7 +27,7 @@ READ = require("integration")
 
 class MessageOut(BaseModel):
     id: int
-    received_at: datetime
+    received_at: UtcDateTime
     sender: str
     facility: str
     control_id: str

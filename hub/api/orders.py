@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any, Literal
 
@@ -10,16 +11,17 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from hub.api.auth import Caller, require
 from hub.api.params import RowId
 from hub.context import Hub
-from hub.schemas import OrderIn, OrderOut, Page
+from hub.schemas import FieldWarning, OrderIn, OrderOut, OrderPlacedOut, Page
 from hub.services import orders, paging
 
+log = logging.getLogger("hub.api.orders")
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
 WRITE = require("integration", "frontdesk")
 READ = require("integration", "frontdesk", "vet", "tech")
 
 
-@router.post("", status_code=201, response_model=OrderOut)
+@router.post("", status_code=201, response_model=OrderPlacedOut)
 def create_order(body: OrderIn, request: Request, who: Caller = Depends(WRITE)) -> Response:
     hub: Hub = request.app.state.hub
     if who.source is not None and "source" not in body.model_fields_set:
@@ -27,7 +29,20 @@ def create_order(body: OrderIn, request: Request, who: Caller = Depends(WRITE)) 
     who.check_source(body.source)
     with hub.db.session() as s:
         order, created = orders.place(s, body, hub.orders)
-        out = orders.to_out(order)
+        found = orders.warnings(body, hub.orders.mappings)
+        out = OrderPlacedOut(
+            **dict(orders.to_out(order)),
+            warnings=[FieldWarning(field=w.field, message=w.message) for w in found],
+        )
+    if found:
+        log.info(
+            "order accepted with warnings",
+            extra={
+                "order_id": out.id,
+                "source": out.source,
+                "warnings": [f"{w.field}: {w.message}" for w in found],
+            },
+        )
     # Already an OrderOut: serialise once instead of letting FastAPI re-validate it.
     return Response(
         out.model_dump_json(),

@@ -7,14 +7,12 @@ person registers from: callers registered since are left out.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from hub.api.auth import Caller, require
 from hub.models import UnknownPeer
-from hub.schemas import Page
+from hub.schemas import Page, UtcDateTime
 from hub.services import modalities, peers, sources
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -23,8 +21,8 @@ ADMIN = require()
 
 class _Seen(BaseModel):
     address: str
-    first_seen: datetime
-    last_seen: datetime
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
     count: int
     refused: bool = False  # what the door did the last time
 

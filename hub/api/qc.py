@@ -6,12 +6,13 @@ the report is returned as it is, lists and counts.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from hub.api.auth import Caller, require
+from hub.schemas import UtcDateTime
 from hub.services import clock, qc
 
 router = APIRouter(prefix="/api/v1/qc", tags=["qc"])
@@ -52,9 +53,9 @@ class QcOut(BaseModel):
     )
 
     date: date
-    start: datetime
-    end: datetime
-    generated_at: datetime
+    start: UtcDateTime
+    end: UtcDateTime
+    generated_at: UtcDateTime
     waiting_minutes: float
     counts: dict[str, int]
     missing_studies: list[qc.MissingOrder]

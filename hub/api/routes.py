@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -10,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.auth import Caller, require
 from hub.models import Route, as_utc
-from hub.schemas import AeTitle
+from hub.schemas import AeTitle, UtcDateTime
 from hub.services import routes
 
 router = APIRouter(prefix="/api/v1", tags=["routes"])
@@ -37,8 +36,8 @@ class RouteOut(BaseModel):
     when: str
     filter: dict[str, Any]
     enabled: bool
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class SendIn(BaseModel):

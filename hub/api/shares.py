@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.api.auth import Caller, require
 from hub.api.params import RowId
 from hub.models import Share, as_utc
+from hub.schemas import UtcDateTime
 from hub.services import events, links, studies
 
 router = APIRouter(prefix="/api/v1/studies", tags=["shares"])
@@ -40,14 +41,14 @@ class ShareOut(BaseModel):
     id: int
     created_by: str
     note: str | None
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDateTime
+    expires_at: UtcDateTime
+    revoked_at: UtcDateTime | None
     active: bool
     mode: str
     allow_download: bool
     use_count: int = Field(description="times the link's page was opened")
-    last_used_at: datetime | None
+    last_used_at: UtcDateTime | None
 
 
 def _out(share: Share) -> ShareOut:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.api.auth import Caller, require
 from hub.api.deliveries import delivery_kinds
 from hub.errors import FieldError, Invalid
-from hub.schemas import Page
+from hub.schemas import Page, UtcDateTime
 from hub.services import sources
 from hub.services.source_kinds import SourceKinds
 
@@ -73,8 +72,8 @@ class SourceOut(BaseModel):
     hl7_senders: list[dict[str, str]]
     results: list[str]
     events: list[str]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 @router.put("/{name}", response_model=SourceOut)

@@ -8,13 +8,14 @@ retention age (listed, never deleted).
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from hub.api.auth import Caller, require
+from hub.schemas import UtcDateTime
 from hub.services import clock
 from hub.services import storage_overview as so
 
@@ -52,7 +53,7 @@ class AgedOut(BaseModel):
     patient_name: str
     study_date: str
     modality: str
-    received_at: datetime
+    received_at: UtcDateTime
 
 
 class RetentionOut(BaseModel):

@@ -3,7 +3,6 @@ sign-in"). Passwords go in, never out: no answer carries a password or a hash.""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.api.auth import Caller, require
 from hub.api.params import RowId
 from hub.models import User
+from hub.schemas import UtcDateTime
 from hub.services import users
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
@@ -48,8 +48,8 @@ class UserOut(BaseModel):
     username: str
     role: str
     disabled: bool
-    created_at: datetime
-    password_changed_at: datetime
+    created_at: UtcDateTime
+    password_changed_at: UtcDateTime
 
 
 def _out(user: User) -> UserOut:

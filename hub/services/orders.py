@@ -168,6 +168,44 @@ def place(session: Session, req: OrderIn, ctx: OrderContext) -> tuple[Order, boo
     return order, True
 
 
+def warnings(req: OrderIn, mappings: Mappings) -> list[FieldError]:
+    """What in an accepted order is probably a mistake at the sender's end: a species or
+    procedure code the vocabularies do not know (the order keeps the text, without a
+    code or defaults), a weight outside the species' plausible range (a unit slip).
+    The order is placed all the same; the caller passes these on."""
+    found: list[FieldError] = []
+    p = req.patient
+    species = mappings.species.catalogued(p.species)
+    if p.species and species is None:
+        found.append(
+            FieldError(
+                "patient.species",
+                f"unknown species {p.species!r}: kept as text, without a SNOMED CT code "
+                "(mappings/species.yaml lists the known names)",
+            )
+        )
+    code = req.procedure.code
+    if code and mappings.procedures.get(code) is None:
+        found.append(
+            FieldError(
+                "procedure.code",
+                f"unknown procedure code {code!r}: no modality, station or body part "
+                "filled in from mappings/procedures.yaml",
+            )
+        )
+    if species is not None and species.weight_kg and p.weight_kg is not None:
+        low, high = species.weight_kg
+        if not low <= p.weight_kg <= high:
+            found.append(
+                FieldError(
+                    "patient.weight_kg",
+                    f"{p.weight_kg:g} kg is implausible for {species.description} "
+                    f"(expected {low:g} to {high:g} kg); check the unit",
+                )
+            )
+    return found
+
+
 def get(session: Session, order_id: int) -> Order:
     order = session.get(Order, order_id)
     if order is None:

@@ -1,0 +1,95 @@
+"""An order that is probably wrong is still taken, and the answer says what looks wrong:
+a species or procedure code the vocabularies do not know, a weight implausible for
+the species (mappings/species.yaml ``weight_kg``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hub.context import Hub
+from hub.mappings import MappingError, load_mappings
+from hub.serve import build_app
+from hub.services import keys
+from tests.factories import REX, rex
+from tests.harness import ADMIN_KEY, make_settings
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    tmp: Path = tmp_path_factory.mktemp("warnings")
+    hub = Hub.open(make_settings(tmp, f"sqlite:///{tmp / 'vethub.db'}"), upgrade=True)
+    with hub.db.session() as s:
+        keys.ensure(s, "bootstrap-admin", "admin", ADMIN_KEY)
+    with TestClient(build_app(hub), headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+        yield c
+    hub.close()
+
+
+def order(placer: str, **patient: object) -> dict:
+    body = rex(placer_order_number=placer, accession_number=None)
+    body["patient"] = {**REX["patient"], **patient}
+    return body
+
+
+def test_a_clean_order_has_no_warnings(api: TestClient) -> None:
+    r = api.post("/api/v1/orders", json=order("W-CLEAN", species="dog", weight_kg=31.5))
+    assert r.status_code == 201 and r.json()["warnings"] == []
+
+
+def test_unknown_species_and_procedure_are_warned_and_the_order_kept(api: TestClient) -> None:
+    body = order("W-UNKNOWN", species="Axolotl")
+    body["procedure"] = {"code": "XR-WHOLE-AXOLOTL"}
+    r = api.post("/api/v1/orders", json=body)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert [w["field"] for w in out["warnings"]] == ["patient.species", "procedure.code"]
+    assert "'Axolotl'" in out["warnings"][0]["message"]
+    assert "'XR-WHOLE-AXOLOTL'" in out["warnings"][1]["message"]
+    stored = api.get(f"/api/v1/orders/{out['id']}").json()
+    assert stored["patient"]["species"] == "Axolotl" and stored["patient"]["species_code"] is None
+    assert "warnings" not in stored
+    # The identical resend (200) is warned about the same way.
+    again = api.post("/api/v1/orders", json=body)
+    assert again.status_code == 200 and again.json()["warnings"] == out["warnings"]
+
+
+@pytest.mark.parametrize(
+    ("species", "weight", "warned"),
+    [
+        ("dog", 69.5, False),  # a large dog
+        ("dog", 154.0, True),  # 70 kg sent in pounds
+        ("kitten", 0.09, False),  # a newborn, spelled as a synonym
+        ("cat", 4500.0, True),  # grams for kilograms
+        ("budgie", 35.0, True),
+        ("Axolotl", 900.0, False),  # no range for an unknown species: only the species warned
+    ],
+)
+def test_implausible_weight_for_the_species(
+    api: TestClient, species: str, weight: float, warned: bool
+) -> None:
+    body = order(f"W-{species}-{weight}", species=species, weight_kg=weight)
+    r = api.post("/api/v1/orders", json=body)
+    assert r.status_code == 201, r.text
+    weight_warnings = [w for w in r.json()["warnings"] if w["field"] == "patient.weight_kg"]
+    assert bool(weight_warnings) is warned
+    if warned:
+        assert f"{weight:g} kg" in weight_warnings[0]["message"]
+        assert "check the unit" in weight_warnings[0]["message"]
+
+
+def test_a_reversed_weight_range_stops_the_mappings_from_loading(tmp_path: Path) -> None:
+    shipped = load_mappings()
+    for f in shipped.root.iterdir():
+        if f.is_file():
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    species = tmp_path / "species.yaml"
+    species.write_text(
+        species.read_text(encoding="utf-8").replace("[0.08, 110]", "[110, 0.08]", 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(MappingError, match="weight_kg"):
+        load_mappings(tmp_path)
