@@ -104,6 +104,8 @@ class RestoreDone:
 class _Snapshot:
     paths: list[str]
     revision: str | None
+    # Wall clock just before the snapshot was taken: a file modified since may be newer.
+    started_ns: int
 
 
 def is_sqlite(settings: Settings) -> bool:
@@ -160,13 +162,12 @@ def backup(
     done = BackupDone(to=str(to), database=_where(settings), revision=None)
     how: dict[str, str] = {}  # path -> linked / copied in this run (else kept from the last)
     for done.passes in range(1, MAX_PASSES + 1):
-        t0 = time.time_ns()
         snap = snapshot(settings, to)
         done.revision = snap.revision
         done.missing = []
         for rel in snap.paths:
             _take_one(data_dir, to / FILES_DIR, rel, taken, done, how, link=link)
-        done.unsettled = _unsettled(data_dir, snap.paths, taken, done.missing, t0)
+        done.unsettled = _unsettled(data_dir, snap.paths, taken, done.missing, snap.started_ns)
         if not done.unsettled:
             break
     wanted = set(snap.paths) - set(done.missing)
@@ -305,6 +306,7 @@ def _sqlite_snapshot(settings: Settings, to: Path) -> _Snapshot:
     try:
         dest = sqlite3.connect(part)
         try:
+            started_ns = time.time_ns()
             source.backup(dest)  # all pages in one step: one read transaction, one moment
             dest.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
             paths = [row[0] for row in dest.execute("SELECT path FROM instances ORDER BY id")]
@@ -318,7 +320,7 @@ def _sqlite_snapshot(settings: Settings, to: Path) -> _Snapshot:
     _fsync(part)
     os.replace(part, to / SQLITE_FILE)
     (to / PG_FILE).unlink(missing_ok=True)
-    return _Snapshot(paths, revision[0] if revision else None)
+    return _Snapshot(paths, revision[0] if revision else None, started_ns)
 
 
 def _pg_snapshot(settings: Settings, to: Path) -> _Snapshot:
@@ -328,7 +330,9 @@ def _pg_snapshot(settings: Settings, to: Path) -> _Snapshot:
     engine = create_engine(settings.db_url, poolclass=NullPool)
     try:
         with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-            # The dump and our file list see the same rows: pg_dump adopts this snapshot.
+            # The dump and our file list see the same rows: pg_dump adopts this snapshot,
+            # which the transaction's first statement takes.
+            started_ns = time.time_ns()
             snapshot_id = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
             paths = list(conn.execute(text("SELECT path FROM instances ORDER BY id")).scalars())
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -347,7 +351,7 @@ def _pg_snapshot(settings: Settings, to: Path) -> _Snapshot:
     _fsync(part)
     os.replace(part, to / PG_FILE)
     (to / SQLITE_FILE).unlink(missing_ok=True)
-    return _Snapshot(paths, revision)
+    return _Snapshot(paths, revision, started_ns)
 
 
 def _write_manifest(

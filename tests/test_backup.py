@@ -129,10 +129,10 @@ def test_file_rewritten_after_the_snapshot_takes_another_pass(
     hub = Hub.open(make_settings(tmp_path, db_url), upgrade=True)
     try:
         stored = [store(hub, instance(patient_name="Smith^Rex")) for _ in range(3)]
+        with hub.db.read_session() as s:
+            paths = [i.path for i in s.query(Instance)]
     finally:
         hub.close()
-    with Hub.open(make_settings(tmp_path, db_url)).db.read_session() as s:
-        paths = [i.path for i in s.query(Instance)]
     assert len(paths) == len(stored)
     victim = tmp_path / "data" / paths[0]
     corrected = victim.read_bytes().replace(b"Smith^Rex", b"Smith^Max")
