@@ -90,6 +90,19 @@ def no_delay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def link_up(assoc: Any) -> bool:
+    """Is the association ``assoc`` still connected, as its socket says?
+
+    pynetdicom marks an association aborted only when its own thread comes
+    round to it; its socket is closed before a waiting C-STORE is woken. A
+    C-STORE sent in that gap waits out the whole DIMSE timeout, so a sender
+    checks this between instances, not ``is_established`` alone.
+    """
+    transport = assoc.dul.socket
+    sock = transport.socket if transport is not None else None
+    return bool(assoc.is_established) and sock is not None and sock.fileno() != -1
+
+
 def contexts_for(items: Sequence[Outgoing]) -> list[PresentationContext]:
     """The presentation contexts to propose for ``items`` (see module docstring)."""
     by_class: dict[str, set[str]] = {}
@@ -188,12 +201,14 @@ def send_instances(
         accepted = accepted_syntaxes(assoc.accepted_contexts)
         for n, item in enumerate(files):
             _send_one(assoc, item, accepted, report, on_progress, originator, n)
-            if not assoc.is_established:
+            if not link_up(assoc):
                 report.error = f"{where} dropped the association"
                 break
     finally:
-        if assoc.is_established:
+        if link_up(assoc):
             assoc.release()
+        elif assoc.is_established:  # a release over a dead connection would wait
+            assoc.abort()
         ae.shutdown()
     return report
 
