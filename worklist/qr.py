@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -220,9 +220,11 @@ class QueryRetrieveService:
         except QueryError as exc:
             files, studies, fault = [], [], exc
         accepted: dict[str, set[str]] = {}
+        sub: list[Any] = []  # the association pynetdicom opens to the destination
 
         def on_accepted(ev: evt.Event) -> None:
             accepted.update(send.accepted_syntaxes(ev.assoc.accepted_contexts))
+            sub.append(ev.assoc)
 
         host, port, tls = where
         kwargs: dict[str, Any] = {
@@ -240,7 +242,13 @@ class QueryRetrieveService:
             files = files[:MAX_SUBOPERATIONS]
         yield len(files)
         self._audit("move", calling, studies, {"destination": destination, "instances": len(files)})
-        yield from self._suboperations(event, files, accepted, calling)
+
+        def link_up() -> bool:
+            return not sub or send.link_up(sub[0])
+
+        yield from self._suboperations(event, files, accepted, calling, link_up)
+        if sub and sub[0].is_established and not link_up():
+            sub[0].abort()  # so pynetdicom does not try to release a dead connection
 
     def on_get(self, event: evt.Event) -> Iterator[Any]:
         calling = str(event.assoc.requestor.ae_title).strip()
@@ -254,7 +262,12 @@ class QueryRetrieveService:
         yield len(files)
         self._audit("get", calling, studies, {"destination": calling, "instances": len(files)})
         contexts = [cx for cx in event.assoc.accepted_contexts if cx.as_scu]
-        yield from self._suboperations(event, files, send.accepted_syntaxes(contexts), calling)
+
+        def link_up() -> bool:
+            return bool(event.assoc.is_established)
+
+        accepted = send.accepted_syntaxes(contexts)
+        yield from self._suboperations(event, files, accepted, calling, link_up)
 
     def _suboperations(
         self,
@@ -262,11 +275,33 @@ class QueryRetrieveService:
         files: list[send.Outgoing],
         accepted: dict[str, set[str]],
         calling: str,
+        link_up: Callable[[], bool],
     ) -> Iterator[Any]:
-        for item in files:
+        """One (status, data set) per instance, as pynetdicom's Q/R SCP takes them.
+
+        C-CANCEL: stop before the next instance; pynetdicom answers 0xFE00
+        with the counts (the unsent ones as remaining) and the UIDs that failed.
+        A store association that dropped: every instance left is a failed
+        sub-operation under its UID, without reading its file, so the final
+        answer is 0xB000 (or 0xA702 if none went) with the counts, at once.
+        """
+        dropped = False
+        for n, item in enumerate(files):
             if event.is_cancelled:
-                yield status.CANCEL, _failed_list(files, item)
+                log.info(
+                    "retrieve cancelled", extra={"calling_ae": calling, "left": len(files) - n}
+                )
+                yield status.CANCEL, None
                 return
+            if not dropped and not link_up():
+                dropped = True
+                log.warning(
+                    "retrieve destination dropped the association",
+                    extra={"calling_ae": calling, "left": len(files) - n},
+                )
+            if dropped:
+                yield status.PENDING, _uid_only(item, "the association dropped")
+                continue
             try:
                 data = send.payload(item, accepted)
                 ds = data if isinstance(data, Dataset) else _read(data)
@@ -291,13 +326,6 @@ def _uid_only(item: send.Outgoing, reason: str) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID = item.sop_class_uid
     ds.SOPInstanceUID = item.sop_instance_uid
-    return ds
-
-
-def _failed_list(files: list[send.Outgoing], current: send.Outgoing) -> Dataset:
-    ds = Dataset()
-    start = files.index(current)
-    ds.FailedSOPInstanceUIDList = [f.sop_instance_uid for f in files[start:]]
     return ds
 
 
