@@ -193,14 +193,14 @@ def test_settings_are_checked_and_the_hub_job_polls_each_source_when_due(
         asked.append(up.ae_title)
         return []
 
-    register(client, "fast", "FAST", 104, interval_s=5)
+    register(client, "fast", "FAST", 104, interval_s=10)
     register(client, "slow", "SLOW", 104, interval_s=3600)
     assert client.put("/api/v1/sources/plain", json={}).status_code == 201  # hl7: not polled
     poller = poll.Poller(hub, finder)
     assert sorted(poller.tick()) == ["cstone", "fast", "slow"]
     assert sorted(asked) == ["CSTONE", "FAST", "SLOW"]
     assert poller.tick() == []  # none is due again yet
-    poller.last["fast"] -= 5
+    poller.last["fast"] -= 10
     assert poller.tick() == ["fast"]
     assert status(client, "fast")["last_result"] == "ok" and status(client, "fast")["items"] == 0
 

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from hub.jobs import Jobs
 
 KIND = SourceKind(NAME, KEY, check=check, defaults=DEFAULTS)
-# How often the job looks for a source whose interval is up (interval_s is at least 5).
-TICK_S = 5
+# How often the job looks for a source whose interval is up (interval_s is at least 10).
+TICK_S = 10
 
 
 def schedule(jobs: Jobs, hub: Hub) -> Poller:

@@ -112,7 +112,7 @@ def check(cfg: Mapping[str, Any]) -> list[FieldError]:
     if not isinstance(host, str) or not _HOST.fullmatch(host):
         bad("host", "is required: a host name or IP address")
     _int(cfg, "port", 1, 65535, bad, required=True)
-    _int(cfg, "interval_s", 5, 86400, bad)
+    _int(cfg, "interval_s", 10, 86400, bad)
     _int(cfg, "timeout_s", 1, 120, bad)
     _int(cfg, "max_items", 1, 10000, bad)
     charset = cfg.get("character_set")

@@ -13,6 +13,7 @@ study), so an item with a bad one is refused by ``OrderIn`` and reported.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -103,7 +104,7 @@ def read(item: Dataset, source: str, up: Upstream, codes: CodeLists, mappings: M
 
 def _species_and_breed(
     item: Dataset,
-    fields: dict[str, Expr] | Any,
+    fields: Mapping[str, Expr],
     codes: CodeLists,
     mappings: Mappings,
     out: Item,
@@ -136,7 +137,7 @@ def _species_and_breed(
 
 
 def _sex(
-    item: Dataset, fields: dict[str, Expr] | Any, codes: CodeLists, out: Item, patient: dict
+    item: Dataset, fields: Mapping[str, Expr], codes: CodeLists, out: Item, patient: dict
 ) -> None:
     sex_code = _text(item, "PatientSex")
     if (not sex_code or sex_code.upper() == "O") and "sex" in fields:
@@ -164,7 +165,7 @@ def _sex(
 
 
 def _owner(
-    item: Dataset, pn: PersonName | None, fields: dict[str, Expr] | Any, out: Item
+    item: Dataset, pn: PersonName | None, fields: Mapping[str, Expr], out: Item
 ) -> dict[str, Any]:
     person = item.get("ResponsiblePerson")
     owner: dict[str, Any] = {}
