@@ -25,6 +25,7 @@ just records what it gets, like the attachment endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import secrets
@@ -36,7 +37,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 TOKEN_PATHS = ("/v1/oauth/access_token", "/oauth/token")
 # The hierarchy of a one-clinic site, with the documented field names and types.
@@ -114,6 +115,10 @@ class FakeEzyvet:
     reset_seconds: int = 7
     # Every token is refused (a revoked integration).
     refuse_all: bool = False
+    # The token endpoint answers 200 with a body that is not JSON (a proxy's page).
+    token_garbage: bool = False
+    # Seconds the attachment endpoint waits before answering (a slow API).
+    delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def app(self) -> FastAPI:
@@ -122,6 +127,8 @@ class FakeEzyvet:
 
         async def token(request: Request) -> JSONResponse:
             body = await request.json()
+            if fake.token_garbage:
+                return HTMLResponse("<html>Service temporarily unavailable</html>")
             with fake.lock:
                 fake.token_requests.append({"path": request.url.path, **body})
                 wanted = (fake.partner_id, fake.client_id, fake.client_secret, fake.site_uid)
@@ -153,6 +160,7 @@ class FakeEzyvet:
             refused = fake._refused(request)
             if refused:
                 return refused
+            await asyncio.sleep(fake.delay)
             record = multipart(request.headers.get("content-type", ""), await request.body())
             record["idempotency_key"] = request.headers.get("idempotency-key")
             with fake.lock:

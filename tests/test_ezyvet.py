@@ -15,18 +15,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from adapters.ezyvet import KINDS
-from adapters.ezyvet.client import Tokens
-from adapters.ezyvet.config import DEFAULTS, check
+from adapters.ezyvet.client import Api, Tokens, retry_after
+from adapters.ezyvet.config import DEFAULTS, Config, check
 from adapters.ezyvet.results import ATTACH, RESULT
 from hub.context import Hub
 from hub.models import Delivery
 from hub.serve import build_app
 from hub.services import sources
-from hub.services.deliveries.kinds import Registry
+from hub.services.deliveries.kinds import DeliveryError, Registry
 from hub.services.deliveries.worker import DeliveryWorker
 from tests.fake_ezyvet import FakeEzyvet, Served, free_port
 from tests.harness import ADMIN_KEY
@@ -333,3 +334,27 @@ def test_token_cache_one_fetch_at_a_time() -> None:
     assert tokens.get(key, fetch) == "t2"
     now[0] = 3600 - 300  # expires_in minus the margin
     assert tokens.get(key, fetch) == "t3"
+
+
+def test_api_faults_named() -> None:
+    """A token answer that is not JSON, and an API slower than the send timeout, are
+    errors the deliveries view shows; Retry-After wins over x-ratelimit-reset."""
+    vendor = FakeEzyvet(token_garbage=True, delay=0.4)
+    served = Served(vendor.app())
+    cfg = Config.of(settings(served.url) | {"client_secret": OUT_SECRET})
+    try:
+        with httpx.Client(timeout=0.15) as http:
+            api = Api(cfg, http, Tokens())
+            with pytest.raises(DeliveryError, match="carries no access_token"):
+                api.call("GET", "/v2/separation")
+            vendor.token_garbage = False
+            assert api.call("GET", "/v2/separation").json()["items"][0]["separation"]["id"] == 1
+            with pytest.raises(DeliveryError, match="no answer in time"):
+                api.call("POST", "/v1/attachment", data={"notes": "x"})
+    finally:
+        served.stop()
+    both = httpx.Response(429, headers={"Retry-After": "3", "x-ratelimit-reset": "9"})
+    assert retry_after(both) == 3
+    epoch = httpx.Response(429, headers={"x-ratelimit-reset": "2000000010"})
+    assert retry_after(epoch, now=2000000000) == 10
+    assert retry_after(httpx.Response(429)) is None

@@ -17,7 +17,7 @@ import yaml
 
 from adapters.codes import CodeLists
 from adapters.ezyvet.config import Config
-from hub.mappings import BREEDS_FILE, Mappings
+from hub.mappings import BREEDS_FILE, Mappings, default_mappings_dir
 
 
 def modalities(
@@ -56,6 +56,8 @@ def species(mappings: Mappings) -> list[dict[str, Any]]:
 def _breeds(root: Path) -> list[tuple[str | None, dict[str, str]]]:
     """(species code, breed) pairs of the hub's breed file (the catalogue keeps only an index)."""
     path = root / BREEDS_FILE
+    if not path.is_file():  # a clinic's mappings folder without its own breed file
+        path = default_mappings_dir() / BREEDS_FILE
     if not path.is_file():
         return []
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
