@@ -267,7 +267,7 @@ def read_config(path: Path) -> dict[str, Any]:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            if isinstance(data[key], dict) and not close:
+            if isinstance(data[key], dict):
                 hint = "; keys are the setting names at the top level, without [tables]"
             raise ConfigError(f"config file {path}: unknown key {key!r}{hint}")
     for key in path_fields() & data.keys():

@@ -28,7 +28,7 @@ from hub.config import CONFIG_ENV, CONFIG_NAME, ENV_PREFIX, ConfigError, Setting
 from hub.context import Hub
 from hub.data_dir import sqlite_file
 from hub.db import head_revision
-from hub.errors import Conflict, HubError
+from hub.errors import HubError, NotFound
 from hub.services import users
 
 
@@ -180,10 +180,12 @@ def make_hub(settings: Settings, username: str, password: str, actor: str) -> st
     hub = Hub.open(settings, upgrade=True)
     try:
         with hub.db.session() as s:
-            users.create(s, username, "admin", password, actor=actor)
-        made = f'"{username}" created'
-    except Conflict:
-        made = f'"{username}" already exists, left as it was'
+            try:
+                users.by_name(s, username)
+                made = f'"{username}" already exists, left as it was'
+            except NotFound:
+                users.create(s, username, "admin", password, actor=actor)
+                made = f'"{username}" created'
     finally:
         hub.close()
     where = file or "at database_url"
@@ -235,9 +237,10 @@ def run(
     password: Callable[[], str],
     force: bool,
     actor: str,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     """``vethub init``: ``given`` holds the answers passed as flags (None: not given)."""
+    out = out or sys.stdout
     path = target(config)
     if path.exists() and not force:
         raise HubError(f"{path} exists: not overwriting it (add --force to replace it)")
