@@ -214,9 +214,11 @@ def result_portal(api: TestClient, hub: Hub) -> None:
     portal = f"{BASE}/result"
     query = {"request_id": "US1324-DR180", "client_id": INBOUND_ID}
     r = api.get(portal, params=query, headers={"Authorization": ""}, follow_redirects=False)
-    assert r.status_code == 200 and "have not arrived" in r.text and "Rex" in r.text
+    assert r.status_code == 200 and "have not arrived" in r.text and "Rex" not in r.text
     assert api.get(portal, params=query | {"client_id": "other"}).status_code == 404
     assert api.get(portal, params=query | {"request_id": "nope"}).status_code == 404
+    cancelled = api.get(portal, params=query | {"request_id": "US1324-DR158"})
+    assert cancelled.status_code == 200 and "was cancelled" in cancelled.text
     [order] = [o for o in orders_of(api) if o["placer_order_number"] == "US1324-DR180"]
     uid = indexed_study(hub, order)
     r = api.get(portal, params=query, follow_redirects=False)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from adapters.ezyvet.request import Request
-from hub.errors import Conflict, NotFound
+from hub.errors import Conflict, Invalid, NotFound
 from hub.models import Order, OrderStatus
 from hub.schemas import OrderIn
 from hub.services import orders
@@ -77,9 +77,12 @@ def _disable(
     session: Session, source: str, req: Request, order: Order | None, ctx: OrderContext
 ) -> Applied:
     if order is None:
-        if req.order is None:
+        try:
+            if req.order is None:
+                raise Invalid.one("body", "too little to place the order")
+            order, _ = orders.place(session, _order_in(source, req), ctx)
+        except Invalid:
             return Applied("ignored", None, f"no order for request {req.request_id!r}")
-        order, _ = orders.place(session, _order_in(source, req), ctx)
     assert order.id is not None
     if order.status == OrderStatus.SCHEDULED:
         return Applied("cancelled", orders.cancel(session, order.id, reason="disabled in ezyVet"))

@@ -36,7 +36,7 @@ from adapters.ezyvet.config import NAME, Config
 from adapters.ezyvet.request import read, their_field
 from hub.context import Hub
 from hub.errors import Conflict, FieldError, Invalid, NotFound
-from hub.models import Source
+from hub.models import OrderStatus, Source
 from hub.services import links, modalities, orders, sealed, sources, studies
 
 log = logging.getLogger("adapters.ezyvet")
@@ -123,12 +123,15 @@ def result_portal(source: str, request: Request) -> Response:
             return _page(404, "Not found", "The hub has no imaging request with this id.")
         found = studies.of_order(s, order.id or 0)
         uid = found[-1].study_instance_uid if found else None
-        patient = order.patient_name
+        status = order.status
+    if uid is None and status in (OrderStatus.CANCELLED, OrderStatus.DISCONTINUED):
+        return _page(200, "Request cancelled", f"Imaging request {request_id} was cancelled.")
     if uid is None:
+        # No animal or owner names: anyone holding the link sees this page.
         return _page(
             200,
             "Images pending",
-            f"The images for {patient} (request {request_id}) have not arrived yet. "
+            f"The images for request {request_id} have not arrived yet. "
             "This page checks again every 30 seconds.",
             refresh=True,
         )
