@@ -206,6 +206,7 @@ def overridden() -> list[str]:
 def next_steps(path: Path, settings: Settings, answers: Answers) -> str:
     host = urlsplit(settings.public_url).hostname or answers.http_host
     cfg = f"--config {path}"
+    base = settings.public_url.rstrip("/")
     return f"""
 What to do next:
   1. Start the hub:   vethub serve {cfg}
@@ -214,13 +215,13 @@ What to do next:
        {settings.http_port:<6} HTTP: the practice software's REST calls, console and viewer
        {settings.dicom_port:<6} DICOM: the imaging devices (worklist, images, MPPS)
        {settings.hl7_port:<6} HL7 v2 (MLLP) from the practice software
-  3. Sign in at {settings.public_url.rstrip("/")}/sign-in as {answers.admin_username}.
+  3. Sign in at {base}/sign-in as {answers.admin_username}.
   4. Imaging devices: worklist and storage SCP = AE title {settings.dicom_ae}, host {host},
-     port {settings.dicom_port}. Register each one in the console (Devices) so the hub
-     knows its AE title (unknown callers are refused once one is registered).
-  5. Practice software: REST at {settings.public_url.rstrip("/")}/api/v1 with a key from
+     port {settings.dicom_port}. Register each one's AE title in the console
+     ({base}/console/devices): once one is, unknown callers are refused.
+  5. Practice software: REST at {base}/api/v1 with a key from
        vethub keys create {cfg} --name pims --role integration
-     or HL7 v2 to {host}:{settings.hl7_port}; register it in the console (Sources) to
+     or HL7 v2 to {host}:{settings.hl7_port}; register it as a source (same page) to
      get results back.
   6. Backups: vethub backup {cfg} --to DIR (docs/deployment.md, "Backup and restore").
 
