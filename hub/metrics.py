@@ -41,7 +41,10 @@ DICOM_REQUESTS = Counter(
 )
 DICOM_SECONDS = Histogram("vethub_dicom_request_seconds", "DIMSE request duration", ["service"])
 WORKLIST_ITEMS = Counter("vethub_worklist_items_returned_total", "Worklist items sent to devices")
-HL7_MESSAGES = Counter("vethub_hl7_messages_total", "HL7 messages answered", ["type", "ack"])
+# type: MSH-9 as ORM^O01 / OMI^O23 / ADT^Ann, else "other"; ack: the ACK code sent (AA, AE, AR).
+HL7_MESSAGES = Counter(
+    "vethub_hl7_messages_total", "HL7 messages answered, by type and ACK code", ["type", "ack"]
+)
 
 
 class HttpMetrics:

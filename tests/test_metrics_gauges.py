@@ -55,7 +55,7 @@ def test_gauges_follow_the_database(hub: Hub, client: TestClient) -> None:
     with hub.db.session() as s:
         s.add(delivery(DeliveryStatus.PENDING, age_s=120))
         s.add(delivery(DeliveryStatus.PENDING))
-        s.add(delivery(DeliveryStatus.FAILED, kind="hl7_oru"))
+        s.add(delivery(DeliveryStatus.FAILED, kind="hl7-oru"))
         s.add(delivery(DeliveryStatus.DELIVERED))
         s.add(Study(study_instance_uid="1.2.3", unmatched_reason="ambiguous"))
         s.add(Study(study_instance_uid="1.2.4", order_id=None, unmatched_reason=None))
@@ -64,7 +64,7 @@ def test_gauges_follow_the_database(hub: Hub, client: TestClient) -> None:
     after = scrape(client)
     assert one(after, "vethub_worklist_orders") == 1
     assert one(after, "vethub_deliveries_pending", source="pims-main", kind="webhook") == 2
-    assert one(after, "vethub_deliveries_failed", source="pims-main", kind="hl7_oru") == 1
+    assert one(after, "vethub_deliveries_failed", source="pims-main", kind="hl7-oru") == 1
     age = one(
         after, "vethub_deliveries_oldest_pending_age_seconds", source="pims-main", kind="webhook"
     )

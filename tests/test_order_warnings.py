@@ -1,6 +1,7 @@
 """An order that is probably wrong is still taken, and the answer says what looks wrong:
 a species or procedure code the vocabularies do not know, a weight implausible for
-the species (mappings/species.yaml ``weight_kg``)."""
+the species (mappings/species.yaml ``weight_kg``). Over REST in ``warnings``, over
+HL7 as ERR of severity W in the ACK and in the message log."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from hub.context import Hub
 from hub.mappings import MappingError, load_mappings
+from hub.models import InboundMessage
 from hub.serve import build_app
 from hub.services import keys
 from tests.factories import REX, rex
 from tests.harness import ADMIN_KEY, make_settings
+from tests.mllp_client import DoorThread, ack_segments, sample
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +97,23 @@ def test_a_reversed_weight_range_stops_the_mappings_from_loading(tmp_path: Path)
     )
     with pytest.raises(MappingError, match="weight_kg"):
         load_mappings(tmp_path)
+
+
+def test_hl7_orders_get_the_same_warnings_in_the_ack_and_the_message_log(tmp_path: Path) -> None:
+    hub = Hub.open(make_settings(tmp_path, f"sqlite:///{tmp_path / 'vethub.db'}"), upgrade=True)
+    door = DoorThread(hub)
+    try:
+        # 32.5 kg sent as 325 (a slipped decimal point) for a dog, and an unknown procedure.
+        msg = sample("orm_o01_nw_v251_utf8.hl7")
+        msg = msg.replace(b"||32.5|kg", b"||325|kg").replace(b"XR-THORAX^", b"XR-NOPE^")
+        with door.client() as c:
+            ack = ack_segments(c.send(msg))
+        assert ack["MSA"][1] == "AA"  # accepted all the same
+        assert ack["ERR"][4] == "W" and "procedure.code" in ack["ERR"][8]
+        with hub.db.read_session() as s:
+            row = s.scalars(select(InboundMessage)).one()
+        assert row.outcome == "AA" and row.order_id is not None
+        assert "'XR-NOPE'" in (row.error or "") and "325 kg is implausible" in (row.error or "")
+    finally:
+        door.stop()
+        hub.close()

@@ -89,7 +89,24 @@ def order_message(
             touched.order_id = order.id
         if control == "NW" and not (req.get("patient") or {}).get("species"):
             touched.warnings.append(_no_species(scoped, req))
+        if control == "NW":
+            touched.warnings.extend(_doubtful(scoped, req, ctx))
     return touched
+
+
+def _doubtful(reader: Reader, req: dict[str, Any], ctx: OrderContext) -> list[Hl7Error]:
+    """The warnings a REST client gets for the same order (``orders.warnings``), as ERR
+    of severity W: unknown species or procedure code (103), implausible weight (0)."""
+    placer = req.get("placer_order_number")
+    return [
+        Hl7Error(
+            0 if w.field == "patient.weight_kg" else 103,
+            f"order {placer} accepted: {w.field}: {w.message}",
+            reader.location(w.field),
+            severity="W",
+        )
+        for w in orders.warnings(reader.validated(req), ctx.mappings)
+    ]
 
 
 def _no_species(reader: Reader, req: dict[str, Any]) -> Hl7Error:
