@@ -223,9 +223,17 @@ def _migrate(args: argparse.Namespace, hub: Hub) -> int:
         raise HubError("--from-ae needs --host and --port of the old PACS")
     pacs = migrate.OldPacs(args.from_ae, args.host, args.port, hub.settings.dicom_ae)
     with _progress(f"import from {args.from_ae} (studies)", None) as advance:
-        done = migrate.run(hub, pacs, since=args.since, report=_reporter(advance))
+        done = migrate.run(
+            hub,
+            pacs,
+            since=args.since,
+            report=_reporter(advance),
+            retrieve=args.retrieve,
+            listen_port=args.listen_port,
+        )
     _audit_import(hub, f"{args.from_ae}@{args.host}:{args.port}", done.as_dict())
-    print(json.dumps({"from_ae": args.from_ae, "summary": done.as_dict()}))
+    line = {"from_ae": args.from_ae, "retrieve": done.retrieve, "summary": done.as_dict()}
+    print(json.dumps(line))
     return 1 if done.failed else 0
 
 
@@ -475,6 +483,18 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--host", help="the old PACS's host")
     i.add_argument("--port", type=int, help="the old PACS's DICOM port")
     i.add_argument("--since", type=_day, help="its studies dated on or after YYYY-MM-DD")
+    i.add_argument(
+        "--retrieve",
+        choices=("get", "move"),
+        default="get",
+        help="C-GET (default; C-MOVE when the old PACS refuses C-GET) or C-MOVE to the hub's "
+        "AE title, which the old PACS must know with this host and --listen-port",
+    )
+    i.add_argument(
+        "--listen-port",
+        type=int,
+        help="where the import takes the old PACS's C-MOVE (default: VETHUB_DICOM_PORT)",
+    )
     i.set_defaults(func=_import)
 
     d = sub.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)

@@ -222,11 +222,27 @@ DCMQRSCP, DCMQRIDX = shutil.which("dcmqrscp"), shutil.which("dcmqridx")
 OLD_STUDY = "1.2.826.0.1.3680043.8.498.4001"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def old_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, list[Path]]]:
     """DCMTK dcmqrscp as a clinic's old PACS (AE OLDPACS) with two studies, three images."""
+    proc, port, sent = start_old_pacs(tmp_path_factory.mktemp("oldpacs"))
+    yield port, sent
+    proc.terminate()
+    proc.wait(5)
+
+
+def start_old_pacs(
+    root: Path, *options: str, hosts: str = ""
+) -> tuple[subprocess.Popen[bytes], int, list[Path]]:
+    """dcmqrscp with OLD_STUDY (two images) and a study of 2020 (one); ``hosts``: its
+    HostTable lines (where it sends C-MOVE sub-operations)."""
     assert DCMQRSCP and DCMQRIDX, "DCMTK dcmqrscp/dcmqridx are part of the test tools"
-    root = tmp_path_factory.mktemp("oldpacs")
     sent = [
         save(
             instance(study_uid=OLD_STUDY, series_uid=OLD_STUDY + ".1", InstanceNumber=str(n)),
@@ -237,18 +253,14 @@ def old_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, li
     sent.append(save(instance(patient_id="P-2", study_date="20200101"), root / "src"))
     (root / "db").mkdir()
     subprocess.run([DCMQRIDX, str(root / "db"), *map(str, sent)], check=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     (root / "dcmqrscp.cfg").write_text(
         f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 4\n"
-        "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        f"HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n"
         f"AETable BEGIN\nOLDPACS {root / 'db'} RW (10, 64mb) ANY\nAETable END\n"
     )
-    proc = start_listener([DCMQRSCP, "-c", str(root / "dcmqrscp.cfg")], port)
-    yield port, sent
-    proc.terminate()
-    proc.wait(5)
+    proc = start_listener([DCMQRSCP, *options, "-c", str(root / "dcmqrscp.cfg")], port)
+    return proc, port, sent
 
 
 def test_migration_from_a_live_old_pacs_resumes_and_keeps_the_bytes(
@@ -280,6 +292,58 @@ def test_migration_from_a_live_old_pacs_resumes_and_keeps_the_bytes(
         "studies_complete": 1,
         "studies_retrieved": 1,
     }
+    for original in sent:
+        ds = dcmread(original, stop_before_pixels=True)
+        mine = hub.settings.data_dir / "studies" / ds.StudyInstanceUID / ds.SeriesInstanceUID
+        assert data_set(mine / original.name) == data_set(original)
+
+
+def test_migration_by_c_move_from_an_old_pacs_without_c_get(
+    hub: Hub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """dcmqrscp with C-GET disabled knows the hub (AE VETHUB) as a move destination:
+    the import falls back to C-MOVE and takes the sub-operations on --listen-port."""
+    listen = free_port()
+    hosts = f"hub = (VETHUB, 127.0.0.1, {listen})\n"
+    proc, port, sent = start_old_pacs(tmp_path / "oldpacs", "--disable-get", hosts=hosts)
+    pull = ("import", "--from-ae", "OLDPACS", "--host", "127.0.0.1", "--port", str(port))
+    pull += ("--listen-port", str(listen))
+    try:
+        # Under an AE title the old PACS does not know: failed, and the fix named
+        monkeypatch.setenv("VETHUB_DICOM_AE", "STRANGER")
+        rc, lines, _ = vethub(monkeypatch, capsys, hub, *pull, "--since", "2026-01-01")
+        assert rc == 1
+        assert lines[0]["outcome"] == "failed" and lines[0]["status"] == 0xA801
+        assert "does not know the move destination STRANGER" in lines[0]["error"]
+        monkeypatch.delenv("VETHUB_DICOM_AE")
+
+        rc, lines, _ = vethub(monkeypatch, capsys, hub, *pull, "--since", "2026-01-01")
+        assert rc == 0
+        assert lines[0] == {
+            "study_instance_uid": OLD_STUDY,
+            "outcome": "retrieved",
+            "stored": 2,
+            "failed": 0,
+            "status": 0,
+        }
+        assert lines[-1]["retrieve"] == "move"  # C-GET refused: moved instead
+        assert lines[-1]["summary"] == {"failed": 0, "stored": 2, "studies_retrieved": 1}
+
+        # Asked for by name, over the whole archive: resumes, the study here is skipped
+        rc, lines, _ = vethub(monkeypatch, capsys, hub, *pull, "--retrieve", "move")
+        assert rc == 0
+        assert lines[-1]["summary"] == {
+            "failed": 0,
+            "stored": 1,
+            "studies_complete": 1,
+            "studies_retrieved": 1,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(5)
     for original in sent:
         ds = dcmread(original, stop_before_pixels=True)
         mine = hub.settings.data_dir / "studies" / ds.StudyInstanceUID / ds.SeriesInstanceUID
