@@ -7,8 +7,8 @@
   it: 404, no redirect); relations are URLs; ``expose_<field>`` embeds them
   (https://developers.provetcloud.com/restapi/usage_examples.html).
 - Per-endpoint 429 with ``Retry-After`` on demand
-  (https://developers.provetcloud.com/restapi/ratelimit.html); 503 and
-  malformed JSON on demand too.
+  (https://developers.provetcloud.com/restapi/ratelimit.html); 503, slow
+  answers and malformed JSON on demand too.
 - A webhook sender for triggers 6/7/8 with ``diagnosticimagingworklist_id``,
   ``provet_id`` and ``provet_url``, form-encoded or JSON, retrying anything
   but 200 up to 10 times, with a delivery log
@@ -28,6 +28,7 @@ have to confirm.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -70,6 +71,8 @@ class FakeProvet:
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     down: bool = False
+    # resource -> seconds the next call to it takes before answering (a slow API).
+    slow: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- test controls ------------------------------------------------------
@@ -269,6 +272,9 @@ class FakeProvet:
         refused = self._guard(request, resource)
         if refused is not None:
             return refused
+        with self.lock:
+            delay = self.slow.pop(resource, 0.0)
+        await asyncio.sleep(delay)  # logged at once, answered late
         obj = self.resources.get(resource, {}).get(ident)
         if obj is None:
             return JSONResponse({"detail": "Not found."}, 404)

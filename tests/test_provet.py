@@ -133,6 +133,9 @@ def test_settings_sealed_url_shown_and_bad_webhooks_refused(
     assert CLIENT_SECRET not in shown.text + api.get("/api/v1/sources").text
 
     path = urlsplit(url).path
+    # Provet retries anything but 200, ten times at most (webhooks.html).
+    wrong = WebhookSender(api.post, path[:-3] + "abc")
+    assert wrong.send(1) == 404 and [a for _, a, _ in wrong.log] == list(range(1, 11))
     one = {"diagnosticimagingworklist_id": "1"}
     assert api.post(path[:-3] + "abc", data=one).status_code == 404
     assert api.post(path.replace("/clinic/", "/other/"), data={}).status_code == 404
@@ -234,6 +237,16 @@ def test_faults_retried_once_applied_and_visible(
     work(hub, worker)
     assert [j.status for j in jobs(hub)] == ["delivered"]
     assert the_order(hub).status == "scheduled"
+
+    # Slow: no answer within the send timeout is a failed attempt, retried.
+    provet.slow["diagnosticimaging_worklist"] = 1.0
+    assert sender.send(501) == 200
+    impatient = hub.settings.model_copy(update={"delivery_timeout_seconds": 0.3})
+    kinds = api.app.state.delivery_kinds  # type: ignore[attr-defined]
+    DeliveryWorker(hub.db, impatient, kinds).run_once()
+    assert any("in time" in (j.last_error or "") for j in jobs(hub) if j.status == "pending")
+    work(hub, worker)
+    assert all(j.status == "delivered" for j in jobs(hub))
 
     # 401 in the middle: one new token, then the update goes through.
     provet.resources["diagnosticimaging_referral"]["77"]["remarks"] = "Now also lame"
