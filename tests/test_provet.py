@@ -316,6 +316,9 @@ def test_faults_retried_once_applied_and_visible(
     assert all(j.status == "delivered" for j in jobs(hub))
     assert the_order(hub, "501").status == the_order(hub, "502").status == "cancelled"
 
+    # Lookups were read once: the modality and target-area lists, the vet by itself.
+    assert [provet.calls(r) for r in ("modality", "targetarea", "user")] == [1, 1, 1]
+
     # Credentials never in API output.
     seen = api.get("/api/v1/sources/clinic").text + api.get("/api/v1/deliveries").text
     assert CLIENT_SECRET not in seen and not any(t in seen for t in provet.tokens)

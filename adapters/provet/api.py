@@ -129,19 +129,28 @@ class ProvetApi:
             raise DeliveryError(f"relation {text!r} is not under this clinic's API {self.root}")
         return text if text.endswith("/") else text + "/"
 
-    def lookup(self, ref: str | int, resource: str, page_size: int, ttl: float = 3600.0) -> Any:
-        """A rarely changing object (modality, target area...), cached for ``ttl`` s.
+    def lookup(
+        self,
+        ref: str | int,
+        resource: str,
+        page_size: int,
+        *,
+        whole_list: bool = True,
+        ttl: float = 3600.0,
+    ) -> Any:
+        """A rarely changing object (modality, target area, user...), cached for ``ttl`` s.
 
-        On a miss the whole list is read, ``page_size`` at a time (ratelimit.html
-        counts a larger page as several requests), so one list read serves every
-        later worklist; an object the list does not hold is read by itself.
+        With ``whole_list`` (short lists: modalities, target areas) a miss reads
+        the list, ``page_size`` at a time (ratelimit.html counts a larger page as
+        several requests), so one list read serves every later worklist; an
+        object the list does not hold is read by itself.
         """
         url = self.url(ref, resource if isinstance(ref, int) or str(ref).isdigit() else None)
         now = self.clock()
         hit = self._lookups.get(url)
         if hit is not None and now < hit[1]:
             return hit[0]
-        page: str | None = f"{self.root}{resource}/?page_size={page_size}"
+        page = f"{self.root}{resource}/?page_size={page_size}" if whole_list else None
         for _ in range(20):  # at most 20 pages per refresh
             if not page or not page.startswith(self.root):
                 break

@@ -74,9 +74,10 @@ def fetch(api: ProvetApi, worklist_id: str, cfg: Mapping[str, Any]) -> Fetched |
     vet_ref = worklist.get(names["worklist_supervising_vet"])
     if vet_ref is None and consultation is not None:
         vet_ref = consultation.get("supervising_veterinarian")
-    vet = _lookup(api, vet_ref, "user", size)
+    # Users and departments: one at a time (an organisation may have hundreds).
+    vet = _lookup(api, vet_ref, "user", size, whole_list=False)
     dept_ref = consultation.get("department") if consultation else None
-    department = _lookup(api, dept_ref, "department", size)
+    department = _lookup(api, dept_ref, "department", size, whole_list=False)
     return Fetched(
         worklist_id=worklist_id,
         worklist=worklist,
@@ -122,13 +123,15 @@ def _related(api: ProvetApi, ref: Any, resource: str) -> dict[str, Any] | None:
         return None
 
 
-def _lookup(api: ProvetApi, ref: Any, resource: str, size: int) -> dict[str, Any] | None:
+def _lookup(
+    api: ProvetApi, ref: Any, resource: str, size: int, whole_list: bool = True
+) -> dict[str, Any] | None:
     if ref is None or ref == "":
         return None
     if isinstance(ref, dict):
         return ref
     try:
-        found = api.lookup(ref, resource, size)
+        found = api.lookup(ref, resource, size, whole_list=whole_list)
     except Missing:
         return None
     return found if isinstance(found, dict) else None
