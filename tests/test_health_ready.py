@@ -31,13 +31,6 @@ def test_live_and_ready_on_a_working_hub(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}  # unchanged for existing probes
 
 
-def test_not_ready_while_the_doors_are_not_up(sqlite_hub: Hub) -> None:
-    # Without the lifespan (no `with`), the doors never started.
-    r = TestClient(build_app(sqlite_hub)).get("/health/ready")
-    assert r.status_code == 503
-    assert list(r.json()["not_ready"]) == ["doors"]
-
-
 def test_not_ready_when_the_sqlite_file_is_gone_or_unmigrated(
     sqlite_hub: Hub, tmp_path: Path
 ) -> None:
@@ -58,7 +51,7 @@ def test_not_ready_when_the_sqlite_file_is_gone_or_unmigrated(
         assert "vethub db upgrade" in r.json()["not_ready"]["database"]
 
 
-def test_not_ready_when_postgresql_does_not_answer(sqlite_hub: Hub) -> None:
+def test_not_ready_names_each_cause(sqlite_hub: Hub) -> None:
     hub = sqlite_hub
     working = hub.db
     hub.db = Database("postgresql+psycopg://vethub@127.0.0.1:9/vethub")  # nothing listens on 9
@@ -70,6 +63,11 @@ def test_not_ready_when_postgresql_does_not_answer(sqlite_hub: Hub) -> None:
             assert body["status"] == "not_ready" and list(body["not_ready"]) == ["database"]
             assert "unreachable" in body["not_ready"]["database"]
             assert client.get("/health/live").status_code == 200
+        # Without the lifespan (no `with`) the doors never started: both causes named.
+        r = TestClient(build_app(hub)).get("/health/ready")
+        assert r.status_code == 503
+        assert sorted(r.json()["not_ready"]) == ["database", "doors"]
+        assert "doors" in r.json()["not_ready"]["doors"]
     finally:
         hub.db.dispose()
         hub.db = working
