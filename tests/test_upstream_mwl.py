@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+from sqlalchemy import update
+from sqlmodel import col
 
 from adapters.upstream_mwl import config, poll, scu
 from hub.context import Hub
@@ -189,10 +191,12 @@ def test_settings_are_checked_and_the_hub_job_polls_each_source_when_due(
     adapter_jobs(jobs, hub)
     assert jobs.scheduler.get_job("upstream_mwl_poll") is not None
     asked: list[str] = []
+    undated = item("RP9", "P-9", "Jones^Tom")  # no start: the hub takes "now", once
+    del undated.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate
 
     def finder(up: config.Upstream, today: date) -> list[Dataset]:
         asked.append(up.ae_title)
-        return []
+        return [undated] if up.ae_title == "FAST" else []
 
     register(client, "fast", "FAST", 104, interval_s=10)
     register(client, "slow", "SLOW", 104, interval_s=3600)
@@ -202,8 +206,15 @@ def test_settings_are_checked_and_the_hub_job_polls_each_source_when_due(
     assert sorted(asked) == ["CSTONE", "FAST", "SLOW"]
     assert poller.tick() == []  # none is due again yet
     poller.last["fast"] -= 10
+    assert status(client, "fast")["placed"] == 1
+    earlier = datetime(2026, 1, 2, 3, 4, 5)  # as if placed long ago: "now" has moved on
+    with hub.db.session() as s:
+        s.execute(update(Order).where(col(Order.source) == "fast").values(scheduled_start=earlier))
+    poller.last["fast"] -= 10
     assert poller.tick() == ["fast"]
-    assert status(client, "fast")["last_result"] == "ok" and status(client, "fast")["items"] == 0
+    st = status(client, "fast")
+    assert (st["last_result"], st["items"], st["unchanged"], st["updated"]) == ("ok", 1, 1, 0)
+    assert by_placer(hub, "fast")["RP9"].scheduled_start == earlier
 
 
 # -- polling wlmscpfs -------------------------------------------------------------

@@ -51,6 +51,7 @@ class Item:
 
 
 def read(item: Dataset, source: str, up: Upstream, codes: CodeLists, mappings: Mappings) -> Item:
+    """The order ``item`` asks for (not yet validated: ``OrderIn`` judges the body)."""
     step = _first_step(item)
     rp_id = _text(item, "RequestedProcedureID")
     accession = _text(item, "AccessionNumber")

@@ -137,7 +137,9 @@ def _apply_one(
         out.unchanged += 1
         return
     patch = req.model_dump(mode="json")
-    for name in SENDER_IDS:  # absent upstream: the hub's own stays
+    # Absent upstream: the hub's own stays (its identifiers; the start time it
+    # took as "now" when the item had none, else every poll would move it).
+    for name in (*SENDER_IDS, "scheduled_start"):
         if patch.get(name) is None:
             patch.pop(name, None)
     version = order.version
