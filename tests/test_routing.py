@@ -28,6 +28,8 @@ from hub.context import Hub
 from hub.models import Delivery, utcnow
 from hub.serve import delivery_kinds
 from hub.services import events, routes
+from hub.services.deliveries.kinds import Target
+from hub.services.deliveries.leases import claim, settle_many
 from hub.services.deliveries.worker import DeliveryWorker
 from tests.harness import key_for, start_listener, write_cert
 from tests.study_factory import CT, complete_quiet, instance, paths, place, store
@@ -321,3 +323,31 @@ def test_a_destination_that_drops_the_association_mid_study_gets_the_rest_once(
         assert sorted(received) == sops  # each once: the first was not sent again
     finally:
         server.shutdown()
+
+
+def test_an_instance_landing_as_a_forward_settles_is_sent_once(
+    hub: Hub, client: TestClient, telerad: StoreScp, worker: DeliveryWorker
+) -> None:
+    """The gap between an attempt's last listing of the study and its settling:
+    an instance stored there finds the forward still in flight (nothing for
+    ``rearm`` to re-arm); settling sees it and puts the forward back to pending."""
+    register(client, "TELERAD", telerad.port)
+    study = "1.2.826.0.1.3680043.10.999.6"
+    sops = [f"{study}.{n}" for n in (1, 2, 3)]
+    for n, sop in enumerate(sops[:2], 1):
+        store(hub, instance(study_uid=study, sop_uid=sop, sop_class=CT, InstanceNumber=str(n)))
+    client.post(f"/api/v1/studies/{study}/send", json={"destination": "TELERAD"})
+    before = set(telerad.files())
+    with hub.db.session() as s:
+        [c] = claim(s, worker.policy)
+    worker.senders[routes.KIND](Target.node("TELERAD"), c)  # the attempt: two sent
+    store(hub, instance(study_uid=study, sop_uid=sops[2], sop_class=CT, InstanceNumber="3"))
+    with hub.db.session() as s:
+        settle_many(s, [(c, None, False, None)], worker.policy)
+    [d] = forwards(client)
+    assert d["status"] == "pending", d  # not delivered: the third is not there yet
+    worker.run_once()
+    [d] = forwards(client)
+    assert d["status"] == "delivered" and d["payload"]["progress"]["sent"] == 3, d
+    arrived = set(telerad.files()) - before
+    assert sorted(dcmread(p).SOPInstanceUID for p in arrived) == sops  # each once

@@ -9,7 +9,10 @@ order's). A match becomes one ``dicom-forward`` delivery per study and
 route (``when`` ``received``: on the study's first instance; ``completed``:
 when its order completes). The delivery covers the whole study: each
 attempt sends the instances the destination has not yet acknowledged, and a
-late instance re-arms a delivered forward (``rearm``).
+late instance re-arms a delivered forward (``rearm``). One that lands while
+an attempt is finishing is caught when the attempt settles (``recheck``):
+either the instance is committed before the forward is settled delivered,
+and ``recheck`` sees it, or after, and ``rearm`` sees the forward delivered.
 """
 
 from __future__ import annotations
@@ -259,6 +262,15 @@ def route_events(session: Session, evs: list[OutboxEvent]) -> int:
 def rearm(session: Session, study_instance_uid: str) -> None:
     """A new instance of a study: its delivered forwards go again (for that instance)."""
     t = _DELIVERIES
+    # PostgreSQL: hold the study's forwards (in id order, as settling takes them)
+    # until this instance is committed, so one settling now waits and then
+    # sees it in ``recheck``. SQLite's single writer does the same.
+    session.connection().execute(
+        select(t.c.id)
+        .where(t.c.study_instance_uid == study_instance_uid, t.c.kind == KIND)
+        .order_by(t.c.id)
+        .with_for_update()
+    )
     session.connection().execute(
         update(t)
         .where(
@@ -266,6 +278,30 @@ def rearm(session: Session, study_instance_uid: str) -> None:
             t.c.kind == KIND,
             t.c.status == ST.DELIVERED,
         )
+        .values(status=ST.PENDING, next_attempt_at=utcnow(), delivered_at=None)
+    )
+
+
+def recheck(session: Session, delivery_ids: list[int]) -> None:
+    """Forwards just settled delivered whose study has an instance they have not
+    had acknowledged go back to pending (it landed after the attempt's last
+    listing); run in the settling transaction."""
+    if not delivery_ids:
+        return
+    t = _DELIVERIES
+    acked = select(col(DeliveryInstance.sop_instance_uid)).where(
+        col(DeliveryInstance.delivery_id) == t.c.id, col(DeliveryInstance.status) == "sent"
+    )
+    unsent = (
+        select(col(Instance.id))
+        .join(Study, col(Study.id) == col(Instance.study_id))
+        .where(col(Study.study_instance_uid) == t.c.study_instance_uid)
+        .where(col(Instance.sop_instance_uid).not_in(acked))
+        .exists()
+    )
+    session.connection().execute(
+        update(t)
+        .where(t.c.id.in_(delivery_ids), t.c.kind == KIND, t.c.status == ST.DELIVERED, unsent)
         .values(status=ST.PENDING, next_attempt_at=utcnow(), delivered_at=None)
     )
 

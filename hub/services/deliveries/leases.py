@@ -19,6 +19,7 @@ from sqlmodel import SQLModel, col
 
 from hub.models import Delivery, OutboxEvent, Source, utcnow
 from hub.models.deliveries import DeliveryStatus as ST
+from hub.services import routes
 from hub.services.deliveries.kinds import Claim, Target
 from hub.services.deliveries.policy import Policy
 
@@ -144,6 +145,7 @@ def settle_many(session: Session, outcomes: list[Outcome], policy: Policy) -> li
                 "b_next": nxt,
             }
         )
+    rows.sort(key=lambda r: r["b_id"])  # rows locked in id order, as routes.rearm does
     t = _DELIVERIES
     stmt = (
         update(t)
@@ -165,4 +167,7 @@ def settle_many(session: Session, outcomes: list[Outcome], policy: Policy) -> li
             "delivery lease lost before settling",
             extra={"settled": result.rowcount, "expected": len(rows)},
         )
+    routes.recheck(
+        session, [c.id for c, error, *_ in outcomes if not error and c.kind == routes.KIND]
+    )
     return out
