@@ -38,6 +38,7 @@ from sqlmodel import col
 from hub.mappings import ModalityAliases
 from hub.models import Order, OrderStatus
 from hub.names import fold
+from hub.services.orders import on_worklist
 from worklist import status
 from worklist.items import ALL, SPECIFIC_CHARACTER_SET, Spec, vr_of
 
@@ -608,14 +609,9 @@ def statement(
     extra: Iterable[ColumnElement[bool]] = (),
     aliases: ModalityAliases | None = None,
 ) -> Select[Any]:
-    """The SELECT answering ``query``: open orders only, minus those past the age cut-off."""
-    stmt = select(*ITEM_COLUMNS).where(col(Order.status).in_(OrderStatus.OPEN))
-    if max_age_days > 0:
-        cutoff = now - timedelta(days=max_age_days)
-        stmt = stmt.where(
-            col(Order.sps_start_date) >= cutoff.strftime("%Y%m%d"),
-            col(Order.scheduled_start) >= cutoff,
-        )
+    """The SELECT answering ``query``: open orders only, minus those past the age cut-off
+    (``orders.on_worklist``, which /metrics counts with too)."""
+    stmt = select(*ITEM_COLUMNS).where(*on_worklist(now, max_age_days))
     clauses = [*query.clauses, *apply_scope(query, scope, now.date(), aliases), *extra]
     if clauses:
         stmt = stmt.where(*clauses)

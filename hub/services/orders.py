@@ -267,8 +267,8 @@ def find(
 
 def on_worklist(now: datetime, max_age_days: float) -> list[ColumnElement[bool]]:
     """What puts an order on the Modality Worklist before any device's keys: open, and
-    not older than ``VETHUB_WORKLIST_MAX_AGE_DAYS`` (worklist/query.py ``statement``
-    applies the same cut-off; /metrics counts with this)."""
+    not older than ``VETHUB_WORKLIST_MAX_AGE_DAYS``. The worklist's query starts from
+    these (worklist/query.py ``statement``), and /metrics counts with them."""
     clauses: list[ColumnElement[bool]] = [col(Order.status).in_(OrderStatus.OPEN)]
     if max_age_days > 0:
         cutoff = now - timedelta(days=max_age_days)
