@@ -204,9 +204,11 @@ class Registry:
         """Why ``settings`` cannot be stored: an unknown kind in ``results``, or a
         setting a chosen kind requires left empty (once per field, naming the kinds)."""
         errors: list[FieldError] = []
-        # A kind that sends to a registered node (dicom-forward) is routed, not subscribed.
-        offered = [n for n, k in self._kinds.items() if not k.to_node]
-        unknown = [name for name in settings.results if name not in offered]
+        # A kind that sends to a registered node (dicom-forward) is routed, not
+        # subscribed; one with no events is an adapter's own job (provet-pull).
+        subscribable = {n: k for n, k in self._kinds.items() if not k.to_node and k.events}
+        offered = [n for n, k in subscribable.items() if k.source_kind in (None, settings.kind)]
+        unknown = [name for name in settings.results if name not in subscribable]
         for name in unknown:
             errors.append(
                 FieldError(
