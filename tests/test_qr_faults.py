@@ -6,8 +6,8 @@ destination (it can abort, stall and cancel on cue, which DCMTK cannot):
   answering, and the same move succeeds once the destination is back;
 - C-CANCEL of a C-FIND, a C-MOVE and a C-GET: 0xFE00, with the counts;
 - a destination that takes only Implicit VR Little Endian: the stored Explicit
-  instances go converted; one whose pixel data cannot be decompressed fails
-  alone, named in FailedSOPInstanceUIDList.
+  and Big Endian instances go converted; one whose pixel data cannot be
+  decompressed fails alone, named in FailedSOPInstanceUIDList.
 
 One door and one destination per database; a few tiny instances.
 """
@@ -21,10 +21,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -112,18 +118,34 @@ def many_studies(hub: Hub) -> None:
         s.execute(insert(Study), rows)
 
 
+def send_as(port: int, ds: Dataset) -> str:
+    """C-STORE ``ds`` to the door in its file meta's transfer syntax."""
+    scu = AE(ae_title="QRSCU")
+    scu.add_requested_context(CT, ds.file_meta.TransferSyntaxUID)
+    assoc = scu.associate("127.0.0.1", port, ae_title="VETHUB")
+    assert assoc.send_c_store(ds).Status == 0
+    assoc.release()
+    return str(ds.SOPInstanceUID)
+
+
 def undecodable_rle(port: int, study_uid: str) -> str:
     """Store, through the door, an RLE instance whose pixel data no decoder reads."""
     ds = instance(study_uid=study_uid, series_uid=f"{study_uid}.2", sop_class=CT, modality="CT")
     ds.PixelData = encapsulate([b"\x01\x00\x00\x00" + b"\x00" * 60 + b"not rle"])
     ds["PixelData"].VR = "OB"
     ds.file_meta.TransferSyntaxUID = RLELossless
-    scu = AE(ae_title="QRSCU")
-    scu.add_requested_context(CT, RLELossless)
-    assoc = scu.associate("127.0.0.1", port, ae_title="VETHUB")
-    assert assoc.send_c_store(ds).Status == 0
-    assoc.release()
-    return str(ds.SOPInstanceUID)
+    return send_as(port, ds)
+
+
+def big_endian(port: int, study_uid: str) -> tuple[str, bytes]:
+    """Store, through the door, an instance in Explicit VR Big Endian; its UID and
+    its pixel data as little endian words."""
+    ds = instance(study_uid=study_uid, series_uid=f"{study_uid}.3", sop_class=CT, modality="CT")
+    little = bytes(ds.PixelData)
+    ds.PixelData = np.frombuffer(little, "<u2").astype(">u2").tobytes()  # written as given
+    ds["PixelData"].VR = "OW"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    return send_as(port, ds), little
 
 
 def identifier(study_uid: str = "", **keys: str) -> Dataset:
@@ -153,6 +175,7 @@ def test_retrieve_faults_are_answered_by_status(hub: Hub) -> None:
         odd = "1.2.826.0.1.3680043.10.997.2"
         (good,) = ct_study(hub, odd, 1)
         bad = undecodable_rle(port, odd)
+        big, big_pixels = big_endian(port, odd)
 
         ae = AE(ae_title="QRSCU")
         for model in (FIND, MOVE, Verification):
@@ -160,13 +183,16 @@ def test_retrieve_faults_are_answered_by_status(hub: Hub) -> None:
         assoc = ae.associate("127.0.0.1", port, ae_title="VETHUB")
         assert assoc.is_established
         try:
-            # Implicit VR only: converted; the undecodable instance fails alone, by UID
+            # Implicit VR only: converted (big endian too); the undecodable instance
+            # fails alone, by UID
             rsp, ids = final(list(assoc.send_c_move(identifier(odd), "PICKY", MOVE)))
             assert rsp.Status == 0xB000
-            assert (rsp.NumberOfCompletedSuboperations, rsp.NumberOfFailedSuboperations) == (1, 1)
+            assert (rsp.NumberOfCompletedSuboperations, rsp.NumberOfFailedSuboperations) == (2, 1)
             assert ids is not None and ids.FailedSOPInstanceUIDList == bad
-            [moved] = dest.received
-            assert moved.SOPInstanceUID == good
+            moved, swapped = sorted(dest.received, key=lambda d: d.SOPInstanceUID != good)
+            assert moved.SOPInstanceUID == good and swapped.SOPInstanceUID == big
+            assert swapped.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+            assert swapped.PixelData == big_pixels and swapped.Rows == 8
             assert moved.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
             (path,) = [p for p in paths(hub, odd) if good in p]
             stored = dcmread(path)

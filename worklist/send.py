@@ -5,13 +5,15 @@ study on. The proposal follows what is being sent: per SOP class, one
 context for each stored compressed syntax (so it can go as stored, byte for
 byte) and one with Explicit and Implicit VR Little Endian, the fallback that
 every Storage SCP accepts. An instance whose stored syntax the destination
-refused is decompressed with pydicom and sent uncompressed; one it cannot
+refused is decompressed with pydicom (or, stored big endian, turned little
+endian by ``hub.archive.transcode``) and sent uncompressed; one it cannot
 take at all fails alone, the others still go.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import socket
 import ssl
@@ -25,6 +27,8 @@ from pydicom import dcmread, uid
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.presentation import PresentationContext
+
+from hub.archive import transcode
 
 log = logging.getLogger("worklist.send")
 
@@ -138,13 +142,14 @@ def payload(item: Outgoing, accepted: dict[str, set[str]]) -> Path | Dataset:
     if not syntaxes & set(UNCOMPRESSED):
         raise Unsendable(f"{item.sop_class_uid} in {item.transfer_syntax_uid} not accepted")
     stored = uid.UID(item.transfer_syntax_uid)
-    if not stored.is_little_endian:
-        # pydicom leaves OW pixel words big endian when re-encoding: not sent wrong.
-        raise Unsendable("stored big endian and the destination takes only little endian")
     try:
-        ds = dcmread(item.path)
-        if stored.is_compressed:
-            ds.decompress(generate_instance_uid=False)  # the same instance, not a new one
+        if stored.is_little_endian:
+            ds = dcmread(item.path)
+            if stored.is_compressed:
+                ds.decompress(generate_instance_uid=False)  # the same instance, not a new one
+        else:
+            # pydicom would write OW words big endian as read; transcode swaps them.
+            ds = dcmread(io.BytesIO(transcode.explicit_little(item.path)))
         to = (
             uid.ExplicitVRLittleEndian
             if uid.ExplicitVRLittleEndian in syntaxes
@@ -154,7 +159,7 @@ def payload(item: Outgoing, accepted: dict[str, set[str]]) -> Path | Dataset:
         # pydicom then writes the data set in ``to``, not as it was read.
         ds.set_original_encoding(to.is_implicit_VR, True, ds.original_character_set)
     except Exception as exc:  # a codec missing or the pixel data undecodable
-        raise Unsendable(f"cannot decompress {stored.name}: {exc}") from exc
+        raise Unsendable(f"cannot decode {stored.name}: {exc}") from exc
     return ds
 
 
