@@ -14,13 +14,14 @@ takes its name, so a listing present means its files are on the disk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -45,7 +46,35 @@ _CHUNK = 1 << 20
 _WORKERS = min(4, os.cpu_count() or 1)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
-Progress = Callable[[int], None]  # called with the bytes of each instance done
+Progress = Callable[[int], None]  # called with the bytes of each batch of instances done
+
+_STUDY = Study.__table__  # type: ignore[attr-defined]
+_SERIES = Series.__table__  # type: ignore[attr-defined]
+_INSTANCE = Instance.__table__  # type: ignore[attr-defined]
+_SERIES_COLUMNS = tuple(
+    _SERIES.c[name]
+    for name in (
+        "id",
+        "study_id",
+        "series_instance_uid",
+        "modality",
+        "series_number",
+        "series_description",
+    )
+)
+_INSTANCE_COLUMNS = tuple(
+    _INSTANCE.c[name]
+    for name in (
+        "series_id",
+        "path",
+        "size",
+        "sop_instance_uid",
+        "sop_class_uid",
+        "transfer_syntax_uid",
+        "coerced",
+        "received_at",
+    )
+)
 
 
 @dataclass
@@ -89,14 +118,27 @@ def totals(hub: Hub, scope: Scope) -> tuple[int, int]:
 def export(hub: Hub, to: Path, scope: Scope, *, actor: str, progress: Progress) -> Summary:
     """Write the scope's studies under ``to``; audited as ``export``."""
     to.mkdir(parents=True, exist_ok=True)
+    # Into an empty folder nothing can be there already: no look before each copy.
+    fresh = not any(os.scandir(to))
     done = Summary()
     studies_tmp = to / f".{STUDIES_FILE}.part"
     with _writing(studies_tmp) as out, ThreadPoolExecutor(_WORKERS) as pool:
-        for batch in _study_batches(hub, scope):
-            with hub.db.read_session() as s:
-                lines = _export_batch(hub, s, batch, to, done, progress, pool)
-            text = "".join(json.dumps(line, default=_plain) + "\n" for line in lines)
-            _write(out, studies_tmp, text)
+        # One batch read and its copies started while the one before finishes:
+        # the queries and the JSON lines overlap the copying (two batches in memory).
+        in_flight: list[_Batch] = []
+        try:
+            for ids in _study_batches(hub, scope):
+                with hub.db.read_session() as s:
+                    in_flight.append(_start_batch(hub, s, ids, to, pool, fresh))
+                if len(in_flight) > 1:
+                    _write(out, studies_tmp, _finish_batch(in_flight.pop(0), done, progress))
+            while in_flight:
+                _write(out, studies_tmp, _finish_batch(in_flight.pop(0), done, progress))
+        except BaseException:  # copies not begun are not begun (the pool waits for the rest)
+            for batch in in_flight:
+                for copying in batch.copies:
+                    copying.cancel()
+            raise
     _export_audit(hub, to)
     os.sync()  # one flush for all files (an fsync each cost 3x the copying)
     os.replace(studies_tmp, to / STUDIES_FILE)
@@ -165,62 +207,86 @@ def _scoped(stmt: Any, scope: Scope) -> Any:
     return stmt
 
 
-def _export_batch(
+@dataclass
+class _Batch:
+    """One batch of studies read from the database, its files being copied."""
+
+    studies: list[Any]
+    series_of: dict[int, list[Any]]
+    instances: list[Any]
+    rels: list[str]
+    orders: dict[int, tuple[dict[str, Any] | None, dict[str, Any] | None]]
+    copies: list[Future[list[tuple[str | None, str]]]]
+
+
+def _start_batch(
     hub: Hub,
     s: Session,
     study_ids: list[int],
     to: Path,
-    done: Summary,
-    progress: Progress,
     pool: ThreadPoolExecutor,
-) -> list[dict[str, Any]]:
-    """A batch of studies: four queries for all of them, their files copied together.
+    fresh: bool,
+) -> _Batch:
+    """A batch of studies: four queries for all of them, their files handed to the pool.
 
     (A query per study and per series cost more than copying the files.)
+    Rows are read as plain tuples (no ORM objects: at 10,000 instances their
+    construction cost as much as the copying); only the few orders are models,
+    turned into their JSON parts here while the session is open.
     """
     studies = list(
-        s.scalars(select(Study).where(col(Study.id).in_(study_ids)).order_by(col(Study.id)))
+        s.execute(select(*_STUDY.c).where(_STUDY.c.id.in_(study_ids)).order_by(_STUDY.c.id))
     )
     order_ids = {st.order_id for st in studies if st.order_id}
     orders = (
-        {o.id: o for o in s.scalars(select(Order).where(col(Order.id).in_(order_ids)))}
+        {
+            o.id: (_owner(o), _order(o))
+            for o in s.scalars(select(Order).where(col(Order.id).in_(order_ids)))
+            if o.id is not None
+        }
         if order_ids
         else {}
     )
-    series_of: dict[int, list[Series]] = {}
-    for series in s.scalars(
-        select(Series).where(col(Series.study_id).in_(study_ids)).order_by(col(Series.id))
+    series_of: dict[int, list[Any]] = {}
+    for series in s.execute(
+        select(*_SERIES_COLUMNS).where(_SERIES.c.study_id.in_(study_ids)).order_by(_SERIES.c.id)
     ):
         series_of.setdefault(series.study_id, []).append(series)
-    instances_of: dict[int, list[Instance]] = {}
-    for inst in s.scalars(
-        select(Instance)
-        .join(Series, col(Series.id) == col(Instance.series_id))
-        .where(col(Series.study_id).in_(study_ids))
-        .order_by(col(Instance.id))
+    instances_of: dict[int, list[Any]] = {}
+    for inst in s.execute(
+        select(*_INSTANCE_COLUMNS)
+        .join(_SERIES, _SERIES.c.id == _INSTANCE.c.series_id)
+        .where(_SERIES.c.study_id.in_(study_ids))
+        .order_by(_INSTANCE.c.id)
     ):
         instances_of.setdefault(inst.series_id, []).append(inst)
-    plan: list[tuple[Study, Series, Path, list[Instance]]] = []
+    every: list[Any] = []
+    rels: list[str] = []
     for study in studies:
-        folder = Path(safe_name(study.patient_id or "NO_PATIENT_ID")) / safe_name(
-            study.study_instance_uid
-        )
-        for series in series_of.get(study.id or 0, []):
-            where = folder / safe_name(series.series_instance_uid)
-            plan.append((study, series, where, instances_of.get(series.id or 0, [])))
-    rels = [
-        where / f"{safe_name(i.sop_instance_uid)}.dcm"
-        for _, _, where, instances in plan
-        for i in instances
+        folder = f"{safe_name(study.patient_id or 'NO_PATIENT_ID')}/"
+        folder += f"{safe_name(study.study_instance_uid)}/"
+        for series in series_of.get(study.id, []):
+            where = f"{folder}{safe_name(series.series_instance_uid)}/"
+            for inst in instances_of.get(series.id, []):
+                every.append(inst)
+                rels.append(f"{where}{safe_name(inst.sop_instance_uid)}.dcm")
+    data_dir, target = str(hub.settings.data_dir), str(to)
+    jobs = [
+        (os.path.join(data_dir, inst.path), os.path.join(target, rel), inst.size, not fresh)
+        for inst, rel in zip(every, rels, strict=True)
     ]
-    every = [i for *_, instances in plan for i in instances]
-    copies = pool.map(
-        _copy,
-        [hub.settings.data_dir / i.path for i in every],
-        [to / rel for rel in rels],
-        [i.size for i in every],
-    )
+    # A few jobs per worker, not one per file: the hand-off costs more than a small copy.
+    step = max(1, -(-len(jobs) // (_WORKERS * 4)))
+    copies = [pool.submit(_copy_all, jobs[i : i + step]) for i in range(0, len(jobs), step)]
+    return _Batch(studies, series_of, every, rels, orders, copies)
+
+
+def _finish_batch(batch: _Batch, done: Summary, progress: Progress) -> str:
+    """The batch's JSON lines, once its files are copied (a copy's failure raised here)."""
+    copies = [result for copying in batch.copies for result in copying.result()]
+    every, rels, series_of = batch.instances, batch.rels, batch.series_of
     listed_of: dict[int, list[dict[str, Any]]] = {}
+    size = 0
     for inst, rel, (digest, outcome) in zip(every, rels, copies, strict=True):
         if outcome == "copied":
             done.copied += 1
@@ -228,15 +294,13 @@ def _export_batch(
             done.skipped += 1
         else:
             done.unreadable.append(f"{inst.path}: {outcome}")
-        done.instances += 1
-        done.bytes += inst.size
-        progress(inst.size)
+        size += inst.size
         listed_of.setdefault(inst.series_id, []).append(
             {
                 "sop_instance_uid": inst.sop_instance_uid,
                 "sop_class_uid": inst.sop_class_uid,
                 "transfer_syntax_uid": inst.transfer_syntax_uid,
-                "file": rel.as_posix(),
+                "file": rel,
                 "size": inst.size,
                 "sha256": digest,
                 "coerced": inst.coerced,
@@ -244,26 +308,29 @@ def _export_batch(
             }
             | ({} if digest else {"error": f"stored file {outcome}"})
         )
+    done.instances += len(every)
+    done.bytes += size
+    progress(size)
     lines = []
-    for study in studies:
-        order = orders.get(study.order_id) if study.order_id else None
+    for study in batch.studies:
+        owner, order = batch.orders.get(study.order_id, (None, None))
         series_out = [
             {
                 "series_instance_uid": series.series_instance_uid,
                 "modality": series.modality,
                 "series_number": series.series_number,
                 "series_description": series.series_description,
-                "instances": listed_of.get(series.id or 0, []),
+                "instances": listed_of.get(series.id, []),
             }
-            for series in series_of.get(study.id or 0, [])
+            for series in series_of.get(study.id, [])
         ]
         done.studies += 1
         lines.append(
             {
                 "study_instance_uid": study.study_instance_uid,
                 "patient": {"id": study.patient_id, "name": study.patient_name},
-                "owner": _owner(order),
-                "order": _order(order),
+                "owner": owner,
+                "order": order,
                 "match": {
                     "method": study.match_method,
                     "unmatched_reason": study.unmatched_reason,
@@ -278,7 +345,7 @@ def _export_batch(
                 "series": series_out,
             }
         )
-    return lines
+    return "".join(json.dumps(line, default=_plain) + "\n" for line in lines)
 
 
 def _owner(order: Order | None) -> dict[str, Any] | None:
@@ -298,17 +365,23 @@ def _order(order: Order | None) -> dict[str, Any] | None:
     return order.model_dump(exclude={"name_key"})
 
 
-def _copy(src: Path, dst: Path, size: int) -> tuple[str | None, str]:
+def _copy_all(jobs: list[tuple[str, str, int, bool]]) -> list[tuple[str | None, str]]:
+    return [_copy(src, dst, size, look) for src, dst, size, look in jobs]
+
+
+def _copy(src: str, dst: str, size: int, look: bool = True) -> tuple[str | None, str]:
     """(SHA-256, "copied" / "skipped" / why the stored file cannot be read).
 
     Copies in steps through a temporary name, hashing as it goes (each byte
     read once); a whole file already at ``dst`` (same size) is kept and only
-    hashed. A stored file that cannot be read costs only itself; a
-    destination that cannot be written stops the export. Plain ``os`` calls:
-    for the many ~1 KB files the cost per file is the system calls.
+    hashed (``look`` False: the folder was empty, nothing to look for). A
+    stored file that cannot be read costs only itself; a
+    destination that cannot be written stops the export. Plain ``os`` calls
+    on ``str`` paths: for the many ~1 KB files the cost per file is the
+    system calls, and ``pathlib`` would cost as much again.
     """
     try:
-        if os.stat(dst).st_size == size and os.path.isfile(dst):
+        if look and os.stat(dst).st_size == size and os.path.isfile(dst):
             return _hash(dst)[0], "skipped"
     except OSError:
         pass
@@ -316,7 +389,8 @@ def _copy(src: Path, dst: Path, size: int) -> tuple[str | None, str]:
         fin = os.open(src, os.O_RDONLY)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror})"
-    tmp = dst.with_name(f".{dst.name}.part")
+    head, name = os.path.split(dst)
+    tmp = os.path.join(head, f".{name}.part")
     digest = hashlib.sha256()
     try:
         fout = _create(tmp)
@@ -329,15 +403,20 @@ def _copy(src: Path, dst: Path, size: int) -> tuple[str | None, str]:
         finally:
             os.close(fout)
     except _Unreadable as exc:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         return None, f"cannot be read ({exc.strerror})"
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         _write_failed(dst, exc)
     finally:
         os.close(fin)
     os.replace(tmp, dst)
     return digest.hexdigest(), "copied"
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class _Unreadable(OSError):
@@ -351,25 +430,25 @@ def _read(fd: int) -> bytes:
         raise _Unreadable(exc.errno, exc.strerror) from None
 
 
-def _create(tmp: Path) -> int:
+def _create(tmp: str) -> int:
     """The temporary file opened for writing, its folder made on first need."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
         return os.open(tmp, flags, 0o666)
     except FileNotFoundError:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
         return os.open(tmp, flags, 0o666)
 
 
-def _write_failed(dst: Path, exc: OSError) -> NoReturn:
+def _write_failed(dst: str, exc: OSError) -> NoReturn:
     if exc.errno == errno.ENOSPC:
         raise HubError(f"disk full writing {dst}; nothing half-written kept") from None
     raise HubError(f"cannot write {dst}: {exc.strerror}") from None
 
 
-def _hash(path: Path) -> tuple[str, int]:
+def _hash(path: Path | str) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         while block := f.read(_CHUNK):
             digest.update(block)
             size += len(block)
