@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, InvalidStateError
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -19,8 +20,10 @@ from hub.db import Database, head_revision
 
 # A database that does not answer within this is "not ready", whatever the driver's timeout.
 DATABASE_TIMEOUT_S = 2.0
-# One probe thread: a hung connection attempt makes later probes time out, not pile up threads.
-_probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ready-probe")
+# Checks still waiting on a hung database, at most. Each check has a thread of its
+# own, so one stuck connection attempt does not hold back the checks after the
+# database is back (as a single shared worker would); the cap stops a pile-up.
+_WAITING = threading.BoundedSemaphore(8)
 
 log = logging.getLogger("hub.api.health")
 router = APIRouter(tags=["ops"])
@@ -41,12 +44,36 @@ def _schema_problem(db: Database) -> str | None:
     return f"the schema is at {current}, this vethub needs {head}: run `vethub db upgrade`"
 
 
+def _check(db: Database) -> Future[str | None]:
+    """``_schema_problem`` on a thread of its own; frees its ``_WAITING`` slot when done."""
+    done: Future[str | None] = Future()
+
+    def run() -> None:
+        try:
+            result = _schema_problem(db)
+        except BaseException as exc:
+            outcome: tuple[str | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        finally:
+            _WAITING.release()
+        try:
+            if outcome[1] is not None:
+                done.set_exception(outcome[1])
+            else:
+                done.set_result(outcome[0])
+        except InvalidStateError:  # the caller gave up waiting (and cancelled it)
+            pass
+
+    threading.Thread(target=run, name="ready-check", daemon=True).start()
+    return done
+
+
 async def _database_problem(db: Database) -> str | None:
-    loop = asyncio.get_running_loop()
+    if not _WAITING.acquire(blocking=False):
+        return "the database has not answered the last checks (they are still waiting)"
     try:
-        return await asyncio.wait_for(
-            loop.run_in_executor(_probe, _schema_problem, db), DATABASE_TIMEOUT_S
-        )
+        return await asyncio.wait_for(asyncio.wrap_future(_check(db)), DATABASE_TIMEOUT_S)
     except TimeoutError:
         return f"the database did not answer within {DATABASE_TIMEOUT_S:g} s"
     except Exception as exc:
