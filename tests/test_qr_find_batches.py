@@ -1,6 +1,7 @@
 """Study-level C-FIND answers written in batches (worklist.encoded.FindAnswers): the
 same bytes pynetdicom would send, every answer intact through DCMTK findscu with a
-small PDU and through a pynetdicom SCU, and C-CANCEL honoured mid-stream."""
+small PDU and through a pynetdicom SCU, and C-CANCEL honoured mid-stream; and the
+per-query answer encoder writing what ``encoded_answer`` writes."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from hub.context import Hub
 from tests.study_factory import instance, store
 from tests.worklist_scu import running_door
-from worklist import encoded, qr
+from worklist import charset, encoded, qr
 from worklist.encoded import pdus, pending_command
+from worklist.qr_query import AnswerEncoder, encoded_answer, plan
 
 FIND = StudyRootQueryRetrieveInformationModelFind
 STUDIES = 30
@@ -52,6 +54,40 @@ def test_frames_are_pynetdicoms(max_pdu: int, size: int) -> None:
     request.AffectedSOPClassUID = FIND
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     assert pdus(3, pending_command(request), data, max_pdu) == _pynetdicom_wire(3, data, max_pdu)
+
+
+ROWS = [
+    {"StudyInstanceUID": "1.2.3", "StudyDate": "20260301", "PatientName": "Schmidt^Rex"},
+    {"StudyInstanceUID": "1.2.34", "PatientName": "Jäger^Bello", "ModalitiesInStudy": ["CT", "MR"]},
+    {"PatientName": "Ωmega^Rex", "StudyDescription": "Thorax ä", "ModalitiesInStudy": ["DX"]},
+    {"PatientName": "a\\b", "PatientID": "P1"},  # a backslash: pydicom writes it
+    {"PatientID": "", "AccessionNumber": None, "ModalitiesInStudy": [], "SeriesNumber": 3},
+    {"NumberOfStudyRelatedInstances": 12, "InstanceNumber": 4, "StudyTime": "101500.5"},
+    {"PatientID": "Ü1", "StudyDate": "2026030é", "ModalitiesInStudy": ["", "US"]},
+    {"PatientSex": True, "SeriesNumber": True, "PatientBirthDate": 20200101},
+]
+KEYS = (
+    "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "PatientName", "PatientID",
+    "StudyDescription", "ModalitiesInStudy", "PatientSex", "PatientBirthDate", "SeriesNumber",
+    "InstanceNumber", "RetrieveAETitle", "InstanceAvailability",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+@pytest.mark.parametrize("asked", [None, charset.UTF8, charset.LATIN1, charset.ASCII])
+def test_answer_encoder_writes_what_encoded_answer_writes(
+    implicit: bool, asked: str | None
+) -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    for key in KEYS:
+        setattr(identifier, key, "")
+    identifier.NumberOfStudyRelatedInstances = None  # IS, asked empty
+    keys = plan(identifier)
+    encoder = AnswerEncoder(keys, "STUDY", "VETHUB", implicit)
+    for row in ROWS:
+        assert encoder(row, asked) == encoded_answer(keys, row, "STUDY", asked, "VETHUB", implicit)
+    assert any(encoder(row, asked) for row in ROWS)  # not all fall back to pydicom
 
 
 def _studies(hub: Hub, n: int) -> set[str]:

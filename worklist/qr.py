@@ -40,7 +40,7 @@ from hub.tls import client_context
 from worklist import charset as charsets
 from worklist import encoded, send, status
 from worklist.encoded import EncodedIdentifier, FindAnswers
-from worklist.qr_query import QueryError, answer, encoded_answer, parse, plan
+from worklist.qr_query import AnswerEncoder, QueryError, answer, parse, plan
 from worklist.storage import STORAGE_SOP_CLASSES
 
 log = logging.getLogger("worklist.qr")
@@ -61,6 +61,7 @@ GET_MODELS = (
 MAX_SUBOPERATIONS = 65535
 # Answers per C-FIND at most (a "*" on a big archive is not a use).
 MAX_ANSWERS = 10_000
+FIND_PAGE = 2_000
 
 
 class QueryRetrieveService:
@@ -74,7 +75,7 @@ class QueryRetrieveService:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        # Answers go out as bytes written by ``qr_query.encoded_answer`` when
+        # Answers go out as bytes written by ``qr_query.AnswerEncoder`` when
         # pynetdicom takes them (``worklist.encoded``); else as data sets.
         self.send_encoded = encoded.install()
 
@@ -114,7 +115,7 @@ class QueryRetrieveService:
             return
         sent = 0
         implicit = event.context.transfer_syntax == ImplicitVRLittleEndian
-        keys = None  # read on the first match, as the answers were
+        encoder = None  # the identifier's keys read on the first match, as the answers were
         # Pending answers written in batches, past pynetdicom's per-answer work
         # (worklist.encoded.FindAnswers); None: each yielded to pynetdicom.
         batch = FindAnswers.open(event) if self.send_encoded else None
@@ -126,8 +127,8 @@ class QueryRetrieveService:
                     yield status.CANCEL, None
                     return
                 ae = self.hub.settings.dicom_ae
-                keys = keys or plan(identifier)
-                data = encoded_answer(keys, attrs, asked.level, charset, ae, implicit)
+                encoder = encoder or AnswerEncoder(plan(identifier), asked.level, ae, implicit)
+                data = encoder(attrs, charset)
                 if data is not None and batch is not None:
                     if not batch.add(data):
                         event.assoc.abort()  # the socket failed mid-answer: nothing to save
@@ -168,7 +169,8 @@ class QueryRetrieveService:
             with self.hub.db.read_session() as s:
                 yield from study_search.patients(s, asked.query)
             return
-        q = asked.query
+        # Pages of FIND_PAGE: each page sorts the matches again (OFFSET), so few and large.
+        q = replace(asked.query, limit=FIND_PAGE)
         offset = 0
         while offset < MAX_ANSWERS:
             with self.hub.db.read_session() as s:

@@ -10,6 +10,7 @@ each with its value or empty when the hub does not know it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -236,6 +237,106 @@ def encoded_answer(
         return items.encode(item, None, charset, implicit, strict=True)
     except UnicodeEncodeError:
         return None
+
+
+class AnswerEncoder:
+    """``encoded_answer`` for one query, its per-key work done once.
+
+    The same bytes as ``encoded_answer`` (tests compare them on every stored
+    study of the benchmark archive): per answer only the values are looked
+    up and encoded; the headers, their order, the VR checks and the
+    SpecificCharacterSet element are prepared when the query comes.
+    """
+
+    def __init__(self, keys: Plan, level: str, retrieve_ae: str, implicit: bool) -> None:
+        self.implicit = implicit
+        fixed = {"QueryRetrieveLevel": level, "RetrieveAETitle": retrieve_ae}
+        fixed["InstanceAvailability"] = "ONLINE"
+        self.fixed = fixed
+        # (tag, keyword, VR with a value, header when empty or None if that falls back)
+        steps = [(0x00080052, "QueryRetrieveLevel", "CS", "CS")]
+        steps += [(tag, keyword, vr, empty_vr) for keyword, tag, empty_vr, vr in keys.keys]
+        self.steps = [
+            (
+                _tag_bytes(tag),
+                keyword,
+                vr,
+                _empty_header(tag, empty_vr, implicit) if empty_vr in _TEXT_VRS else None,
+            )
+            for tag, keyword, vr, empty_vr in sorted(steps)
+        ]
+        self.charset_element = {
+            cs: items.encode({}, None, cs, implicit) for cs in _ENCODED_CHARSETS
+        }
+
+    def __call__(self, attrs: dict[str, Any], asked_charset: str | None) -> bytes | None:
+        fixed = self.fixed
+        if asked_charset is None:
+            charset = charsets.UTF8
+        else:
+            charset = _charset(
+                _values(attrs, fixed["QueryRetrieveLevel"], fixed["RetrieveAETitle"]), asked_charset
+            )
+            if charset not in _ENCODED_CHARSETS:
+                return None
+        codec = _CODECS[charset]
+        implicit = self.implicit
+        parts = [self.charset_element[charset]]
+        for tag_bytes, keyword, vr, empty in self.steps:
+            value = fixed[keyword] if keyword in fixed else attrs.get(keyword)
+            if value is None or value == [] or value == "":
+                if empty is None:
+                    return None
+                parts.append(empty)
+                continue
+            if vr not in _TEXT_VRS:
+                return None
+            if isinstance(value, int) and (
+                keyword in _NUMBERS or (vr == "IS" and not isinstance(value, bool))
+            ):
+                value = str(value)
+            texts = value if isinstance(value, list) else (value,)
+            raw = []
+            for text in texts:
+                if not isinstance(text, str) or "\\" in text:
+                    return None
+                if text.isascii():
+                    raw.append(text.encode("ascii"))
+                elif vr in _NON_ASCII_VRS:
+                    try:
+                        raw.append(text.encode(codec))
+                    except UnicodeEncodeError:
+                        return None
+                else:
+                    return None
+            data = b"\\".join(raw)
+            if len(data) % 2:
+                data += b"\0" if vr == "UI" else b" "
+            if implicit:
+                parts.append(tag_bytes + _U32.pack(len(data)))
+            else:
+                parts.append(tag_bytes + vr.encode() + _U16.pack(len(data)))
+            parts.append(data)
+        return b"".join(parts)
+
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_CODECS = {charsets.UTF8: "utf-8", charsets.LATIN1: "latin-1", charsets.ASCII: "ascii"}
+# Text VRs whose values may hold letters beyond ASCII in the answer's set (``_plain``).
+_NON_ASCII_VRS = frozenset(("PN", "LO", "SH"))
+# Keys ``_values`` turns from int to text whatever their VR.
+_NUMBERS = frozenset(("SeriesNumber", "InstanceNumber"))
+
+
+def _tag_bytes(tag: int) -> bytes:
+    return struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+
+
+def _empty_header(tag: int, vr: str, implicit: bool) -> bytes:
+    if implicit:
+        return _tag_bytes(tag) + _U32.pack(0)
+    return _tag_bytes(tag) + vr.encode() + _U16.pack(0)
 
 
 def _plain(value: Any, vr: str) -> str | list[str] | None:
