@@ -3,12 +3,16 @@ registered devices with when each last queried, stored and reported, and a
 C-ECHO button (``POST /api/v1/modalities/{ae}/echo``, the DICOM side's route,
 called by htmx with the session's CSRF header) for those with host and port;
 unknown callers of the DICOM door (admin, with a form registering one); the
-practice systems (sources) with their settings, secrets never shown; an admin
-registers one and edits one (``/console/devices/sources/{name}``) through the
-API's ``SourceIn`` and ``sources.put``, as ``PUT /api/v1/sources/{name}``."""
+practice systems (sources) with their settings, secrets never shown, and a
+vendor source's kind and what its adapter last did (hub/console/source_view.py);
+an admin registers one and edits one (``/console/devices/sources/{name}``)
+through the API's ``SourceIn`` and ``sources.put``, as ``PUT
+/api/v1/sources/{name}``: a vendor source keeps its kind, and its settings
+object is edited as the API's JSON."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,8 @@ from pydantic import ValidationError
 from hub.api.admin import ModalityIn
 from hub.api.auth import Caller
 from hub.api.deliveries import delivery_kinds
-from hub.api.sources import SourceIn
+from hub.api.sources import SourceIn, source_kinds
+from hub.console import source_view
 from hub.console.web import (
     ADMIN_ONLY,
     ECHO_ROLES,
@@ -37,6 +42,7 @@ from hub.context import Hub
 from hub.errors import FieldError, Invalid, NotFound
 from hub.models import Modality, Source, UnknownPeer
 from hub.services import modalities, peers, sources
+from hub.services.source_kinds import HL7, SourceKinds
 
 router = APIRouter()
 KEY = "devices"
@@ -50,7 +56,18 @@ class Devices:
     senders: list[UnknownPeer]  # HL7 senders no source's hl7_senders allows
 
 
-def load(hub: Hub, admin: bool) -> Devices:
+def shown(hub: Hub, row: Source, known: SourceKinds, admin: bool) -> dict[str, Any]:
+    """The source as the API shows it, and a vendor source's view under ``vendor``.
+
+    Only an admin gets the kind's additions (provet's webhook URL carries its
+    token) and the settings; other roles see the kind and what it last did."""
+    out = sources.public(row, known, hub.settings if admin else None)
+    kind = known.get(row.kind) if row.kind and row.kind != HL7 else None
+    out["vendor"] = source_view.describe(out, kind, hub.settings.tz, admin) if kind else None
+    return out
+
+
+def load(hub: Hub, admin: bool, known: SourceKinds) -> Devices:
     with hub.db.read_session() as s:
         devices = modalities.list_all(s)
         systems = sources.list_all(s)
@@ -63,7 +80,7 @@ def load(hub: Hub, admin: bool) -> Devices:
                 for r in peers.seen(s, "hl7")
                 if not any(peers.sender_matches(e, r.name, r.facility, r.address) for e in entries)
             ]
-        return Devices(devices, unknown, [sources.public(r) for r in systems], senders)
+        return Devices(devices, unknown, [shown(hub, r, known, admin) for r in systems], senders)
 
 
 @router.get("/console/devices")
@@ -72,7 +89,7 @@ async def devices(request: Request) -> Response:
     if isinstance(who, Response):
         return who
     admin = who.role == "admin"
-    d = await run_in_threadpool(load, request.app.state.hub, admin)
+    d = await run_in_threadpool(load, request.app.state.hub, admin, source_kinds(request))
     ctx = {
         "d": d,
         "admin": admin,
@@ -80,7 +97,7 @@ async def devices(request: Request) -> Response:
         "done": request.query_params.get("done", ""),
     }
     if admin:  # the "Register a source" form
-        ctx |= {"f": SourceForm("", True, _blank()), "kinds": delivery_kinds(request).names()}
+        ctx |= {"f": SourceForm("", True, _blank()), "kinds": offered(request, HL7)}
         ctx["events"] = sources.EVENTS
     template = "devices_live.html" if is_htmx(request) else "devices.html"
     return render(request, who, template, ctx, current=KEY)
@@ -137,6 +154,19 @@ class SourceForm:
     values: dict[str, Any]
     secret_set: bool = False
     errors: dict[str, list[str]] | None = None
+    kind: str = HL7
+    vendor: source_view.VendorView | None = None  # a vendor source's settings and status
+    key: str | None = None  # the kind's settings key (its JSON box is named after it)
+
+
+def offered(request: Request, kind: str) -> list[str]:
+    """Result kinds a source of ``kind`` may subscribe to (as ``Registry.check``
+    accepts): no node routes, no adapter's own jobs, no other vendor's callbacks."""
+    return [
+        k.name
+        for k in delivery_kinds(request)
+        if not k.to_node and k.events and k.source_kind in (None, kind)
+    ]
 
 
 def _form_values(row: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +182,7 @@ def _form_values(row: dict[str, Any]) -> dict[str, Any]:
         "results": list(row.get("results") or []),
         "events": list(row.get("events") or []),
         "hl7_senders": senders,
+        "kind_settings": "",
     }
 
 
@@ -181,6 +212,7 @@ async def _posted(request: Request, form: dict[str, str]) -> tuple[dict[str, Any
         "results": multi.get("results", []),
         "events": multi.get("events", []),
         "hl7_senders": form.get("hl7_senders", ""),
+        "kind_settings": form.get("kind_settings", ""),
     }
     body: dict[str, Any] = {k: v for k, v in typed.items() if k in SOURCE_TEXT and v}
     secret = form.get("webhook_secret", "")
@@ -197,16 +229,35 @@ def _field(where: object) -> str:
 
 
 def _message(e: FieldError) -> str:
-    """The error as shown beside its field; a sender's names which one (blank lines not counted)."""
+    """The error as shown beside its field; a sender's names which one (blank lines not
+    counted), a kind's setting (``upstream.port``, shown at the settings box) its name."""
     found = re.match(r"hl7_senders\[(\d+)\]\.?(\w*)", e.field)
     if found is None:
-        return e.message
+        inner = e.field.split(".", 1)[1] if "." in e.field else ""
+        return f"{inner}: {e.message}" if inner else e.message
     part = f" ({found[2]})" if found[2] else ""
     return f"sender {int(found[1]) + 1}{part}: {e.message}"
 
 
-def _save(request: Request, name: str, body: dict[str, Any], actor: str, new: bool) -> None:
-    """``SourceIn`` then ``sources.put``, as ``put_source``; raises ``Invalid``."""
+def _kind_settings(row: Source, key: str, text: str) -> dict[str, Any]:
+    """The settings object typed in the box (as the API's ``"<key>": {...}``);
+    an empty box keeps the stored settings. Secrets left out are kept."""
+    if not text.strip():
+        return {k: v for k, v in (row.kind_settings or {}).items() if k != sources.SECRETS_SET}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Invalid.one(key, f"is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(value, dict):
+        raise Invalid.one(key, 'must be a JSON object: {"name": value, ...}')
+    return value
+
+
+def _save(
+    request: Request, name: str, body: dict[str, Any], text: str, actor: str, new: bool
+) -> None:
+    """``SourceIn`` then ``sources.put``, as ``put_source``; raises ``Invalid``.
+    A stored source keeps its kind; ``text`` is a vendor source's settings box."""
     try:
         checked = SourceIn.model_validate(body)
     except ValidationError as err:
@@ -217,24 +268,34 @@ def _save(request: Request, name: str, body: dict[str, Any], actor: str, new: bo
     fields: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in checked.model_dump().items()
     }
-    new_settings = sources.SourceSettings(**fields)
     hub: Hub = request.app.state.hub
+    known = source_kinds(request)
     profiles = sources.hl7_profiles(hub.mappings.root)
     with hub.db.session() as s:
-        exists = s.get(Source, name) is not None
-        if new and exists:
+        row = s.get(Source, name)
+        if new and row is not None:
             raise Invalid.one("name", "is registered already; edit it from the list")
-        if not new and not exists:  # removed over the API meanwhile
+        if not new and row is None:  # removed over the API meanwhile
             raise NotFound(name)
-        sources.put(s, name, new_settings, delivery_kinds(request), profiles, actor=actor)
+        if row is not None and row.kind and row.kind != HL7:
+            kind = known.get(row.kind)
+            if kind is None:
+                raise Invalid.one("kind", f"{row.kind!r} is not a kind this hub knows")
+            fields |= {"kind": kind.name, "kind_settings": _kind_settings(row, kind.key, text)}
+        sources.put(
+            s,
+            name,
+            sources.SourceSettings(**fields),
+            delivery_kinds(request),
+            profiles,
+            actor=actor,
+            source_kinds=known,
+            secret_key=hub.settings.secret_key,
+        )
 
 
 def _render_source(request: Request, who: Caller, form: SourceForm, status: int = 200) -> Response:
-    ctx = {
-        "f": form,
-        "kinds": delivery_kinds(request).names(),
-        "events": sources.EVENTS,
-    }
+    ctx = {"f": form, "kinds": offered(request, form.kind), "events": sources.EVENTS}
     return render(request, who, "source.html", ctx, status=status, current=KEY)
 
 
@@ -245,10 +306,22 @@ async def _admin(request: Request) -> Caller | Response:
     return forbidden(request, who, f"A {who.role} account may not change sources.")
 
 
-def _stored(hub: Hub, name: str) -> dict[str, Any] | None:
+def _stored(hub: Hub, name: str, known: SourceKinds) -> dict[str, Any] | None:
     with hub.db.read_session() as s:
         row = s.get(Source, name)
-        return sources.public(row) if row is not None else None
+        return shown(hub, row, known, admin=True) if row is not None else None
+
+
+def _stored_form(stored: dict[str, Any], known: SourceKinds, form: SourceForm) -> SourceForm:
+    """``form`` with what the stored source adds: its secret flag, kind and view."""
+    form.secret_set = stored["webhook_secret_set"]
+    form.kind, form.vendor = stored["kind"], stored["vendor"]
+    kind = known.get(form.kind) if form.vendor else None
+    if kind is not None:
+        form.key = kind.key
+        if not form.values.get("kind_settings"):
+            form.values["kind_settings"] = source_view.editable(stored.get(kind.key) or {}, kind)
+    return form
 
 
 @router.get("/console/devices/sources/{name}")
@@ -256,10 +329,11 @@ async def source_page(request: Request, name: str) -> Response:
     who = await _admin(request)
     if isinstance(who, Response):
         return who
-    stored = await run_in_threadpool(_stored, request.app.state.hub, name)
+    known = source_kinds(request)
+    stored = await run_in_threadpool(_stored, request.app.state.hub, name, known)
     if stored is None:
         return problem(request, who, 404, "Not found", f"{name} is not a registered source.")
-    form = SourceForm(name, False, _form_values(stored), stored["webhook_secret_set"])
+    form = _stored_form(stored, known, SourceForm(name, False, _form_values(stored)))
     return _render_source(request, who, form)
 
 
@@ -272,14 +346,19 @@ async def _submit(request: Request, name: str | None) -> Response:
     name = form.get("name", "").strip() if name is None else name
     typed, body = await _posted(request, form)
     try:
-        await run_in_threadpool(_save, request, name, body, who.actor, new)
+        text = typed["kind_settings"]
+        await run_in_threadpool(_save, request, name, body, text, who.actor, new)
     except Invalid as err:
         errors: dict[str, list[str]] = {}
         for e in err.errors:
             errors.setdefault(_field(e.field), []).append(_message(e))
-        stored = None if new else await run_in_threadpool(_stored, request.app.state.hub, name)
-        secret_set = bool(stored and stored["webhook_secret_set"])
-        return _render_source(request, who, SourceForm(name, new, typed, secret_set, errors), 422)
+        known = source_kinds(request)
+        hub = request.app.state.hub
+        stored = None if new else await run_in_threadpool(_stored, hub, name, known)
+        again = SourceForm(name, new, typed, errors=errors)
+        if stored is not None:
+            again = _stored_form(stored, known, again)
+        return _render_source(request, who, again, 422)
     except NotFound:  # removed over the API meanwhile
         return problem(request, who, 404, "Not found", f"{name} is not a registered source.")
     done = "source-registered" if new else "source-saved"
