@@ -81,16 +81,16 @@ def delivery_kinds() -> Registry:
             hl7_sender.ORU,
             hl7_sender.ORM_STATUS,
             forward.KIND,
-            *ezyvet.KINDS,
-            provet.PULL,
-            provet.STATUS,
+            *upstream_mwl.DELIVERY_KINDS,
+            *ezyvet.DELIVERY_KINDS,
+            *provet.DELIVERY_KINDS,
         ]
     )
 
 
 def source_kinds() -> SourceKinds:
     """The vendor adapters a source may be of (besides hl7); each declares its kind."""
-    return SourceKinds([upstream_mwl.KIND, ezyvet.KIND, provet.SOURCE_KIND])
+    return SourceKinds([upstream_mwl.SOURCE_KIND, ezyvet.SOURCE_KIND, provet.SOURCE_KIND])
 
 
 def adapter_jobs(jobs: Jobs, hub: Hub) -> None:

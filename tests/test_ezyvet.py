@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.ezyvet import KINDS
+from adapters.ezyvet import DELIVERY_KINDS
 from adapters.ezyvet.client import Api, Tokens, retry_after
 from adapters.ezyvet.config import DEFAULTS, Config, check
 from adapters.ezyvet.results import ATTACH, RESULT
@@ -166,6 +166,8 @@ def test_partner_side_as_ezyvet_calls_it(api: TestClient, hub: Hub) -> None:
     assert r.status_code == 422 and "requested_at" in r.json()["detail"]
     assert push(api, {"Authorization": "Bearer nope"}, REQUEST).status_code == 401
     assert len(orders_of(api)) == 1
+    failing = api.get("/api/v1/sources/clinic").json()["status"]
+    assert failing["last_error"].startswith("request: HTTP 401") and not failing["previous_error"]
 
     # Disable cancels; an update arriving after it is answered, not applied.
     r = push(api, auth, {"action": "disable", "id": "US1324-DR158"})
@@ -195,7 +197,20 @@ def test_partner_side_as_ezyvet_calls_it(api: TestClient, hub: Hub) -> None:
     assert "modality 'THERMO'" in status["unknown_codes"]
     # 9 pushes applied; refused: 2 token requests, 2 catalogue calls, 6 pushes.
     assert status["requests_accepted"] == 9 and status["requests_refused"] == 10
-    assert status["last_error"] == "request: HTTP 401: the access token is not valid or has expired"
+    # The last refusal came before the last accepted push: recovered, still said.
+    assert status["last_error"] is None and status["last_ok_at"] >= status["last_error_at"]
+    assert status["previous_error"] == (
+        "request: HTTP 401: the access token is not valid or has expired"
+    )
+    # The URLs to give ezyVet, from VETHUB_PUBLIC_URL.
+    partner = f"http://127.0.0.1:8080{BASE}"
+    assert status["partner_url"] == partner
+    assert status["request_url"] == f"{partner}/request"
+    assert status["result_portal_url"] == f"{partner}/result"
+    assert status["accesstoken_url"] == f"{partner}/accesstoken"
+    assert status["species_url"] == f"{partner}/species"
+    catalogue = status["modalities_url"].removeprefix("http://127.0.0.1:8080")
+    assert api.get(catalogue, headers=auth).status_code == 200
 
     # Credentials and tokens never come back.
     text = json.dumps(got) + api.get("/api/v1/sources").text
@@ -240,7 +255,7 @@ def test_callbacks_through_the_outbox(api: TestClient, hub: Hub) -> None:
     [order] = orders_of(api)
     uid = indexed_study(hub, order)
     viewer = f"http://127.0.0.1:8080/viewer/studies/{uid}"
-    worker = DeliveryWorker(hub.db, hub.settings, Registry(KINDS))
+    worker = DeliveryWorker(hub.db, hub.settings, Registry(DELIVERY_KINDS))
 
     def attempt() -> dict[str, Delivery]:
         with hub.db.session() as s:  # due now, whatever the backoff said

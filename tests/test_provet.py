@@ -206,6 +206,11 @@ def test_end_to_end_webhook_worklist_store_status(
             study_date=TODAY.replace("-", ""),
         )
         assert send(port, [ds]) == [0]
+    provet.down = True  # the status PATCH fails: the source says so until one goes through
+    work(hub, worker)
+    failing = api.get("/api/v1/sources/clinic").json()["status"]
+    assert failing["last_error"].startswith("result for worklist 501: ") and not provet.patches
+    provet.down = False
     work(hub, worker)
 
     assert len(provet.patches) == 1
@@ -218,6 +223,7 @@ def test_end_to_end_webhook_worklist_store_status(
     status = api.get("/api/v1/sources/clinic").json()["status"]
     assert status["last_pull"] == {"worklist_id": "501", "outcome": "created"}
     assert status["last_result"]["outcome"] == "wrote ['status', 'viewer_url']"
+    assert status["last_error"] is None and "HTTP 503" in status["previous_error"]
 
 
 def test_faults_retried_once_applied_and_visible(
@@ -232,11 +238,19 @@ def test_faults_retried_once_applied_and_visible(
     (job,) = jobs(hub)
     assert job.status == "pending" and "HTTP 503" in (job.last_error or "")
     status = api.get("/api/v1/sources/clinic").json()["status"]
-    assert "503" in status["last_error"]["error"] and status["pull_failures"] == 1
+    assert (
+        status["last_error"].startswith("pull of worklist 501: ")
+        and "HTTP 503" in status["last_error"]
+    )
+    assert status["pull_failures"] == 1
     provet.down = False
     work(hub, worker)
     assert [j.status for j in jobs(hub)] == ["delivered"]
     assert the_order(hub).status == "scheduled"
+    # Recovered: no error shown as current, the one before it kept with its time.
+    status = api.get("/api/v1/sources/clinic").json()["status"]
+    assert status["last_error"] is None and "503" in status["previous_error"]
+    assert status["last_ok_at"] >= status["last_error_at"]
 
     # Slow: no answer within the send timeout is a failed attempt, retried.
     provet.slow["diagnosticimaging_worklist"] = 1.0

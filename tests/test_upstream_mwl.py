@@ -337,6 +337,7 @@ def test_the_upstream_list_becomes_orders_kept_in_step_and_served_to_devices(
     assert poll.poll(hub, "cstone") is None
     st = status(client, "cstone")
     assert st["last_result"] == "failed" and "cannot reach" in st["last_error"]
+    assert st["last_error_at"] == st["last_poll_at"] > st["last_ok_at"]
     assert st["failures_in_a_row"] == 1 and st["items"] == 2  # the last good poll's count
     register(client, "cstone", "NOSUCHAE", wlm.port, fields=FIELDS)  # no such folder
     assert poll.poll(hub, "cstone") is None
@@ -347,6 +348,9 @@ def test_the_upstream_list_becomes_orders_kept_in_step_and_served_to_devices(
     assert poll.poll(hub, "cstone") is not None
     st = status(client, "cstone")
     assert (st["last_result"], st["last_error"], st["failures_in_a_row"]) == ("ok", None, 0)
+    # Recovered, not forgotten: what failed and when, and the later success.
+    assert "rejected the association" in st["previous_error"]
+    assert st["last_ok_at"] > st["last_error_at"]
     assert st["cancelled"] == 1 and by_placer(hub, "cstone")["RP1"].status == "cancelled"
 
 

@@ -7,8 +7,8 @@ is what ezyVet syncs; access.py the tokens the hub gives ezyVet. Settings,
 URLs and what is verified against ezyVet's docs: docs/adapters.md "ezyVet".
 """
 
-from adapters.ezyvet.config import KIND
+from adapters.ezyvet.config import KIND as SOURCE_KIND
 from adapters.ezyvet.partner import router
-from adapters.ezyvet.results import KINDS
+from adapters.ezyvet.results import KINDS as DELIVERY_KINDS
 
-__all__ = ["KIND", "KINDS", "router"]
+__all__ = ["DELIVERY_KINDS", "SOURCE_KIND", "router"]

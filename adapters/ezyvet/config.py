@@ -13,15 +13,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.errors import FieldError
 from hub.mappings import MODALITIES
 from hub.services.source_kinds import SourceKind
 from hub.services.sources import check_secret, check_url
 
+if TYPE_CHECKING:
+    from hub.config import Settings
+
 NAME = "ezyvet"
 KEY = "ezyvet"
+# The partner side the hub hosts per source (partner.py): ROUTE/{source}/<call>.
+ROUTE = "/adapters/ezyvet"
+# The calls ezyVet is given a URL for, by the status key that shows it.
+CALLS = {
+    "accesstoken_url": "accesstoken",
+    "modalities_url": "modalities",
+    "species_url": "species",
+    "request_url": "request",
+    "result_portal_url": "result",
+}
 # The SPI scopes ezyVet lists for a PACS partner (pacs.html, "[V]").
 SPI_SCOPES = (
     "read-diagnosticresult write-diagnosticresult read-attachment write-attachment read-separation"
@@ -273,4 +286,12 @@ def _modality_map(value: Any) -> list[FieldError]:
     return out
 
 
-KIND = SourceKind(NAME, KEY, secret_fields=SECRETS, check=check, defaults=DEFAULTS)
+def public(source: str, stored: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """GET shows the URLs to type into ezyVet's integration record: the partner
+    base URL and each call under it (the result portal is opened with
+    ``portal_request_param`` and ``client_id`` as query parameters)."""
+    base = f"{settings.public_url.rstrip('/')}{ROUTE}/{source}"
+    return {"partner_url": base} | {key: f"{base}/{call}" for key, call in CALLS.items()}
+
+
+KIND = SourceKind(NAME, KEY, secret_fields=SECRETS, check=check, defaults=DEFAULTS, public=public)

@@ -30,9 +30,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from adapters import source_state
 from adapters.codes import CodeLists
 from adapters.ezyvet import access, catalog, intake
-from adapters.ezyvet.config import NAME, Config
+from adapters.ezyvet.config import NAME, ROUTE, Config
 from adapters.ezyvet.request import read, their_field
 from hub.context import Hub
 from hub.errors import Conflict, FieldError, Invalid, NotFound
@@ -41,7 +42,7 @@ from hub.services import links, modalities, orders, sealed, sources, studies
 
 log = logging.getLogger("adapters.ezyvet")
 
-router = APIRouter(prefix="/adapters/ezyvet/{source}", tags=["ezyvet partner (SPI)"])
+router = APIRouter(prefix=ROUTE + "/{source}", tags=["ezyvet partner (SPI)"])
 UNKNOWN_KEPT = 20  # unknown codes listed in the status
 
 
@@ -158,7 +159,9 @@ def _access_token(request: Request, source: str, raw: bytes) -> Response:
         with hub.db.session() as s:
             row = sources.get(s, source)
             token = access.issue(row, hub.settings.secret_key, cfg.token_seconds)
-            sources.set_state(s, source, token_issued_at=_now())
+            now = _now()
+            state = row.kind_state or {}
+            sources.set_state(s, source, **source_state.succeeded(state, now), token_issued_at=now)
     except Refused as exc:
         _note_refusal(hub, source, "accesstoken", exc)
         return exc.response()
@@ -269,11 +272,13 @@ def _note_accepted(
 ) -> None:
     state = dict(sources.get(s, source).kind_state or {})
     kept = [u for u in state.get("unknown_codes", []) if u not in unknown] + unknown
+    now = _now()
     sources.set_state(
         s,
         source,
+        **source_state.succeeded(state, now),
         requests_accepted=int(state.get("requests_accepted", 0)) + 1,
-        last_request_at=_now(),
+        last_request_at=now,
         last_request_id=request_id,
         last_outcome=done.outcome if not done.note else f"{done.outcome}: {done.note}",
         unknown_codes=kept[-UNKNOWN_KEPT:],
@@ -297,13 +302,12 @@ def _note_refusal(
             if row is None:
                 return
             state = dict(row.kind_state or {})
+            what = f"{call} {request_id}" if request_id else call
             sources.set_state(
                 s,
                 source,
                 requests_refused=int(state.get("requests_refused", 0)) + 1,
-                last_error=f"{call}{f' {request_id}' if request_id else ''}: "
-                f"HTTP {exc.status}: {exc.text}"[:500],
-                last_error_at=_now(),
+                **source_state.failed(f"{what}: HTTP {exc.status}: {exc.text}", _now()),
             )
     except Exception:
         log.exception("could not note a refused ezyVet call", extra={"source": source})

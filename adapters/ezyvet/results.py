@@ -143,4 +143,4 @@ RESULT_KIND = DeliveryKind(
     sender=_factory(result),
     source_kind=NAME,
 )
-KINDS = (ATTACH_KIND, RESULT_KIND)
+KINDS: tuple[DeliveryKind, ...] = (ATTACH_KIND, RESULT_KIND)

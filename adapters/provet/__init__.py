@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from adapters.provet import config, pull, status
 from adapters.provet.webhook import router
+from hub.services.deliveries.kinds import DeliveryKind
 
 SOURCE_KIND = config.KIND
-PULL = pull.KIND
-STATUS = status.KIND
+DELIVERY_KINDS: tuple[DeliveryKind, ...] = (pull.KIND, status.KIND)
 
-__all__ = ["PULL", "SOURCE_KIND", "STATUS", "router"]
+__all__ = ["DELIVERY_KINDS", "SOURCE_KIND", "router"]

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from adapters import source_state
 from adapters.codes import CodeLists
 from adapters.provet import config
 from adapters.provet.api import ApiPool
@@ -147,8 +148,10 @@ def _record(
     session: Session, source: str, worklist_id: str, outcome: str, mapped: Mapped | None
 ) -> None:
     state = sources.get(session, source).kind_state or {}
+    at = utcnow().isoformat()
     values: dict[str, Any] = {
-        "last_pull_at": utcnow().isoformat(),
+        **source_state.succeeded(state, at),
+        "last_pull_at": at,
         "last_pull": {"worklist_id": worklist_id, "outcome": outcome},
         "pulls_applied": int(state.get("pulls_applied") or 0) + 1,
     }
@@ -159,13 +162,14 @@ def _record(
 
 def _failed(db: Any, source: str, worklist_id: str, why: str) -> None:
     """The failure in the source's status too (the delivery row has it as last_error)."""
+    at = utcnow().isoformat()
     try:
         with db.session() as s:
             state = sources.get(s, source).kind_state or {}
             sources.set_state(
                 s,
                 source,
-                last_error={"at": utcnow().isoformat(), "worklist_id": worklist_id, "error": why},
+                **source_state.failed(f"pull of worklist {worklist_id}: {why}", at),
                 pull_failures=int(state.get("pull_failures") or 0) + 1,
             )
     except NotFound:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from adapters import source_state
 from adapters.provet import config
 from adapters.provet.api import ApiPool, Missing
 from adapters.provet.fetch import REFERRAL, WORKLIST
@@ -88,22 +89,28 @@ class StatusSender:
         except Missing:
             self._note(target.name, worklist_id, "gone from Provet; result not written")
             return
+        except DeliveryError as exc:
+            self._note(target.name, worklist_id, None, f"result for worklist {worklist_id}: {exc}")
+            raise
         self._note(target.name, worklist_id, f"wrote {sorted(body)}")
 
-    def _note(self, source: str, worklist_id: str, what: str) -> None:
+    def _note(self, source: str, worklist_id: str, what: str | None, error: str = "") -> None:
+        """The outcome (``what``), or the fault of a failed attempt, in the source's status."""
         db = self.options.db
         if db is None:
             return
+        at = utcnow().isoformat()
         try:
             with db.session() as s:
+                if error:
+                    sources.set_state(s, source, **source_state.failed(error, at))
+                    return
+                state = sources.get(s, source).kind_state or {}
                 sources.set_state(
                     s,
                     source,
-                    last_result={
-                        "at": utcnow().isoformat(),
-                        "worklist_id": worklist_id,
-                        "outcome": what,
-                    },
+                    **source_state.succeeded(state, at),
+                    last_result={"at": at, "worklist_id": worklist_id, "outcome": what},
                 )
         except Exception:
             log.exception("cannot record a provet result", extra={"source": source})

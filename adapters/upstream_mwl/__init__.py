@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING
 
 from adapters.upstream_mwl.config import DEFAULTS, KEY, check
 from adapters.upstream_mwl.poll import NAME, Poller
+from hub.services.deliveries.kinds import DeliveryKind
 from hub.services.source_kinds import SourceKind
 
 if TYPE_CHECKING:
     from hub.context import Hub
     from hub.jobs import Jobs
 
-KIND = SourceKind(NAME, KEY, check=check, defaults=DEFAULTS)
+SOURCE_KIND = SourceKind(NAME, KEY, check=check, defaults=DEFAULTS)
+# Nothing goes back: the upstream worklist is read, never written.
+DELIVERY_KINDS: tuple[DeliveryKind, ...] = ()
 # How often the job looks for a source whose interval is up (interval_s is at least 10).
 TICK_S = 10
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from adapters import source_state
 from adapters.codes import CodeLists
 from adapters.upstream_mwl import items as item_reader
 from adapters.upstream_mwl.config import Upstream
@@ -70,7 +71,6 @@ class Outcome:
     def state(self) -> dict[str, Any]:
         return {
             "last_result": "ok",
-            "last_error": None,
             "items": self.items,
             "placed": self.placed,
             "updated": self.updated,
@@ -194,8 +194,15 @@ def poll(hub: Hub, name: str, finder: Finder = find) -> Outcome | None:
         with hub.db.session() as s:
             out = apply(s, name, up, answers, hub.orders, codes)
             ms = round((time.monotonic() - started) * 1000)
+            before = sources.get(s, name).kind_state or {}
             sources.set_state(
-                s, name, **out.state(), last_poll_at=at, last_ok_at=at, failures_in_a_row=0, ms=ms
+                s,
+                name,
+                **out.state(),
+                **source_state.succeeded(before, at),
+                last_poll_at=at,
+                failures_in_a_row=0,
+                ms=ms,
             )
     except NotFound:
         raise
@@ -230,7 +237,7 @@ def _failed(hub: Hub, name: str, at: str, error: str) -> None:
             name,
             last_poll_at=at,
             last_result="failed",
-            last_error=error,
+            **source_state.failed(error, at),
             failures_in_a_row=failures + 1,
         )
 
