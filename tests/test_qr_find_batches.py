@@ -33,11 +33,11 @@ FIND = StudyRootQueryRetrieveInformationModelFind
 STUDIES = 30
 
 
-def _pynetdicom_wire(context_id: int, data: bytes, max_pdu: int) -> bytes:
+def _pynetdicom_wire(context_id: int, data: bytes, max_pdu: int, message_id: int) -> bytes:
     """What pynetdicom's C-FIND SCP writes for one pending answer: its own primitive,
     message, fragmentation and PDU encoding."""
     rsp = C_FIND()
-    rsp.MessageID = rsp.MessageIDBeingRespondedTo = 7
+    rsp.MessageID = rsp.MessageIDBeingRespondedTo = message_id
     rsp.AffectedSOPClassUID = FIND
     rsp.Status = 0xFF00
     rsp.Identifier = BytesIO(data)
@@ -49,11 +49,13 @@ def _pynetdicom_wire(context_id: int, data: bytes, max_pdu: int) -> bytes:
 @pytest.mark.parametrize("max_pdu", [0, 16384, 4096, 100])
 @pytest.mark.parametrize("size", [1, 300, 4090, 9000])
 def test_frames_are_pynetdicoms(max_pdu: int, size: int) -> None:
-    request = C_FIND()
-    request.MessageID = 7
-    request.AffectedSOPClassUID = FIND
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    assert pdus(3, pending_command(request), data, max_pdu) == _pynetdicom_wire(3, data, max_pdu)
+    for message_id in (7, 1, 0x1234, 65535):  # the command set cached, the ID written in
+        request = C_FIND()
+        request.MessageID = message_id
+        request.AffectedSOPClassUID = FIND
+        wire = _pynetdicom_wire(3, data, max_pdu, message_id)
+        assert pdus(3, pending_command(request), data, max_pdu) == wire
 
 
 ROWS = [

@@ -188,12 +188,35 @@ def pending_command(request: C_FIND) -> bytes:
     """The C-FIND-RSP command set (status Pending, a data set follows) for ``request``.
 
     Built and encoded by pynetdicom from the same fields its C-FIND SCP sets,
-    so it is the command set it would send with every pending answer.
+    so it is the command set it would send with every pending answer. That
+    costs ~0.5 ms, a tenth of a one-match query: it is done once per SOP
+    class, and each request's Message ID written into the copy.
     """
+    sop_class = str(request.AffectedSOPClassUID)
+    message_id = int(request.MessageID or 0)
+    found = _COMMANDS.get(sop_class)
+    if found is None:
+        command = _pynetdicom_command(sop_class, 0)
+        at = command.find(_MESSAGE_ID_HEADER)
+        if at < 0 or command.count(_MESSAGE_ID_HEADER) != 1:
+            return _pynetdicom_command(sop_class, message_id)
+        found = (command, at + len(_MESSAGE_ID_HEADER))
+        if len(_COMMANDS) < 16:  # the Q/R FIND models: a handful at most
+            _COMMANDS[sop_class] = found
+    command, at = found
+    return command[:at] + struct.pack("<H", message_id) + command[at + 2 :]
+
+
+# (0000,0120) MessageIDBeingRespondedTo, implicit VR little endian, 2 bytes long
+_MESSAGE_ID_HEADER = b"\x00\x00\x20\x01\x02\x00\x00\x00"
+_COMMANDS: dict[str, tuple[bytes, int]] = {}  # SOP class -> (command set, where the ID goes)
+
+
+def _pynetdicom_command(sop_class: str, message_id: int) -> bytes:
     rsp = C_FIND()
-    rsp.MessageID = request.MessageID
-    rsp.MessageIDBeingRespondedTo = request.MessageID
-    rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
+    rsp.MessageID = message_id
+    rsp.MessageIDBeingRespondedTo = message_id
+    rsp.AffectedSOPClassUID = sop_class
     rsp.Status = PENDING
     rsp.Identifier = BytesIO(b"\x00")  # only marks that a data set follows
     message = C_FIND_RSP()
