@@ -53,3 +53,25 @@ def watched_page(browser: Any, width: int = 1280, height: int = 900) -> tuple[An
 
     page.on("console", note)
     return page, blocked
+
+
+# The console's pages refresh themselves with htmx `hx-trigger="every 15s"`.
+CONSOLE_POLL_MS = 15_000
+
+
+def await_poll(page: Any, locator: Any, *, polls: int = 4) -> None:
+    """Wait until ``locator`` shows on ``page``, brought by the page's own 15 s poll.
+
+    The page's clock must be installed (``page.clock.install()`` before the first
+    ``goto``): each round moves it one poll interval on, so htmx fires the same
+    request it would 15 s later, without the test sleeping through the interval.
+    """
+    for _ in range(polls):
+        try:
+            locator.first.wait_for(timeout=2_000)
+            return
+        except Exception as exc:  # playwright's TimeoutError; its module is imported lazily
+            if type(exc).__name__ != "TimeoutError":
+                raise
+        page.clock.fast_forward(CONSOLE_POLL_MS)
+    locator.first.wait_for(timeout=2_000)

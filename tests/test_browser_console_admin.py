@@ -17,7 +17,7 @@ import pytest
 
 from hub.db import Database
 from hub.services import users
-from tests.browser import launch, require_chromium, screenshots, watched_page
+from tests.browser import await_poll, launch, require_chromium, screenshots, watched_page
 from tests.delivery_receivers import WebhookReceiver
 from tests.factories import rex
 from tests.harness import empty_tables, start_hub
@@ -89,12 +89,14 @@ def test_an_admin_retries_a_failed_delivery_and_a_tech_cannot_reach_people(
             browser = launch(p)
             try:
                 page, blocked = watched_page(browser)
+                # The page's clock is moved on a poll interval at a time (await_poll).
+                page.clock.install()
                 sign_in(page, url, "ada")
                 page.get_by_role("link", name="Deliveries").click()
                 page.wait_for_url(f"{url}/console/deliveries")
                 failed = page.locator("#h-failed + div tr", has_text="order.cancelled")
                 # The worker's one attempt fails (HTTP 500): the poll shows it failed.
-                failed.first.wait_for(timeout=25_000)
+                await_poll(page, failed)
                 row = failed.first
                 assert "failed" in row.inner_text() and "500" in row.inner_text()
                 before = shots / f"console-deliveries-failed-{backend}.png"
@@ -105,7 +107,7 @@ def test_an_admin_retries_a_failed_delivery_and_a_tech_cannot_reach_people(
                 page.wait_for_url(f"{url}/console/deliveries?done=*")
                 assert "queued to be sent again now" in page.inner_text("[role=status]")
                 # The worker sends it; the page's own poll shows it delivered.
-                page.locator("#h-delivered + div .d-delivered").first.wait_for(timeout=25_000)
+                await_poll(page, page.locator("#h-delivered + div .d-delivered"))
                 assert page.locator("#h-failed + div tr").count() == 0
                 after = shots / f"console-deliveries-{backend}.png"
                 page.screenshot(path=str(after), full_page=True)
