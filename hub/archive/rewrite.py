@@ -14,7 +14,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hub.archive import coercion, dicomfile, files
+from hub.archive import files
 from hub.services import reconcile
 from hub.services.coercion import Value
 from hub.services.reconcile import Rewrite
@@ -98,6 +98,10 @@ def rewrite_files(data_dir: Path, rewrite: Rewrite) -> dict[str, str]:
 
 
 def _rewrite_one(path: Path, values: dict[str, Value]) -> None:
+    # Imported here, not at the top: every Hub imports this module (hub.context), and
+    # the CLI's commands (users, keys, db, ...) start faster without pydicom and numpy.
+    from hub.archive import coercion, dicomfile
+
     ds = dicomfile.read_full(str(path))
     coercion.apply(ds, values)
     files.write_atomic(path, (dicomfile.encode(ds),))
