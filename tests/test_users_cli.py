@@ -20,6 +20,16 @@ def vethub(
     return run_cli(data_dir, *args, db_url=db_url, stdin=stdin)
 
 
+def upgrade(db_url: str) -> None:
+    """The hub's schema, made in this process: `vethub db upgrade` as a command is
+    tested in tests/test_cli.py, here it would only add a process start per test."""
+    db = Database(db_url)
+    try:
+        db.upgrade()
+    finally:
+        db.dispose()
+
+
 def _rows(db_url: str, username: str) -> tuple[User, list[AuditEvent]]:
     db = Database(db_url)
     try:
@@ -38,7 +48,7 @@ def _rows(db_url: str, username: str) -> tuple[User, list[AuditEvent]]:
 def test_users_are_created_listed_disabled_and_given_new_passwords(
     db_url: str, tmp_path: Path
 ) -> None:
-    assert vethub(tmp_path, db_url, "db", "upgrade").returncode == 0
+    upgrade(db_url)
     name = f"anna{tmp_path.name[-6:]}".lower().replace("_", "")  # unique on a shared PostgreSQL
     made = vethub(
         tmp_path,
@@ -89,7 +99,7 @@ def test_users_are_created_listed_disabled_and_given_new_passwords(
 
 
 def test_bad_input_is_refused_with_the_field_named(db_url: str, tmp_path: Path) -> None:
-    assert vethub(tmp_path, db_url, "db", "upgrade").returncode == 0
+    upgrade(db_url)
     taken = f"ben{tmp_path.name[-6:]}".lower().replace("_", "")
     args = ("users", "create", "--username", taken, "--role", "tech", "--password-stdin")
     assert vethub(tmp_path, db_url, *args, stdin="password 1234\n").returncode == 0
