@@ -118,17 +118,6 @@ def test_plain_http_gets_no_answer_on_the_https_port(https_hub: ServedHub) -> No
     assert not answer.startswith(b"HTTP/1.1 200")
 
 
-def test_plain_hub_ports_json_has_no_https(tmp_path: Path) -> None:
-    served = start_hub(tmp_path / "plain", f"sqlite:///{tmp_path / 'vethub.db'}")
-    try:
-        ports = json.loads((served.data_dir / "ports.json").read_text())
-        assert ports["http"] == served.http and "https" not in ports
-        assert "dicom_tls" not in ports and "hl7_tls" not in ports
-        assert served.url.startswith("http://")
-    finally:
-        served.stop()
-
-
 def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """``vethub serve`` expected to stop at start-up (a timeout fails the test)."""
     return subprocess.run(

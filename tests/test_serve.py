@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.harness import REPO, ServedHub, start_hub
+from hub.db import Database
+from tests.conftest import BACKENDS
+from tests.harness import REPO, ServedHub, empty_tables, start_hub
 
 
 def vethub(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -25,10 +29,34 @@ def vethub(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_doors_ports_and_health(served_hub: ServedHub) -> None:
+@pytest.fixture(scope="module", params=BACKENDS)
+def running(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServedHub, str]]:
+    """One plain hub per backend for the tests that only read from it or add keys
+    (the SIGTERM test stops its hub, so it has its own): ``(hub, database URL)``."""
+    folder = tmp_path_factory.mktemp(f"serve-{request.param}")
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{folder / 'vethub.db'}"
+    else:
+        db_url = request.getfixturevalue("pg_url")
+        db = Database(db_url)
+        empty_tables(db)
+        db.dispose()
+    served = start_hub(folder / "served", db_url)
+    yield served, db_url
+    served.stop()
+
+
+def test_doors_ports_and_health(running: tuple[ServedHub, str]) -> None:
+    served_hub, _ = running
     ports = json.loads((served_hub.data_dir / "ports.json").read_text())
     assert set(ports) >= {"http", "dicom", "hl7"}
     assert all(isinstance(ports[k], int) and ports[k] > 0 for k in ("http", "dicom"))
+    # A hub without TLS names no TLS port and serves plain HTTP.
+    assert ports["http"] == served_hub.http and "https" not in ports
+    assert "dicom_tls" not in ports and "hl7_tls" not in ports
+    assert served_hub.url.startswith("http://")
     assert httpx.get(f"{served_hub.url}/health").json() == {"status": "ok"}
     assert httpx.get(f"{served_hub.url}/docs").status_code == 200
     assert httpx.get(f"{served_hub.url}/api/v1/orders").status_code == 401
@@ -37,7 +65,8 @@ def test_doors_ports_and_health(served_hub: ServedHub) -> None:
     assert lines and all(isinstance(json.loads(ln), dict) for ln in lines)
 
 
-def test_keys_cli_while_serving(served_hub: ServedHub, db_url: str) -> None:
+def test_keys_cli_while_serving(running: tuple[ServedHub, str]) -> None:
+    served_hub, db_url = running
     env = {"VETHUB_DATA_DIR": str(served_hub.data_dir), "VETHUB_DATABASE_URL": db_url}
     made = vethub("keys", "create", "--name", "pims", "--role", "integration", env=env)
     assert made.returncode == 0, made.stderr
