@@ -43,11 +43,29 @@ def pg_database_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+# The id sequences the model's tables own (serial or identity columns).
+_OWNED_SEQUENCES = text(
+    "SELECT s.relname FROM pg_class s"
+    " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+    " JOIN pg_class t ON t.oid = d.refobjid"
+    " WHERE s.relkind = 'S' AND t.relname = ANY(:tables)"
+)
+
+
 def empty_tables(db: Database) -> None:
-    """Every table emptied: a PostgreSQL database shared by the session starts clean."""
-    tables = [t.name for t in SQLModel.metadata.sorted_tables]
+    """Every table emptied and its ids restarted: a PostgreSQL database shared by the
+    session starts clean.
+
+    DELETE, children first, then each owned sequence restarted: what ``TRUNCATE ...
+    RESTART IDENTITY`` did, but TRUNCATE's work per table file cost ~0.3 s a test and
+    a test's few rows take DELETE ~0.03 s (most PostgreSQL tests call this once).
+    """
+    tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
     with db.engine.begin() as conn:
-        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY"))
+        sequences = conn.execute(_OWNED_SEQUENCES, {"tables": tables}).scalars().all()
+        statements = [f'DELETE FROM "{t}"' for t in tables]
+        statements += [f'ALTER SEQUENCE "{seq}" RESTART' for seq in sequences]
+        conn.execute(text("; ".join(statements)))
 
 
 def make_settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
