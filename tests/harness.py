@@ -13,18 +13,22 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psycopg
 import trustme
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from hub.config import Settings
 from hub.context import Hub
 from hub.db import Database
+from hub.serve import build_app
 from hub.services import keys, users
 
 PG_SERVER = os.environ.get("VETHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -267,3 +271,20 @@ def add_user(db_url: str, username: str, role: str, password: str, actor: str = 
             users.create(s, username, role, password, actor=actor)
     finally:
         db.dispose()
+
+
+@contextmanager
+def sqlite_api(tmp: Path, key: str | None = ADMIN_KEY) -> Iterator[TestClient]:
+    """An in-process API on its own SQLite hub, for tests whose subject is parsed
+    before the database matters (one per module); ``key=None``: no Authorization."""
+    hub = Hub.open(make_settings(tmp, f"sqlite:///{tmp / 'vethub.db'}"), upgrade=True)
+    headers = {}
+    if key is not None:
+        with hub.db.session() as s:
+            keys.ensure(s, "bootstrap-admin", "admin", key)
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        with TestClient(build_app(hub), headers=headers) as client:
+            yield client
+    finally:
+        hub.close()

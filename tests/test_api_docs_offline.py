@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from hub.context import Hub
-from hub.serve import build_app
-from tests.harness import make_settings
+from tests.harness import sqlite_api
 
 
 @pytest.fixture(scope="module")
 def anonymous(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    tmp: Path = tmp_path_factory.mktemp("docs")
-    hub = Hub.open(make_settings(tmp, f"sqlite:///{tmp / 'vethub.db'}"), upgrade=True)
-    with TestClient(build_app(hub)) as client:
+    with sqlite_api(tmp_path_factory.mktemp("docs"), key=None) as client:
         yield client
-    hub.close()
 
 
 def test_swagger_ui_names_no_outside_address_and_its_files_are_served(

@@ -5,28 +5,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from hub.context import Hub
-from hub.serve import build_app
-from hub.services import keys
 from tests.factories import REX, rex
-from tests.harness import ADMIN_KEY, make_settings
+from tests.harness import sqlite_api
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """Parsing happens before the database is touched: one SQLite hub for the module."""
-    tmp: Path = tmp_path_factory.mktemp("input")
-    hub = Hub.open(make_settings(tmp, f"sqlite:///{tmp / 'vethub.db'}"), upgrade=True)
-    with hub.db.session() as s:
-        keys.ensure(s, "bootstrap-admin", "admin", ADMIN_KEY)
-    with TestClient(build_app(hub), headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
-        yield c
-    hub.close()
+    with sqlite_api(tmp_path_factory.mktemp("input")) as client:
+        yield client
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])

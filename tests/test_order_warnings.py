@@ -15,22 +15,15 @@ from sqlalchemy import select
 from hub.context import Hub
 from hub.mappings import MappingError, load_mappings
 from hub.models import InboundMessage
-from hub.serve import build_app
-from hub.services import keys
 from tests.factories import REX, rex
-from tests.harness import ADMIN_KEY, make_settings
+from tests.harness import make_settings, sqlite_api
 from tests.mllp_client import DoorThread, ack_segments, sample
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    tmp: Path = tmp_path_factory.mktemp("warnings")
-    hub = Hub.open(make_settings(tmp, f"sqlite:///{tmp / 'vethub.db'}"), upgrade=True)
-    with hub.db.session() as s:
-        keys.ensure(s, "bootstrap-admin", "admin", ADMIN_KEY)
-    with TestClient(build_app(hub), headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
-        yield c
-    hub.close()
+    with sqlite_api(tmp_path_factory.mktemp("warnings")) as client:
+        yield client
 
 
 def order(placer: str, **patient: object) -> dict:
