@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -45,6 +46,7 @@ from hub.models import Study, utcnow
 from hub.services import modalities
 from tests.study_factory import CT, instance, paths, store
 from tests.worklist_scu import running_door
+from worklist import qr
 
 FIND = StudyRootQueryRetrieveInformationModelFind
 MOVE = StudyRootQueryRetrieveInformationModelMove
@@ -163,7 +165,7 @@ def final(responses: list[tuple[Dataset, Dataset | None]]) -> tuple[Dataset, Dat
     return responses[-1]
 
 
-def test_retrieve_faults_are_answered_by_status(hub: Hub) -> None:
+def test_retrieve_faults_are_answered_by_status(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     study = "1.2.826.0.1.3680043.10.997.1"
     sops = ct_study(hub, study, 6)
     many_studies(hub)
@@ -232,7 +234,17 @@ def test_retrieve_faults_are_answered_by_status(hub: Hub) -> None:
             assert rsp.NumberOfFailedSuboperations == 0
             assert [d.SOPInstanceUID for d in dest.received] == sops[:2]
 
-            # C-CANCEL of a C-FIND with many matches, sent on the first answer
+            # C-CANCEL of a C-FIND with many matches, sent on the first answer. The hub
+            # writes its answers in batches (worklist.encoded.FindAnswers) and would
+            # send all 2,000 before the cancel arrives: the search is slowed row by row.
+            matches = qr.QueryRetrieveService._matches
+
+            def trickle(self: qr.QueryRetrieveService, asked: Any) -> Iterator[Any]:
+                for row in matches(self, asked):
+                    yield row
+                    time.sleep(0.001)
+
+            monkeypatch.setattr(qr.QueryRetrieveService, "_matches", trickle)
             answers = 0
             for rsp, _ in assoc.send_c_find(identifier(PatientID="P-FIND"), FIND, msg_id=42):
                 if rsp.Status in PENDING:
