@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, text
 from sqlmodel import Field, SQLModel
 
 from hub.models.core import _ts
@@ -45,6 +45,8 @@ class Study(SQLModel, table=True):
         # Date ranges, and the newest-first order of DICOMweb study searches.
         Index("ix_studies_study_date_time", "study_date", "study_time"),
         Index("ix_studies_modality", "modality"),
+        # Case-insensitive name searches (migration 0016: byte order, "C" on PostgreSQL).
+        Index("ix_studies_patient_name_folded", text("lower(patient_name)")),
     )
 
     id: int | None = Field(default=None, primary_key=True)

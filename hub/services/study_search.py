@@ -6,9 +6,10 @@ for names typed at a desk than the standard's exact case; SQLite folds only
 ASCII letters, PostgreSQL all), person names and descriptions compared
 case-insensitively even without wildcards, date and time
 ranges, lists of UIDs. Everything is decided in SQL through the indexes, with
-LIMIT/OFFSET there too; the page's counts and modalities come from one grouped
-query and its orders from one more, so the cost does not grow with the number
-of studies stored, only with the page.
+LIMIT/OFFSET there too (a name wildcard's leading characters read the folded
+names' index, ``ix_studies_patient_name_folded``); a study's counts and
+modalities are read beside its row and the page's orders in one more query,
+so the cost does not grow with the number of studies stored, only with the page.
 
 Results are plain ``{keyword: value}`` dicts (str, int, list of str; None for
 unknown): the DICOM JSON encoding is the web layer's (``hub.dicomweb.qido``).
@@ -20,11 +21,10 @@ the order's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from hub.models import Instance, Order, Series, Study
@@ -100,14 +100,33 @@ def _wild(value: str) -> bool:
     return "*" in value or "?" in value
 
 
-def _text(column: Any, value: str, *, fold: bool = False) -> ColumnElement[bool]:
+def _text(
+    column: Any, value: str, *, fold: bool = False, indexed: str | None = None
+) -> ColumnElement[bool]:
     """Single value or wildcard match; ``fold`` compares case-insensitively even without
-    wildcards (person names)."""
-    if _wild(value):
-        return func.lower(column).like(like_pattern(value.lower()), escape=_ESCAPE)
-    if fold:
-        return func.lower(column) == value.lower()
-    return column == value  # through the column's index
+    wildcards (person names). ``indexed``: the dialect's name when ``lower(column)``
+    has an index in byte order (``ix_studies_patient_name_folded``; "C" on
+    PostgreSQL): the comparison is written so that index serves an exact name and
+    a wildcard's leading characters."""
+    if not (fold or _wild(value)):
+        return column == value  # through the column's index
+    folded: Any = func.lower(column)
+    if indexed == "postgresql":
+        folded = folded.collate("C")  # the same answers: equality and LIKE ignore collation
+    value = value.lower()
+    if not _wild(value):
+        return folded == value
+    match = folded.like(like_pattern(value), escape=_ESCAPE)
+    head = value[: min(i for i in (value.find("*"), value.find("?"), len(value)) if i >= 0)]
+    if indexed is None or not head or ord(head[-1]) >= 0x10FFFF:
+        return match
+    # Every match starts with ``head`` (both sides folded), so in byte order it
+    # lies in [head, head with its last character's successor): a range the
+    # index reads, where SQLite's LIKE on lower() would compare every row.
+    successor = ord(head[-1]) + 1
+    if 0xD800 <= successor <= 0xDFFF:  # surrogates are no characters (nor UTF-8)
+        successor = 0xE000
+    return and_(match, folded >= head, folded < head[:-1] + chr(successor))
 
 
 def _identity(s: Session, column: str, value: str) -> ColumnElement[bool]:
@@ -130,6 +149,23 @@ _ORDER_NAME = (
     .concat("^")
     .concat(_ORDERS.c.patient_name)
 )
+
+
+def _name(s: Session, value: str) -> ColumnElement[bool]:
+    """PatientName as received or as the study's order gives it; the orders' ids
+    first, as in ``_identity``, so the study side stays one read of the folded
+    names' index (an OR with a subquery scans every study)."""
+    dialect = s.get_bind().dialect.name
+    own = _text(_STUDIES.c.patient_name, value, fold=True, indexed=dialect)
+    by_order = _text(_ORDER_NAME, value, fold=True)
+    ids = list(s.scalars(select(_ORDERS.c.id).where(by_order).limit(_IDS)))
+    if len(ids) == _IDS:
+        via: Any = select(_ORDERS.c.id).where(by_order)
+    elif ids:
+        via = ids
+    else:
+        return own
+    return or_(own, _STUDIES.c.order_id.in_(via))
 
 
 def _range(column: Any, r: Range, *, time: bool = False) -> list[ColumnElement[bool]]:
@@ -157,8 +193,7 @@ def _study_filters(s: Session, q: Query) -> list[ColumnElement[bool]]:
     if q.accession_number and q.accession_number != "*":
         out.append(_identity(s, "accession_number", q.accession_number))
     if q.patient_name and q.patient_name != "*":
-        via_order = select(_ORDERS.c.id).where(_text(_ORDER_NAME, q.patient_name, fold=True))
-        out.append(or_(_text(c.patient_name, q.patient_name, fold=True), c.order_id.in_(via_order)))
+        out.append(_name(s, q.patient_name))
     if q.study_description and q.study_description != "*":
         out.append(_text(c.study_description, q.study_description, fold=True))
     if q.study_date is not None:
@@ -217,43 +252,53 @@ def _page(s: Session, stmt: Select, q: Query) -> tuple[list[Any], bool]:
     return rows[: q.limit], len(rows) > q.limit
 
 
-def _studies(s: Session, q: Query) -> Found:
-    stmt = (
-        select(*_STUDY_COLUMNS)
+def _studies_statement(s: Session, q: Query) -> Select:
+    """The study rows ``q`` matches with their tallies, newest first (unpaged)."""
+    return (
+        select(*_STUDY_COLUMNS, *_TALLY)
         .where(*_study_filters(s, q))
         .order_by(_STUDIES.c.study_date.desc(), _STUDIES.c.study_time.desc(), _STUDIES.c.id.desc())
     )
-    rows, more = _page(s, stmt, q)
+
+
+def _studies(s: Session, q: Query) -> Found:
+    rows, more = _page(s, _studies_statement(s, q), q)
     if not rows:
         return Found()
-    tally = _study_tally(s, [r.id for r in rows])
     found = orders.by_ids(s, {r.order_id for r in rows if r.order_id is not None})
     out = []
     for r in rows:
         attrs = _study_attrs(r, found.get(r.order_id) if r.order_id else None)
-        n_series, n_instances, modalities = tally.get(r.id, (0, 0, []))
-        attrs["ModalitiesInStudy"] = modalities
-        attrs["NumberOfStudyRelatedSeries"] = n_series
-        attrs["NumberOfStudyRelatedInstances"] = n_instances
+        attrs["ModalitiesInStudy"] = (
+            sorted(set(r.modalities.split(_SEP)) - {""}) if r.modalities else []
+        )
+        attrs["NumberOfStudyRelatedSeries"] = r.n_series
+        attrs["NumberOfStudyRelatedInstances"] = r.n_instances
         out.append(attrs)
     return Found(out, more)
 
 
-def _study_tally(s: Session, study_ids: Sequence[int]) -> dict[int, tuple[int, int, list[str]]]:
-    """``{study id: (series, instances, modalities)}`` for a page, in one grouped query."""
-    stmt = (
-        select(_SERIES.c.study_id, _SERIES.c.modality, func.count(_INSTANCES.c.id))
-        .join(_INSTANCES, _INSTANCES.c.series_id == _SERIES.c.id)
-        .where(_SERIES.c.study_id.in_(study_ids))
-        .group_by(_SERIES.c.id, _SERIES.c.study_id, _SERIES.c.modality)
-    )
-    out: dict[int, tuple[int, int, list[str]]] = {}
-    for study_id, modality, n in s.execute(stmt):
-        n_series, n_instances, modalities = out.get(study_id, (0, 0, []))
-        if modality and modality not in modalities:
-            modalities = sorted([*modalities, modality])
-        out[study_id] = (n_series + 1, n_instances + n, modalities)
-    return out
+# A study's series (those holding an instance), instances and modalities, read
+# beside each matching row through the study_id indexes: cheaper than a second
+# grouped query over a list of a page's ids (and no Python loop over series).
+_SEP = "\x1f"
+_HELD = select(_INSTANCES.c.id).where(_INSTANCES.c.series_id == _SERIES.c.id).exists()
+_TALLY = (
+    select(func.count())
+    .select_from(_SERIES)
+    .where(_SERIES.c.study_id == _STUDIES.c.id, _HELD)
+    .scalar_subquery()
+    .label("n_series"),
+    select(func.count())
+    .select_from(_INSTANCES)
+    .where(_INSTANCES.c.study_id == _STUDIES.c.id)
+    .scalar_subquery()
+    .label("n_instances"),
+    select(func.aggregate_strings(_SERIES.c.modality, _SEP))
+    .where(_SERIES.c.study_id == _STUDIES.c.id, _HELD)
+    .scalar_subquery()
+    .label("modalities"),
+)
 
 
 def _study_attrs(r: Any, order: Order | None) -> dict[str, Any]:
