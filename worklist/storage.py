@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -99,8 +100,17 @@ class StorageService:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        # Temp files of writes a crash interrupted (never acknowledged, never indexed).
-        swept = files.sweep_temporaries(hub.settings.data_dir)
+        # Temp files of writes a crash interrupted (never acknowledged, never indexed)
+        # are removed beside the door, not before it opens: the sweep reads every
+        # folder of the archive, minutes at a million instances.
+        threading.Thread(target=self._sweep, name="sweep-temporaries", daemon=True).start()
+
+    def _sweep(self) -> None:
+        try:
+            swept = files.sweep_temporaries(self.hub.settings.data_dir)
+        except OSError:
+            log.exception("could not sweep unfinished temp files")
+            return
         if swept:
             log.info("removed unfinished temp files", extra={"count": swept})
 

@@ -141,15 +141,19 @@ def sweep_temporaries(data_dir: Path, min_age_s: float = SWEEP_MIN_AGE_S) -> int
     Files of a process that still runs on this machine are left alone, and
     those of other machines only once they are older than ``min_age_s``.
     """
-    root = data_dir / "studies"
     count = 0
-    if root.is_dir():
-        for tmp in root.rglob(".in-*.tmp"):
+    # os.walk (scandir underneath): the whole archive's folders are read, so no
+    # pathlib object per entry (rglob took 7 s warm at 100,000 studies).
+    for folder, _, names in os.walk(data_dir / "studies"):
+        for name in names:
+            if not (name.startswith(".in-") and name.endswith(".tmp")):
+                continue
+            tmp = Path(folder, name)
             try:
                 mtime = tmp.stat().st_mtime
             except FileNotFoundError:
                 continue  # its writer renamed or removed it meanwhile
-            if _writer_gone(tmp.name, min_age_s, mtime):
+            if _writer_gone(name, min_age_s, mtime):
                 remove(tmp)
                 count += 1
     return count
