@@ -35,7 +35,7 @@ from hub.config import Settings
 from hub.context import Hub
 from hub.jobs import Jobs
 from hub.logs import setup_logging
-from hub.services import keys
+from hub.services import keys, users
 from hub.services.deliveries.kinds import Registry
 from hub.services.deliveries.worker import DeliveryWorker
 from hub.services.source_kinds import SourceKinds
@@ -157,15 +157,16 @@ def doctor_probes(settings: Settings) -> doctor.Probes:
 def bootstrap_admin(hub: Hub) -> str | None:
     """Make the bootstrap key exist, or create an admin key on first start.
 
-    Runs at every start, so it only ever adds a key while no admin key exists:
-    a revoked bootstrap key stays revoked (``keys.ensure`` warns about it).
-    Returns a newly created key (to print once), else None.
+    Runs at every start, so it only ever adds a key while no admin key and no
+    admin account exist (``vethub init`` makes an account, who signs in and
+    makes keys): a revoked bootstrap key stays revoked (``keys.ensure`` warns
+    about it). Returns a newly created key (to print once), else None.
     """
     with hub.db.session() as s:
         if hub.settings.bootstrap_admin_key:
             keys.ensure(s, "bootstrap-admin", "admin", hub.settings.bootstrap_admin_key)
             return None
-        if keys.any_admin(s):
+        if keys.any_admin(s) or users.any_admin(s):
             return None
         _, plain = keys.create(s, "first-admin", "admin", actor="system:first-start")
         return plain

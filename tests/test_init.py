@@ -15,7 +15,9 @@ import pytest
 
 from hub.cli import main
 from hub.config import load
+from hub.context import Hub
 from hub.data_dir import sqlite_file
+from hub.serve import bootstrap_admin
 
 PASSWORD = "a good long password"
 
@@ -94,6 +96,13 @@ def test_init_on_an_empty_folder_makes_a_hub_the_other_commands_find(
     assert _init(monkeypatch, *again) == 0
     assert f'"{admin}" already exists, left as it was' in capsys.readouterr().out
     assert [u["username"] for u in _users(cfg, capsys)].count(admin) == 1
+
+    if sqlite:  # the first serve prints no new admin key: the admin account signs in
+        hub = Hub.open(settings)
+        try:
+            assert bootstrap_admin(hub) is None
+        finally:
+            hub.close()
 
 
 def test_init_asks_on_a_terminal_and_asks_again_after_a_bad_answer(

@@ -117,6 +117,12 @@ def create(session: Session, username: str, role: str, password: str, *, actor: 
     return user
 
 
+def any_admin(session: Session) -> bool:
+    """An enabled admin account exists (who can sign in and make API keys)."""
+    stmt = select(col(User.id)).where(col(User.role) == "admin", col(User.disabled).is_(False))
+    return session.scalars(stmt).first() is not None
+
+
 def list_all(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(col(User.id))))
 
