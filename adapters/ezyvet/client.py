@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from adapters.ezyvet.config import Config
+from adapters.retry_after import seconds as retry_after_seconds
 from hub.services.deliveries.kinds import DeliveryError
 
 # Seconds before expires_in at which a token is no longer used (at most 10 % of its life).
@@ -143,18 +144,18 @@ class Api:
 
 
 def retry_after(resp: httpx.Response, now: float | None = None) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds), else ``x-ratelimit-reset``
-    (seconds, or an epoch time); None when neither says."""
-    for name in ("retry-after", "x-ratelimit-reset"):
-        value = resp.headers.get(name, "").strip()
-        try:
-            seconds = float(value)
-        except ValueError:
-            continue
-        if seconds > _EPOCH:
-            seconds -= time.time() if now is None else now
-        return max(0.0, seconds)
-    return None
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date), else
+    ``x-ratelimit-reset`` (seconds, or an epoch time); None when neither says."""
+    wait = retry_after_seconds(resp.headers.get("retry-after"), now)
+    if wait is not None:
+        return wait
+    try:
+        reset = float(resp.headers.get("x-ratelimit-reset", "").strip())
+    except ValueError:
+        return None
+    if reset > _EPOCH:
+        reset -= time.time() if now is None else now
+    return max(0.0, reset)
 
 
 def _said(resp: httpx.Response) -> str:

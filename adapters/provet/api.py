@@ -19,11 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from adapters.retry_after import seconds as retry_after_seconds
 from hub.services.deliveries.kinds import DeliveryError
 
 # A token is renewed this long before Provet says it expires.
@@ -56,17 +56,9 @@ class Credentials:
 
 
 def retry_after(value: str | None, default: float = 30.0) -> float:
-    """Seconds from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return default
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    """Seconds from a ``Retry-After`` header, ``default`` when it says nothing usable."""
+    wait = retry_after_seconds(value)
+    return default if wait is None else min(wait, MAX_RETRY_AFTER_S)
 
 
 class ProvetApi:
