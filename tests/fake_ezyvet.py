@@ -236,10 +236,3 @@ class Served:
         self.server.should_exit = True
         self.thread.join(5)
         self.sock.close()
-
-
-def free_port() -> int:
-    """A port nothing listens on (for "the API is down")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

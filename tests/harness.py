@@ -248,6 +248,13 @@ def run_cli(
     )
 
 
+def free_port() -> int:
+    """A loopback port free now (for a peer to listen on, or nothing: "it is down")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def start_listener(argv: list[str], port: int, timeout: float = 10.0) -> subprocess.Popen[bytes]:
     """A third-party peer (DCMTK storescp, dcmqrscp, ...) started and waited for
     until it accepts connections on ``port``; its output is discarded."""

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,18 +21,11 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from tests.harness import REPO
+from tests.harness import REPO, free_port
 
 PROVIDER_DIR = REPO / "tests" / "oidc"
 CLIENT_ID = "vethub"
 CLIENT_SECRET = "vethub-test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def ensure_node_modules() -> None:

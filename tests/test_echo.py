@@ -5,7 +5,6 @@ closed port, a wrong AE title, an unregistered device and one without host/port.
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,10 @@ from fastapi.testclient import TestClient
 from hub.context import Hub
 from hub.serve import build_app
 from hub.services import events
-from tests.harness import ADMIN_KEY, key_for, make_settings, start_listener, write_cert
+from tests.harness import ADMIN_KEY, free_port, key_for, make_settings, start_listener, write_cert
 
 STORESCP = shutil.which("storescp")
 pytestmark = pytest.mark.skipif(STORESCP is None, reason="DCMTK storescp is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_storescp(tmp_path: Path, ae: str, *tls: str) -> Iterator[int]:

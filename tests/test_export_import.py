@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from hub import cli
 from hub.context import Hub
 from hub.models import Study
 from hub.services import events, studies
-from tests.harness import make_settings, start_listener
+from tests.harness import free_port, make_settings, start_listener
 from tests.study_factory import CT, instance, place, save, store
 
 
@@ -220,12 +219,6 @@ def test_import_dry_run_reports_each_file_then_apply_stores_the_good_ones(
 
 DCMQRSCP, DCMQRIDX = shutil.which("dcmqrscp"), shutil.which("dcmqridx")
 OLD_STUDY = "1.2.826.0.1.3680043.8.498.4001"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

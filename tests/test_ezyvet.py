@@ -29,8 +29,8 @@ from hub.serve import build_app
 from hub.services import sources
 from hub.services.deliveries.kinds import DeliveryError, Registry
 from hub.services.deliveries.worker import DeliveryWorker
-from tests.fake_ezyvet import FakeEzyvet, Served, free_port
-from tests.harness import ADMIN_KEY
+from tests.fake_ezyvet import FakeEzyvet, Served
+from tests.harness import ADMIN_KEY, free_port
 from tests.study_factory import indexed_study
 
 KEY = "a passphrase of some length"

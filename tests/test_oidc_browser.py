@@ -13,8 +13,8 @@ from sqlalchemy import select
 from hub.db import Database
 from hub.models import User
 from tests.browser import launch, require_chromium
-from tests.harness import ServedHub, empty_tables, start_hub
-from tests.oidc_fixture import CLIENT_ID, CLIENT_SECRET, free_port, running_provider
+from tests.harness import ServedHub, empty_tables, free_port, start_hub
+from tests.oidc_fixture import CLIENT_ID, CLIENT_SECRET, running_provider
 
 sync_api = require_chromium()
 

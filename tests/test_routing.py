@@ -11,7 +11,6 @@ file, so a resend would show as an extra file).
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,17 +30,11 @@ from hub.services import events, routes
 from hub.services.deliveries.kinds import Target
 from hub.services.deliveries.leases import claim, settle_many
 from hub.services.deliveries.worker import DeliveryWorker
-from tests.harness import key_for, start_listener, write_cert
+from tests.harness import free_port, key_for, start_listener, write_cert
 from tests.study_factory import CT, complete_quiet, instance, paths, place, store
 
 STORESCP = shutil.which("storescp")
 pytestmark = pytest.mark.skipif(STORESCP is None, reason="DCMTK storescp is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class StoreScp:

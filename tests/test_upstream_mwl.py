@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,7 +43,7 @@ from hub.models import Order
 from hub.serve import adapter_jobs, delivery_kinds
 from hub.services import orders
 from hub.services.deliveries.worker import DeliveryWorker
-from tests.harness import start_listener
+from tests.harness import free_port, start_listener
 from tests.order_corpus import order_to_mwl
 from tests.study_factory import instance, store
 from tests.worklist_scu import findscu, running_door
@@ -60,12 +59,6 @@ FIELDS = {
     "breed": {"from": "PatientComments", "pattern": "Breed: *([^;]+)"},
     "sex": "OtherPatientIDs[1]",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def item(rp_id: str, patient_id: str | None, name: str, **attrs: Any) -> Dataset:
