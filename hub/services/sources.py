@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -219,8 +220,15 @@ def merged_settings(
 
 def kind_config(row: Source, secret_key: str | None) -> dict[str, Any]:
     """A vendor source's settings with its secrets opened: what its adapter works from."""
-    shown = {k: v for k, v in (row.kind_settings or {}).items() if k != SECRETS_SET}
-    return shown | sealed.unseal(row.kind_secrets, secret_key)
+    return opened_settings(row.kind_settings or {}, row.kind_secrets, secret_key)
+
+
+def opened_settings(
+    stored: Mapping[str, Any], sealed_secrets: str | None, secret_key: str | None
+) -> dict[str, Any]:
+    """Stored kind settings (without the set-secrets list) and the secrets unsealed."""
+    shown = {k: v for k, v in stored.items() if k != SECRETS_SET}
+    return shown | sealed.unseal(sealed_secrets, secret_key)
 
 
 def set_state(session: Session, name: str, **values: Any) -> None:

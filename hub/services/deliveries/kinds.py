@@ -23,8 +23,7 @@ from hub.config import Settings
 from hub.db import Database
 from hub.errors import FieldError
 from hub.models import Source
-from hub.services import sealed
-from hub.services.sources import EVENTS, SECRETS_SET, SourceSettings
+from hub.services.sources import EVENTS, SourceSettings, opened_settings
 
 # Delivery.kind is a VARCHAR(16): a longer name would fail on the first insert.
 MAX_NAME = 16
@@ -59,16 +58,14 @@ class Target:
     # results back to it.
     hl7_senders: tuple[tuple[str, str], ...] = ()
     # A vendor source's kind, settings and sealed secrets: its adapter's sender
-    # opens them with ``sources.kind_config``-style ``sealed.unseal`` and the
-    # key in ``SendOptions.settings``.
+    # opens them with ``config`` and the key in ``SendOptions.settings``.
     kind: str = "hl7"
     kind_settings: tuple[tuple[str, Any], ...] = ()
     kind_secrets: str | None = None
 
     def config(self, secret_key: str | None) -> dict[str, Any]:
         """The vendor settings with their secrets opened (raises ``SealError``)."""
-        plain = {k: v for k, v in self.kind_settings if k != SECRETS_SET}
-        return plain | sealed.unseal(self.kind_secrets, secret_key)
+        return opened_settings(dict(self.kind_settings), self.kind_secrets, secret_key)
 
     @classmethod
     def node(cls, ae_title: str) -> Target:
