@@ -14,10 +14,11 @@ from datetime import date
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from adapters.upstream_mwl.config import STEP_KEYS, Upstream
+from worklist.send import no_delay
 
 log = logging.getLogger("adapters.upstream_mwl")
 
@@ -99,7 +100,9 @@ def find(up: Upstream, today: date) -> list[Dataset]:
         setattr(ae, attr, up.timeout_s)
     where = f"{up.ae_title} at {up.host}:{up.port}"
     try:
-        assoc = ae.associate(up.host, up.port, ae_title=up.ae_title)
+        assoc = ae.associate(
+            up.host, up.port, ae_title=up.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)]
+        )
     except (OSError, ValueError) as exc:
         raise PollFailed(f"cannot reach {where}: {exc}") from None
     try:
