@@ -9,14 +9,13 @@ rather than each new one revoking the last.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
 from typing import Any
 
 from hub.models import Source
-from hub.services import sealed
+from hub.services import keys, sealed
 from hub.services.sources import SECRETS_SET
 
 FIELD = "issued_tokens"
@@ -40,7 +39,7 @@ def issue(row: Source, secret_key: str | None, lifetime: int, now: float | None 
     token = "ezv_" + secrets.token_urlsafe(32)
     stored = sealed.unseal(row.kind_secrets, secret_key)
     live = [t for t in _tokens(stored) if t["expires"] > now]
-    live.append({"sha256": _digest(token), "expires": now + lifetime})
+    live.append({"sha256": keys.hash_key(token), "expires": now + lifetime})
     stored[FIELD] = live[-KEEP:]
     row.kind_secrets = sealed.seal(stored, secret_key)
     settings = dict(row.kind_settings or {})
@@ -52,7 +51,7 @@ def issue(row: Source, secret_key: str | None, lifetime: int, now: float | None 
 def valid(row: Source, secret_key: str | None, token: str, now: float | None = None) -> bool:
     """Whether ``token`` was issued for this source and has not run out."""
     now = time.time() if now is None else now
-    digest = _digest(token)
+    digest = keys.hash_key(token)
     stored = sealed.unseal(row.kind_secrets, secret_key)
     return any(
         hmac.compare_digest(t["sha256"], digest) and t["expires"] > now for t in _tokens(stored)
@@ -64,7 +63,3 @@ def _tokens(stored: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(tokens, list):
         return []
     return [t for t in tokens if isinstance(t, dict) and "sha256" in t and "expires" in t]
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
